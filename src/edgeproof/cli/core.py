@@ -1,0 +1,255 @@
+"""Core commands: doctor, profile, check, history."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgeproof import history
+from edgeproof.cli._app import app, console, user_errors
+from edgeproof.errors import DataError
+from edgeproof.measure.doctor import check_host
+from edgeproof.measure.runner import ProfileOptions, profile_model
+from edgeproof.measure.session import provider_name
+from edgeproof.model import parse_shape_overrides
+from edgeproof.records import RunRecord, RuntimeSettings, Verdict, save_record
+
+ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.")]
+ScenarioOpt = Annotated[str, typer.Option("--scenario", help="single-stream | periodic:HZ | server:HZ (Poisson) | offline")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="ONNX Runtime intra-op threads.")]
+ProviderOpt = Annotated[str, typer.Option("--provider", help="Execution provider: cpu, cuda or a full provider name.")]
+OptLevelOpt = Annotated[str, typer.Option("--opt-level", help="Graph optimisation: disable | basic | extended | all.")]
+SessionsOpt = Annotated[int, typer.Option("--sessions", min=1, help="Minimum fresh sessions (intervals span them).")]
+SamplesOpt = Annotated[int, typer.Option("--samples", min=20, help="Timed inferences per session (capped by the time budget).")]
+BudgetOpt = Annotated[float, typer.Option("--time-budget", min=1.0, help="Seconds after which no further session starts.")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="builtin (lean loop) or loadgen (MLPerf LoadGen, VALID/INVALID kept).")]
+ShapeOpt = Annotated[Optional[list[str]], typer.Option("--shape", help="NAME=D1,D2,... for symbolic dims (repeatable).")]
+InputsOpt = Annotated[Optional[Path], typer.Option("--inputs", help=".npz with one array per input name (real samples).")]
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the record as JSON here.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Refuse to measure on an unfit host.")]
+DeadlineOpt = Annotated[Optional[float], typer.Option("--deadline-ms", help="Deadline for periodic/server (default: the period).")]
+TargetOpt = Annotated[str, typer.Option("--target", help="host, or a board id from `edgeproof targets` (simulated).")]
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator:
+    """A transient progress bar; yields the callback the runner reports through."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(label, total=1.0)
+
+        def update(message: str, fraction: float) -> None:
+            bar.update(task, description=f"{label}: {message}", completed=fraction)
+
+        yield update
+
+
+def measure(model: Path, target: str, scenario: str, threads: int, provider: str, opt_level: str, sessions: int, samples: int,
+            time_budget: float, engine: str, shape: list[str] | None, inputs: Path | None, strict: bool,
+            deadline_ms: float | None) -> RunRecord:
+    """Profile on the host, or simulate on a catalog board; the record lands in the history."""
+    if opt_level not in ("disable", "basic", "extended", "all"):
+        raise DataError(f"--opt-level {opt_level!r}: expected disable, basic, extended or all")
+    if engine not in ("builtin", "loadgen"):
+        raise DataError(f"--engine {engine!r}: expected builtin or loadgen")
+    if target != "host":
+        from edgeproof.simulate import simulate_run
+
+        record = simulate_run(model, target)
+    else:
+        settings = RuntimeSettings(provider=provider_name(provider), intra_op_threads=threads, graph_optimization_level=opt_level)
+        options = ProfileOptions(
+            scenario=scenario,
+            deadline_ms=deadline_ms,
+            engine=engine,
+            min_sessions=sessions,
+            max_sessions=max(sessions, 8),
+            samples_per_session=samples,
+            time_budget_s=time_budget,
+            shapes=parse_shape_overrides(shape),
+            inputs_npz=str(inputs) if inputs else None,
+            strict=strict,
+        )
+        with progress_bar(f"profiling {model.name}") as update:
+            record = profile_model(model, settings, options, progress=update)
+    history.append(record)
+    return record
+
+
+def render_run(record: RunRecord) -> None:
+    lat = record.latency
+    table = Table(title=f"{record.model.name} on {record.target.id} ({record.kind}) — {record.scenario.name}", show_lines=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("95% interval", justify="right")
+    table.add_column("provenance")
+    for key in ("p50", "p90", "p95", "p99"):
+        iv = lat.ci[key]
+        table.add_row(f"{key} latency", f"{getattr(lat, key + '_ms'):.3f} ms", f"{iv.low:.3f}–{iv.high:.3f}", record.latency_provenance)
+    table.add_row("samples", f"{lat.n_samples} in {lat.n_sessions} sessions", "", lat.ci_method)
+    for name, fig in (
+        ("load (cold start)", record.load_time_ms),
+        ("peak RSS", record.peak_rss_mib),
+        ("model size", record.model_size_mib),
+        ("energy / inference", record.energy_mj_per_inference),
+        ("sustained power", record.sustained_w),
+        ("peak temperature", record.temperature_c),
+    ):
+        value = f"{fig.value:.3f} {fig.unit}" if fig.value is not None else "unavailable"
+        interval = f"{fig.interval[0]:.2f}–{fig.interval[1]:.2f}" if fig.interval else ""
+        table.add_row(name, value, interval, fig.provenance)
+    sc = record.scenario
+    if sc.deadline_miss_rate is not None:
+        table.add_row("deadline misses", f"{sc.deadline_miss_rate:.2%}", "", f"deadline {sc.deadline_ms:g} ms")
+        table.add_row("queueing delay p95", f"{sc.queueing_delay_p95_ms:.3f} ms", "", record.latency_provenance)
+    if sc.throughput_ips is not None:
+        table.add_row("throughput", f"{sc.throughput_ips:.1f} inf/s", "", f"batch {sc.batch_size}")
+    if sc.loadgen:
+        table.add_row("LoadGen result", sc.loadgen["result"], "", "mlperf-loadgen")
+    if record.placement:
+        p = record.placement
+        share = f"{p.fallback_node_frac:.0%} of nodes"
+        if p.fallback_time_frac is not None:
+            share += f", {p.fallback_time_frac:.0%} of time"
+        table.add_row("CPU fallback", share, "", f"{p.provenance} (primary {p.primary_provider})")
+    console.print(table)
+    for w in lat.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    if record.fitness and not record.fitness.fit:
+        for c in record.fitness.checks:
+            if not c.ok:
+                console.print(f"[yellow]host unfit:[/] {c.name} = {c.value}: {c.detail}")
+
+
+def render_verdict(verdict: Verdict) -> None:
+    colours = {"pass": "green", "fail": "red", "unverified": "yellow", "waived": "cyan"}
+    table = Table(title=f"contract verdict on {verdict.target}: {'PASS' if verdict.passed else 'FAIL'}")
+    for col in ("clause", "status", "value", "budget", "margin", "provenance"):
+        table.add_column(col)
+    for c in verdict.clauses:
+        fmt = lambda v: "—" if v is None else f"{v:.4g} {c.unit}"  # noqa: E731
+        status = f"[{colours[c.status]}]{c.status}[/]" + ("" if c.hard else " (soft)")
+        table.add_row(c.clause, status, fmt(c.value), fmt(c.budget), fmt(c.margin), c.provenance)
+    console.print(table)
+    if verdict.binding_clause:
+        console.print(f"binding clause: [bold]{verdict.binding_clause}[/]")
+    if verdict.allow_unverified and any(c.status == "unverified" for c in verdict.clauses):
+        console.print("[yellow]--allow-unverified: unverified clauses were counted as passing[/]")
+    for w in verdict.waivers_applied:
+        console.print(f"[cyan]waiver applied:[/] {w}")
+    for w in verdict.waivers_expired:
+        console.print(f"[yellow]waiver expired (not applied):[/] {w}")
+
+
+@app.command()
+@user_errors
+def doctor() -> None:
+    """Check whether this host is fit for measuring (governor, load, memory, thermal, timing probe)."""
+    from edgeproof.measure import thermal
+
+    fitness = check_host(thermal.max_temperature_c())
+    table = Table(title=f"host fitness: {'fit' if fitness.fit else 'UNFIT'}")
+    for col in ("check", "ok", "value", "detail"):
+        table.add_column(col)
+    for c in fitness.checks:
+        table.add_row(c.name, "[green]yes[/]" if c.ok else "[red]no[/]", c.value, c.detail)
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def profile(
+    model: ModelArg,
+    target: TargetOpt = "host",
+    scenario: ScenarioOpt = "single-stream",
+    threads: ThreadsOpt = 1,
+    provider: ProviderOpt = "cpu",
+    opt_level: OptLevelOpt = "all",
+    sessions: SessionsOpt = 3,
+    samples: SamplesOpt = 300,
+    time_budget: BudgetOpt = 60.0,
+    engine: EngineOpt = "builtin",
+    shape: ShapeOpt = None,
+    inputs: InputsOpt = None,
+    deadline_ms: DeadlineOpt = None,
+    json_out: JsonOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Measure a model: latency percentiles with intervals, cold start, peak RSS, energy, placement."""
+    record = measure(model, target, scenario, threads, provider, opt_level, sessions, samples, time_budget, engine, shape, inputs, strict, deadline_ms)
+    render_run(record)
+    if json_out:
+        save_record(record, json_out)
+        console.print(f"record written to {json_out}")
+
+
+@app.command()
+@user_errors
+def check(
+    model: ModelArg,
+    contract: Annotated[Path, typer.Option("--contract", help="Budget contract (TOML).")],
+    allow_unverified: Annotated[bool, typer.Option("--allow-unverified", help="Count unverified hard clauses as passing, visibly.")] = False,
+    target: TargetOpt = "host",
+    scenario: Annotated[Optional[str], typer.Option("--scenario", help="Override the contract's scenario.")] = None,
+    threads: ThreadsOpt = 1,
+    provider: ProviderOpt = "cpu",
+    opt_level: OptLevelOpt = "all",
+    sessions: SessionsOpt = 3,
+    samples: SamplesOpt = 300,
+    time_budget: BudgetOpt = 60.0,
+    engine: EngineOpt = "builtin",
+    shape: ShapeOpt = None,
+    inputs: InputsOpt = None,
+    deadline_ms: DeadlineOpt = None,
+    json_out: JsonOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Profile, then judge every contract clause: exit 0 pass, 1 fail, 2 bad input."""
+    from edgeproof.contract import evaluate, load_contract
+
+    spec = load_contract(contract)
+    record = measure(
+        model, target, scenario or spec.scenario, threads, provider, opt_level, sessions, samples, time_budget, engine, shape, inputs, strict, deadline_ms
+    )
+    render_run(record)
+    verdict = evaluate(spec, record, allow_unverified=allow_unverified)
+    render_verdict(verdict)
+    if json_out:
+        save_record(record, json_out)
+        save_record(verdict, json_out.with_suffix(".verdict.json"))
+    raise typer.Exit(0 if verdict.passed else 1)
+
+
+@app.command("history")
+@user_errors
+def history_cmd(
+    model: Annotated[Optional[str], typer.Option("--model", help="Only runs of this model name.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 30,
+) -> None:
+    """List past runs and what each changed vs the previous run of the same model and settings."""
+    rows = history.list_runs(model=model, limit=limit)
+    if not rows:
+        console.print(f"no runs recorded yet in {history.history_path()}")
+        return
+    table = Table(title=f"history ({history.history_path()})")
+    for col in ("run", "when", "model", "variant", "target", "thr", "scenario", "p50 ms", "p95 ms", "RSS MiB", "load ms", "energy mJ", "worst drop pp"):
+        table.add_column(col)
+
+    def cell(row: dict, key: str) -> str:
+        value = row[key]
+        if value is None:
+            return "unavail." if key == "energy_mj" else "—"
+        change = row["changes"][key]
+        delta = "" if change is None else f" ({change:+.1%})"
+        return f"{value:.3g}{delta}"
+
+    for r in rows:
+        table.add_row(
+            r["run_id"], str(r["created_at"])[:19], r["model_name"], r["variant"], r["target"], str(r["threads"]), r["scenario"],
+            *(cell(r, k) for k in history.FIGURES),
+        )
+    console.print(table)

@@ -1,0 +1,126 @@
+"""The team's profiling notebook: every run appended to a DuckDB file, listed with what it changed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from edgeproof.records import RunRecord
+
+DEFAULT_DIR = ".edgeproof"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    created_at TIMESTAMPTZ,
+    kind VARCHAR,
+    model_name VARCHAR,
+    model_sha256 VARCHAR,
+    variant VARCHAR,
+    target VARCHAR,
+    provider VARCHAR,
+    threads INTEGER,
+    scenario VARCHAR,
+    p50_ms DOUBLE,
+    p95_ms DOUBLE,
+    p99_ms DOUBLE,
+    peak_rss_mib DOUBLE,
+    load_time_ms DOUBLE,
+    energy_mj DOUBLE,
+    energy_provenance VARCHAR,
+    worst_drop_pp DOUBLE,
+    record JSON
+)
+"""
+
+# Figures listed by `edgeproof history`, with the column each lives in.
+FIGURES = ("p50_ms", "p95_ms", "peak_rss_mib", "load_time_ms", "energy_mj", "worst_drop_pp")
+
+
+def history_path(root: str | Path | None = None) -> Path:
+    base = Path(root) if root else Path(os.environ.get("EDGEPROOF_HOME", DEFAULT_DIR))
+    return base / "history.duckdb"
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    con.execute(_SCHEMA)
+    return con
+
+
+def _variant_label(record: RunRecord) -> str:
+    if not record.variant:
+        return "as-given"
+    return str(record.variant.get("name") or record.variant.get("precision") or "variant")
+
+
+def append(record: RunRecord, root: str | Path | None = None) -> Path:
+    """Add one run to the history (idempotent on run_id)."""
+    path = history_path(root)
+    worst = None
+    if record.evaluation and record.evaluation.slices:
+        worst = max(s.drop_pp for s in record.evaluation.slices.values())
+    row = (
+        record.run_id,
+        record.created_at,
+        record.kind,
+        record.model.name,
+        record.model.sha256,
+        _variant_label(record),
+        record.target.id + (f"@{record.target.power_mode}" if record.target.power_mode else ""),
+        record.settings.provider,
+        record.settings.intra_op_threads,
+        record.scenario.name + (f":{record.scenario.rate_hz:g}" if record.scenario.rate_hz else ""),
+        record.latency.p50_ms,
+        record.latency.p95_ms,
+        record.latency.p99_ms,
+        record.peak_rss_mib.value,
+        record.load_time_ms.value,
+        record.energy_mj_per_inference.value,
+        record.energy_mj_per_inference.provenance,
+        worst,
+        record.model_dump_json(),
+    )
+    con = _connect(path)
+    try:
+        con.execute("INSERT OR REPLACE INTO runs VALUES (" + ",".join("?" * len(row)) + ")", row)
+    finally:
+        con.close()
+    return path
+
+
+def list_runs(root: str | Path | None = None, model: str | None = None, limit: int = 50) -> list[dict]:
+    """Runs newest first, each with the relative change of every figure vs the previous run of the
+    same model on the same target, settings and scenario (None where there is no earlier run)."""
+    path = history_path(root)
+    if not path.exists():
+        return []
+    con = _connect(path)
+    try:
+        where = "WHERE model_name = ?" if model else ""
+        lags = ",\n".join(
+            f"lag({f}) OVER (PARTITION BY model_name, target, provider, threads, scenario ORDER BY created_at, run_id) AS prev_{f}"
+            for f in FIGURES
+        )
+        sql = f"""
+            SELECT run_id, created_at, kind, model_name, variant, target, provider, threads, scenario,
+                   {", ".join(FIGURES)}, energy_provenance, {lags}
+            FROM runs {where}
+            ORDER BY created_at DESC, run_id DESC
+            LIMIT ?
+        """
+        params = ([model] if model else []) + [limit]
+        cur = con.execute(sql, params)
+        cols = [d[0] for d in cur.description]
+        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+    finally:
+        con.close()
+    for row in rows:
+        row["changes"] = {
+            f: (row[f] / row[f"prev_{f}"] - 1.0) if row[f] is not None and row[f"prev_{f}"] not in (None, 0) else None
+            for f in FIGURES
+        }
+    return rows

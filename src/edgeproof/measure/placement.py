@@ -1,0 +1,59 @@
+"""Per-node time and execution-provider placement from ONNX Runtime's own profiler."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from edgeproof.measure.session import open_session
+from edgeproof.records import NodeRecord, Placement, RuntimeSettings
+
+_KERNEL_SUFFIX = "_kernel_time"
+
+
+def parse_profile(trace: list[dict], runs: int) -> list[NodeRecord]:
+    """Mean time per inference of each executed node, with the provider that ran it."""
+    total_us: dict[str, float] = defaultdict(float)
+    meta: dict[str, tuple[str, str]] = {}
+    for ev in trace:
+        if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith(_KERNEL_SUFFIX):
+            continue
+        name = ev["name"][: -len(_KERNEL_SUFFIX)]
+        args = ev.get("args", {})
+        total_us[name] += float(ev.get("dur", 0.0))
+        meta[name] = (args.get("op_name", "?"), args.get("provider", "?"))
+    return [
+        NodeRecord(name=name, op_type=meta[name][0], provider=meta[name][1], time_us=total_us[name] / runs)
+        for name in total_us
+    ]
+
+
+def placement_of(nodes: list[NodeRecord], primary: str, flops: dict[str, float] | None = None) -> Placement:
+    """Fractions of nodes, FLOPs and time that ran outside the primary provider (the CPU fallback)."""
+    if flops:
+        nodes = [n.model_copy(update={"flops": flops.get(n.name)}) for n in nodes]
+    fallback = [n for n in nodes if n.provider != primary]
+    total_time = sum(n.time_us or 0.0 for n in nodes)
+    known_flops = [n for n in nodes if n.flops is not None]
+    total_flops = sum(n.flops for n in known_flops)
+    return Placement(
+        nodes=nodes,
+        primary_provider=primary,
+        fallback_node_frac=len(fallback) / len(nodes) if nodes else 0.0,
+        fallback_flop_frac=(sum(n.flops for n in fallback if n.flops is not None) / total_flops) if total_flops else None,
+        fallback_time_frac=(sum(n.time_us or 0.0 for n in fallback) / total_time) if total_time else None,
+        provenance="measured:onnxruntime-profiler",
+    )
+
+
+def profile_nodes(model_path: str | Path, settings: RuntimeSettings, feeds: dict, runs: int = 20) -> list[NodeRecord]:
+    """Run a separate profiling session (profiling slows inference, so never on timed runs)."""
+    with tempfile.TemporaryDirectory(prefix="edgeproof-prof-") as tmp:
+        sess = open_session(model_path, settings, profile_prefix=str(Path(tmp) / "ort"))
+        for _ in range(runs + 1):
+            sess.run(None, feeds)
+        trace_path = sess.end_profiling()
+        trace = json.loads(Path(trace_path).read_text())
+    return parse_profile(trace, runs + 1)

@@ -1,0 +1,224 @@
+"""Profile a model on this host: fresh sessions, a scenario, energy and temperature, cold start, placement."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgeproof.errors import HostUnfitError
+from edgeproof.measure import energy, thermal
+from edgeproof.measure.coldstart import measure_cold_start
+from edgeproof.measure.doctor import check_host
+from edgeproof.measure.loadgen import run_loadgen
+from edgeproof.measure.placement import placement_of, profile_nodes
+from edgeproof.measure.scenarios import Scenario, back_to_back, batched_feeds, paced, parse_scenario
+from edgeproof.measure.session import open_session, run_checked
+from edgeproof.measure.stats import relative_half_width, summarize
+from edgeproof.model import feeds_from_npz, load_model, model_ref, resolve_inputs, synthetic_feeds
+from edgeproof.records import Figure, RunRecord, RuntimeSettings, ScenarioResult, SessionSamples
+from edgeproof.targets.host import fingerprint, host_target
+
+Progress = Callable[[str, float], None]
+
+TIMER = "perf_counter_ns"
+
+
+@dataclass
+class ProfileOptions:
+    """How to measure. Sessions are the unit of repetition: intervals are computed over them."""
+
+    scenario: str = "single-stream"
+    deadline_ms: float | None = None
+    engine: str = "builtin"
+    min_sessions: int = 3
+    max_sessions: int = 8
+    samples_per_session: int = 300
+    warmup: int = 30
+    target_rel_ci: float = 0.05
+    time_budget_s: float = 60.0
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    inputs_npz: str | None = None
+    offline_batch: int = 8
+    cold_start_repeats: int = 3
+    profile_nodes: bool = True
+    check_fitness: bool = True
+    strict: bool = False
+    seed: int = 0
+
+
+def _node_flops(model) -> dict[str, float] | None:
+    """Per-node FLOPs from the model analysis, when that module is available and understands the graph."""
+    try:
+        from edgeproof.analysis import analyze
+    except ImportError:
+        return None
+    try:
+        cost = analyze(model)
+    except Exception:  # analysis is best effort for the FLOP share; placement by nodes and time stands without it
+        return None
+    return {name: node.flops for name, node in cost.nodes.items()}
+
+
+def _samples_for(scenario: Scenario, options: ProfileOptions, est_ms: float) -> int:
+    per_session_s = options.time_budget_s / max(options.min_sessions, 1) * 0.8
+    if scenario.rate_hz:
+        cap = int(per_session_s * scenario.rate_hz)
+    else:
+        cap = int(per_session_s * 1000.0 / max(est_ms, 1e-3))
+    return max(20, min(options.samples_per_session, cap))
+
+
+def profile_model(
+    model_path: str | Path,
+    settings: RuntimeSettings | None = None,
+    options: ProfileOptions | None = None,
+    progress: Progress | None = None,
+) -> RunRecord:
+    """Measure a model on this host and return its RunRecord (raw samples kept)."""
+    settings = settings or RuntimeSettings()
+    options = options or ProfileOptions()
+    report = progress or (lambda msg, frac: None)
+    scenario = parse_scenario(options.scenario, options.deadline_ms)
+    model = load_model(model_path)
+    ref = model_ref(model_path)
+    batch = options.offline_batch if scenario.name == "offline" else 1
+    specs = resolve_inputs(model, options.shapes, batch=1)
+    feeds = feeds_from_npz(options.inputs_npz, specs) if options.inputs_npz else [synthetic_feeds(specs, options.seed)]
+    if batch > 1:
+        batch_specs = resolve_inputs(model, options.shapes, batch=batch)
+        if batch_specs[0].shape[0] != batch:
+            batch = batch_specs[0].shape[0]
+        feeds = batched_feeds(feeds, batch) if batch > 1 else feeds
+
+    fitness = None
+    if options.check_fitness:
+        report("checking host fitness", 0.0)
+        fitness = check_host(thermal.max_temperature_c())
+        if options.strict and not fitness.fit:
+            bad = "; ".join(f"{c.name}: {c.value}" for c in fitness.checks if not c.ok)
+            raise HostUnfitError(f"host is unfit for measuring ({bad}); run without --strict to measure anyway")
+
+    meter = energy.best_meter()
+    sessions: list[SessionSamples] = []
+    queueing: list[float] = []
+    latencies_e2e: list[float] = []
+    loadgen_summaries: list[dict] = []
+    joules = 0.0
+    window_s = 0.0
+    inferences = 0
+    started = time.monotonic()
+    with thermal.ThermalSampler() as temps:
+        while True:
+            idx = len(sessions)
+            report(f"session {idx + 1}", min(0.9, idx / max(options.min_sessions, 1) * 0.7))
+            sess = open_session(model_path, settings)
+            run_checked(sess, feeds[0], str(model_path))
+            run = sess.run
+            warm = back_to_back(run, feeds, options.warmup)
+            est_ms = float(np.median(warm[len(warm) // 2 :])) if warm else 1.0
+            n = _samples_for(scenario, options, est_ms)
+            if meter is not None:
+                meter.begin_window(f"session-{idx}")
+            if options.engine == "loadgen":
+                samples, summary = run_loadgen(
+                    run, feeds, scenario, min_queries=n, min_duration_ms=int(n * est_ms), expected_latency_ms=est_ms
+                )
+                loadgen_summaries.append(summary)
+            elif scenario.rate_hz:
+                res = paced(run, feeds, n, scenario.rate_hz, scenario.poisson, seed=options.seed + idx)
+                samples = res.latency_ms
+                queueing.extend(res.queueing_ms)
+            else:
+                samples = back_to_back(run, feeds, n)
+            if meter is not None:
+                win = meter.end_window(f"session-{idx}")
+                joules += win.energy_j
+                window_s += win.duration_s
+            inferences += len(samples)
+            latencies_e2e.extend(samples)
+            sessions.append(
+                SessionSamples(warmup_ms=warm, samples_ms=samples, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            )
+            del sess
+            done = len(sessions)
+            if done >= options.max_sessions:
+                break
+            if done >= options.min_sessions:
+                stats = summarize([s.samples_ms for s in sessions])
+                if relative_half_width(stats, "p95") <= options.target_rel_ci:
+                    break
+                if time.monotonic() - started > options.time_budget_s:
+                    break
+        peak_temp = temps.peak_c
+
+    latency = summarize([s.samples_ms for s in sessions])
+    if options.engine == "builtin" and time.monotonic() - started > options.time_budget_s and relative_half_width(latency, "p95") > options.target_rel_ci:
+        latency.warnings.append(
+            f"time budget {options.time_budget_s:g}s reached before the p95 interval narrowed to ±{options.target_rel_ci:.0%}"
+        )
+
+    report("cold start in a fresh process", 0.92)
+    cold = measure_cold_start(model_path, settings, specs, options.inputs_npz, repeats=options.cold_start_repeats)
+    load_ms = [c["load_time_ms"] for c in cold]
+    rss = [c["peak_rss_mib"] for c in cold]
+
+    placement = None
+    if options.profile_nodes:
+        report("per-node profile", 0.96)
+        nodes = profile_nodes(model_path, settings, feeds[0])
+        placement = placement_of(nodes, settings.provider, _node_flops(model))
+
+    scen = ScenarioResult(
+        name=scenario.name,
+        engine="loadgen" if options.engine == "loadgen" else "builtin",
+        rate_hz=scenario.rate_hz,
+        deadline_ms=scenario.deadline_ms,
+        batch_size=batch,
+    )
+    if scenario.rate_hz and options.engine != "loadgen":
+        scen.deadline_miss_rate = float(np.mean(np.array(latencies_e2e) > scenario.deadline_ms))
+        scen.queueing_delay_p50_ms = float(np.quantile(queueing, 0.5))
+        scen.queueing_delay_p95_ms = float(np.quantile(queueing, 0.95))
+    if scenario.name == "offline":
+        scen.throughput_ips = batch * len(latencies_e2e) / (sum(latencies_e2e) / 1000.0)
+    if loadgen_summaries:
+        scen.loadgen = {"sessions": loadgen_summaries, "result": "VALID" if all(s.get("result") == "VALID" for s in loadgen_summaries) else "INVALID"}
+
+    if meter is None:
+        why = energy.why_unavailable()
+        energy_fig = Figure.unavailable("mJ", why)
+        watts_fig = Figure.unavailable("W", why)
+    else:
+        energy_fig = Figure.measured(joules / inferences * 1000.0, "mJ", meter.name)
+        watts_fig = Figure.measured(joules / window_s, "W", meter.name)
+    temp_fig = (
+        Figure.measured(peak_temp, "°C", "thermal-sensors-peak")
+        if peak_temp is not None
+        else Figure.unavailable("°C", "no temperature sensor readable on this host")
+    )
+    return RunRecord(
+        kind="measured",
+        model=ref,
+        target=host_target(),
+        settings=settings,
+        scenario=scen,
+        sessions=sessions,
+        latency=latency,
+        latency_provenance=f"measured:{TIMER}" + (" via mlperf-loadgen" if options.engine == "loadgen" else ""),
+        load_time_ms=Figure.measured(statistics.median(load_ms), "ms", "fresh-process:session+first-inference", (min(load_ms), max(load_ms))),
+        peak_rss_mib=Figure.measured(max(rss), "MiB", "fresh-process:getrusage-maxrss", (min(rss), max(rss))),
+        model_size_mib=Figure.measured(ref.size_bytes / 2**20, "MiB", "file-size"),
+        energy_mj_per_inference=energy_fig,
+        sustained_w=watts_fig,
+        temperature_c=temp_fig,
+        placement=placement,
+        env=fingerprint(),
+        fitness=fitness,
+        extras={"cold_start": cold, "inputs": {s.name: list(s.shape) for s in specs}},
+    )

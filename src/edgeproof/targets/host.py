@@ -1,0 +1,72 @@
+"""Detect the machine edgeproof runs on: CPU, memory, ONNX Runtime build and providers, governor."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import psutil
+
+import edgeproof
+from edgeproof.records import EnvFingerprint, TargetRef
+
+
+def cpu_model(root: str = "/") -> str:
+    cpuinfo = Path(root, "proc/cpuinfo")
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware"):
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_governor(root: str = "/") -> str | None:
+    """The cpufreq governor of cpu0, or None where the kernel does not expose it (VMs, containers)."""
+    try:
+        return Path(root, "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
+    except OSError:
+        return None
+
+
+def cpu_flags(root: str = "/") -> list[str]:
+    try:
+        for line in Path(root, "proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line.partition(":")[2].split()
+    except OSError:
+        pass
+    return []
+
+
+def fingerprint() -> EnvFingerprint:
+    """Everything about this machine that can change a measurement, recorded with every run."""
+    flags = set(cpu_flags())
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "sve") if f in flags]
+    extra = {"isa": ",".join(isa), "machine": platform.machine()}
+    if hasattr(os, "sched_getaffinity"):
+        extra["affinity"] = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    return EnvFingerprint(
+        hostname=socket.gethostname(),
+        os=f"{platform.system()} {platform.release()}",
+        cpu_model=cpu_model(),
+        cpu_cores=psutil.cpu_count(logical=True) or 1,
+        ram_gib=round(psutil.virtual_memory().total / 2**30, 2),
+        python=platform.python_version(),
+        onnxruntime=ort.__version__,
+        onnx=onnx.__version__,
+        providers=list(ort.get_available_providers()),
+        edgeproof=edgeproof.__version__,
+        governor=cpu_governor(),
+        extra=extra,
+    )
+
+
+def host_target() -> TargetRef:
+    return TargetRef(id="host", kind="host")
