@@ -200,6 +200,8 @@ class SliceMetrics(_Record):
     agreement: float
     mean_confidence: float
     confidence_shift: float
+    # nominal slice's mean confidence minus this slice's (same model); None on nominal or without one
+    confidence_drop: float | None = None
 
 
 class Evaluation(_Record):
@@ -286,6 +288,10 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
+        # mkstemp makes the file 0600; give it the mode an ordinary open() would have
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

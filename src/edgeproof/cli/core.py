@@ -91,6 +91,7 @@ def render_run(record: RunRecord) -> None:
         iv = lat.ci[key]
         table.add_row(f"{key} latency", f"{getattr(lat, key + '_ms'):.3f} ms", f"{iv.low:.3f}–{iv.high:.3f}", record.latency_provenance)
     table.add_row("samples", f"{lat.n_samples} in {lat.n_sessions} sessions", "", lat.ci_method)
+    reasons: list[str] = []
     for name, fig in (
         ("load (cold start)", record.load_time_ms),
         ("peak RSS", record.peak_rss_mib),
@@ -99,9 +100,14 @@ def render_run(record: RunRecord) -> None:
         ("sustained power", record.sustained_w),
         ("peak temperature", record.temperature_c),
     ):
-        value = f"{fig.value:.3f} {fig.unit}" if fig.value is not None else "unavailable"
         interval = f"{fig.interval[0]:.2f}–{fig.interval[1]:.2f}" if fig.interval else ""
-        table.add_row(name, value, interval, fig.provenance)
+        if fig.value is None:
+            why = fig.provenance.split(":", 1)[1]
+            if why not in reasons:
+                reasons.append(why)
+            table.add_row(name, "unavailable", "", f"unavailable [{reasons.index(why) + 1}]")
+        else:
+            table.add_row(name, f"{fig.value:.3f} {fig.unit}", interval, fig.provenance)
     sc = record.scenario
     if sc.deadline_miss_rate is not None:
         table.add_row("deadline misses", f"{sc.deadline_miss_rate:.2%}", "", f"deadline {sc.deadline_ms:g} ms")
@@ -117,6 +123,8 @@ def render_run(record: RunRecord) -> None:
             share += f", {p.fallback_time_frac:.0%} of time"
         table.add_row("CPU fallback", share, "", f"{p.provenance} (primary {p.primary_provider})")
     console.print(table)
+    for i, why in enumerate(reasons, 1):
+        console.print(f"[{i}] {why}", highlight=False)
     for w in lat.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     if record.fitness and not record.fitness.fit:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -18,10 +17,16 @@ from edgeproof.records import RuntimeSettings
 _RUNS_AFTER_LOAD = 20
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
+def _status_mib(field: str) -> float:
+    """A memory figure from /proc/self/status (VmRSS, VmHWM) in MiB.
+
+    VmHWM is used for the peak rather than getrusage's ru_maxrss, which Linux carries over
+    from the parent across fork+exec and so would report the parent's peak."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def _child(request: dict) -> dict:
@@ -42,7 +47,7 @@ def _child(request: dict) -> dict:
             for name in feeds:
                 arr = npz[name]
                 feeds[name] = np.ascontiguousarray(arr if arr.shape == feeds[name].shape else arr[0]).astype(feeds[name].dtype)
-    rss_before = _rss_mib()
+    rss_before = _status_mib("VmRSS")
     t0 = time.perf_counter_ns()
     sess = open_session(request["model"], settings)
     t1 = time.perf_counter_ns()
@@ -50,14 +55,13 @@ def _child(request: dict) -> dict:
     t2 = time.perf_counter_ns()
     for _ in range(_RUNS_AFTER_LOAD):
         sess.run(None, feeds)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "import_ms": import_ms,
         "session_ms": (t1 - t0) / 1e6,
         "first_inference_ms": (t2 - t1) / 1e6,
         "load_time_ms": (t2 - t0) / 1e6,
         "rss_before_session_mib": rss_before,
-        "peak_rss_mib": peak_kib / 1024,
+        "peak_rss_mib": _status_mib("VmHWM"),
     }
 
 

@@ -212,7 +212,7 @@ def profile_model(
         latency=latency,
         latency_provenance=f"measured:{TIMER}" + (" via mlperf-loadgen" if options.engine == "loadgen" else ""),
         load_time_ms=Figure.measured(statistics.median(load_ms), "ms", "fresh-process:session+first-inference", (min(load_ms), max(load_ms))),
-        peak_rss_mib=Figure.measured(max(rss), "MiB", "fresh-process:getrusage-maxrss", (min(rss), max(rss))),
+        peak_rss_mib=Figure.measured(max(rss), "MiB", "fresh-process:VmHWM", (min(rss), max(rss))),
         model_size_mib=Figure.measured(ref.size_bytes / 2**20, "MiB", "file-size"),
         energy_mj_per_inference=energy_fig,
         sustained_w=watts_fig,
