@@ -21,7 +21,7 @@ from edgeproof.measure.scenarios import Scenario, back_to_back, batched_feeds, p
 from edgeproof.measure.session import open_session, run_checked
 from edgeproof.measure.stats import relative_half_width, summarize
 from edgeproof.model import feeds_from_npz, load_model, model_ref, resolve_inputs, synthetic_feeds
-from edgeproof.records import Figure, RunRecord, RuntimeSettings, ScenarioResult, SessionSamples
+from edgeproof.records import Figure, HostFitness, ModelRef, RunRecord, RuntimeSettings, ScenarioResult, SessionSamples
 from edgeproof.targets.host import fingerprint, host_target
 
 Progress = Callable[[str, float], None]
@@ -74,6 +74,128 @@ def _samples_for(scenario: Scenario, options: ProfileOptions, est_ms: float) -> 
     return max(20, min(options.samples_per_session, cap))
 
 
+@dataclass
+class Prepared:
+    """A model ready to time: validated, inputs resolved, feeds built."""
+
+    path: Path
+    model: object
+    ref: ModelRef
+    scenario: Scenario
+    specs: list
+    feeds: list
+    batch: int
+
+
+def prepare(model_path: str | Path, options: ProfileOptions) -> Prepared:
+    """Load and check the model and build its feeds (real samples from --inputs, else synthetic)."""
+    scenario = parse_scenario(options.scenario, options.deadline_ms)
+    model = load_model(model_path)
+    specs = resolve_inputs(model, options.shapes, batch=1)
+    feeds = feeds_from_npz(options.inputs_npz, specs) if options.inputs_npz else [synthetic_feeds(specs, options.seed)]
+    batch = 1
+    if scenario.name == "offline":
+        # a fixed leading dim stays as the model declares it; a symbolic one takes the offline batch
+        batch = resolve_inputs(model, options.shapes, batch=options.offline_batch)[0].shape[0]
+        if batch > 1:
+            feeds = batched_feeds(feeds, batch)
+    return Prepared(Path(model_path), model, model_ref(model_path), scenario, specs, feeds, batch)
+
+
+def host_fitness(options: ProfileOptions, report: Progress) -> HostFitness | None:
+    if not options.check_fitness:
+        return None
+    report("checking host fitness", 0.0)
+    fitness = check_host(thermal.max_temperature_c())
+    if options.strict and not fitness.fit:
+        bad = "; ".join(f"{c.name}: {c.value}" for c in fitness.checks if not c.ok)
+        raise HostUnfitError(f"host is unfit for measuring ({bad}); run without --strict to measure anyway")
+    return fitness
+
+
+@dataclass
+class EnergyTally:
+    """Joules and seconds summed over the timed windows of one arm; None meter means unavailable."""
+
+    meter: energy.EnergyMeter | None
+    joules: float = 0.0
+    seconds: float = 0.0
+
+    def begin(self, name: str) -> None:
+        if self.meter is not None:
+            self.meter.begin_window(name)
+
+    def end(self, name: str) -> None:
+        if self.meter is not None:
+            win = self.meter.end_window(name)
+            self.joules += win.energy_j
+            self.seconds += win.duration_s
+
+    def figures(self, inferences: int) -> tuple[Figure, Figure]:
+        if self.meter is None:
+            why = energy.why_unavailable()
+            return Figure.unavailable("mJ", why), Figure.unavailable("W", why)
+        return (
+            Figure.measured(self.joules / inferences * 1000.0, "mJ", self.meter.name),
+            Figure.measured(self.joules / self.seconds, "W", self.meter.name),
+        )
+
+
+def finish_record(
+    prep: Prepared,
+    settings: RuntimeSettings,
+    options: ProfileOptions,
+    sessions: list[SessionSamples],
+    scenario: ScenarioResult,
+    tally: EnergyTally,
+    peak_temp_c: float | None,
+    fitness: HostFitness | None,
+    report: Progress,
+    extras: dict | None = None,
+) -> RunRecord:
+    """Add cold start, peak RSS and placement to timed sessions and assemble the RunRecord."""
+    latency = summarize([s.samples_ms for s in sessions])
+    report("cold start in a fresh process", 0.92)
+    cold = measure_cold_start(prep.path, settings, prep.specs, options.inputs_npz, repeats=options.cold_start_repeats)
+    load_ms = [c["load_time_ms"] for c in cold]
+    rss = [c["peak_rss_mib"] for c in cold]
+    placement = None
+    if options.profile_nodes:
+        report("per-node profile", 0.96)
+        nodes = profile_nodes(prep.path, settings, prep.feeds[0])
+        placement = placement_of(nodes, settings.provider, _node_flops(prep.model))
+    energy_fig, watts_fig = tally.figures(sum(len(s.samples_ms) for s in sessions))
+    temp_fig = (
+        Figure.measured(peak_temp_c, "°C", "thermal-sensors-peak")
+        if peak_temp_c is not None
+        else Figure.unavailable("°C", "no temperature sensor readable on this host")
+    )
+    return RunRecord(
+        kind="measured",
+        model=prep.ref,
+        target=host_target(),
+        settings=settings,
+        scenario=scenario,
+        sessions=sessions,
+        latency=latency,
+        latency_provenance=f"measured:{TIMER}" + (" via mlperf-loadgen" if scenario.engine == "loadgen" else ""),
+        load_time_ms=Figure.measured(statistics.median(load_ms), "ms", "fresh-process:session+first-inference", (min(load_ms), max(load_ms))),
+        peak_rss_mib=Figure.measured(max(rss), "MiB", "fresh-process:VmHWM", (min(rss), max(rss))),
+        model_size_mib=Figure.measured(prep.ref.size_bytes / 2**20, "MiB", "file-size"),
+        energy_mj_per_inference=energy_fig,
+        sustained_w=watts_fig,
+        temperature_c=temp_fig,
+        placement=placement,
+        env=fingerprint(),
+        fitness=fitness,
+        extras={"cold_start": cold, "inputs": {s.name: list(s.shape) for s in prep.specs}, **(extras or {})},
+    )
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def profile_model(
     model_path: str | Path,
     settings: RuntimeSettings | None = None,
@@ -84,34 +206,13 @@ def profile_model(
     settings = settings or RuntimeSettings()
     options = options or ProfileOptions()
     report = progress or (lambda msg, frac: None)
-    scenario = parse_scenario(options.scenario, options.deadline_ms)
-    model = load_model(model_path)
-    ref = model_ref(model_path)
-    batch = options.offline_batch if scenario.name == "offline" else 1
-    specs = resolve_inputs(model, options.shapes, batch=1)
-    feeds = feeds_from_npz(options.inputs_npz, specs) if options.inputs_npz else [synthetic_feeds(specs, options.seed)]
-    if batch > 1:
-        batch_specs = resolve_inputs(model, options.shapes, batch=batch)
-        if batch_specs[0].shape[0] != batch:
-            batch = batch_specs[0].shape[0]
-        feeds = batched_feeds(feeds, batch) if batch > 1 else feeds
-
-    fitness = None
-    if options.check_fitness:
-        report("checking host fitness", 0.0)
-        fitness = check_host(thermal.max_temperature_c())
-        if options.strict and not fitness.fit:
-            bad = "; ".join(f"{c.name}: {c.value}" for c in fitness.checks if not c.ok)
-            raise HostUnfitError(f"host is unfit for measuring ({bad}); run without --strict to measure anyway")
-
-    meter = energy.best_meter()
+    prep = prepare(model_path, options)
+    scenario, feeds = prep.scenario, prep.feeds
+    fitness = host_fitness(options, report)
+    tally = EnergyTally(energy.best_meter())
     sessions: list[SessionSamples] = []
     queueing: list[float] = []
-    latencies_e2e: list[float] = []
     loadgen_summaries: list[dict] = []
-    joules = 0.0
-    window_s = 0.0
-    inferences = 0
     started = time.monotonic()
     with thermal.ThermalSampler() as temps:
         while True:
@@ -123,8 +224,7 @@ def profile_model(
             warm = back_to_back(run, feeds, options.warmup)
             est_ms = float(np.median(warm[len(warm) // 2 :])) if warm else 1.0
             n = _samples_for(scenario, options, est_ms)
-            if meter is not None:
-                meter.begin_window(f"session-{idx}")
+            tally.begin(f"session-{idx}")
             if options.engine == "loadgen":
                 samples, summary = run_loadgen(
                     run, feeds, scenario, min_queries=n, min_duration_ms=int(n * est_ms), expected_latency_ms=est_ms
@@ -136,89 +236,40 @@ def profile_model(
                 queueing.extend(res.queueing_ms)
             else:
                 samples = back_to_back(run, feeds, n)
-            if meter is not None:
-                win = meter.end_window(f"session-{idx}")
-                joules += win.energy_j
-                window_s += win.duration_s
-            inferences += len(samples)
-            latencies_e2e.extend(samples)
-            sessions.append(
-                SessionSamples(warmup_ms=warm, samples_ms=samples, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-            )
+            tally.end(f"session-{idx}")
+            sessions.append(SessionSamples(warmup_ms=warm, samples_ms=samples, started_at=now_iso()))
             del sess
             done = len(sessions)
             if done >= options.max_sessions:
                 break
             if done >= options.min_sessions:
-                stats = summarize([s.samples_ms for s in sessions])
-                if relative_half_width(stats, "p95") <= options.target_rel_ci:
+                if relative_half_width(summarize([s.samples_ms for s in sessions]), "p95") <= options.target_rel_ci:
                     break
                 if time.monotonic() - started > options.time_budget_s:
                     break
         peak_temp = temps.peak_c
-
-    latency = summarize([s.samples_ms for s in sessions])
-    if options.engine == "builtin" and time.monotonic() - started > options.time_budget_s and relative_half_width(latency, "p95") > options.target_rel_ci:
-        latency.warnings.append(
-            f"time budget {options.time_budget_s:g}s reached before the p95 interval narrowed to ±{options.target_rel_ci:.0%}"
-        )
-
-    report("cold start in a fresh process", 0.92)
-    cold = measure_cold_start(model_path, settings, specs, options.inputs_npz, repeats=options.cold_start_repeats)
-    load_ms = [c["load_time_ms"] for c in cold]
-    rss = [c["peak_rss_mib"] for c in cold]
-
-    placement = None
-    if options.profile_nodes:
-        report("per-node profile", 0.96)
-        nodes = profile_nodes(model_path, settings, feeds[0])
-        placement = placement_of(nodes, settings.provider, _node_flops(model))
 
     scen = ScenarioResult(
         name=scenario.name,
         engine="loadgen" if options.engine == "loadgen" else "builtin",
         rate_hz=scenario.rate_hz,
         deadline_ms=scenario.deadline_ms,
-        batch_size=batch,
+        batch_size=prep.batch,
     )
+    all_ms = [x for s in sessions for x in s.samples_ms]
     if scenario.rate_hz and options.engine != "loadgen":
-        scen.deadline_miss_rate = float(np.mean(np.array(latencies_e2e) > scenario.deadline_ms))
+        scen.deadline_miss_rate = float(np.mean(np.array(all_ms) > scenario.deadline_ms))
         scen.queueing_delay_p50_ms = float(np.quantile(queueing, 0.5))
         scen.queueing_delay_p95_ms = float(np.quantile(queueing, 0.95))
     if scenario.name == "offline":
-        scen.throughput_ips = batch * len(latencies_e2e) / (sum(latencies_e2e) / 1000.0)
+        scen.throughput_ips = prep.batch * len(all_ms) / (sum(all_ms) / 1000.0)
     if loadgen_summaries:
-        scen.loadgen = {"sessions": loadgen_summaries, "result": "VALID" if all(s.get("result") == "VALID" for s in loadgen_summaries) else "INVALID"}
-
-    if meter is None:
-        why = energy.why_unavailable()
-        energy_fig = Figure.unavailable("mJ", why)
-        watts_fig = Figure.unavailable("W", why)
-    else:
-        energy_fig = Figure.measured(joules / inferences * 1000.0, "mJ", meter.name)
-        watts_fig = Figure.measured(joules / window_s, "W", meter.name)
-    temp_fig = (
-        Figure.measured(peak_temp, "°C", "thermal-sensors-peak")
-        if peak_temp is not None
-        else Figure.unavailable("°C", "no temperature sensor readable on this host")
-    )
-    return RunRecord(
-        kind="measured",
-        model=ref,
-        target=host_target(),
-        settings=settings,
-        scenario=scen,
-        sessions=sessions,
-        latency=latency,
-        latency_provenance=f"measured:{TIMER}" + (" via mlperf-loadgen" if options.engine == "loadgen" else ""),
-        load_time_ms=Figure.measured(statistics.median(load_ms), "ms", "fresh-process:session+first-inference", (min(load_ms), max(load_ms))),
-        peak_rss_mib=Figure.measured(max(rss), "MiB", "fresh-process:VmHWM", (min(rss), max(rss))),
-        model_size_mib=Figure.measured(ref.size_bytes / 2**20, "MiB", "file-size"),
-        energy_mj_per_inference=energy_fig,
-        sustained_w=watts_fig,
-        temperature_c=temp_fig,
-        placement=placement,
-        env=fingerprint(),
-        fitness=fitness,
-        extras={"cold_start": cold, "inputs": {s.name: list(s.shape) for s in specs}},
-    )
+        valid = all(s.get("result") == "VALID" for s in loadgen_summaries)
+        scen.loadgen = {"sessions": loadgen_summaries, "result": "VALID" if valid else "INVALID"}
+    record = finish_record(prep, settings, options, sessions, scen, tally, peak_temp, fitness, report)
+    if len(sessions) >= options.min_sessions and time.monotonic() - started > options.time_budget_s:
+        if relative_half_width(record.latency, "p95") > options.target_rel_ci:
+            record.latency.warnings.append(
+                f"time budget {options.time_budget_s:g}s reached before the p95 interval narrowed to ±{options.target_rel_ci:.0%}"
+            )
+    return record

@@ -1,0 +1,213 @@
+"""Judge one run record against a contract: pass / fail / unverified / waived per clause, and the binding clause."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date
+
+from edgeproof.contract._fields import parse_scenario
+from edgeproof.contract._model import Contract, HardClause, Waiver
+from edgeproof.contract._units import dimension_for, to_canonical
+from edgeproof.errors import RecordError
+from edgeproof.records import ClauseResult, Figure, RunRecord, ScenarioResult, Verdict
+
+_FIGURE_FIELDS = ("peak_rss_mib", "load_time_ms", "model_size_mib", "energy_mj_per_inference", "sustained_w", "temperature_c")
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """What the record says for one clause, in the clause's canonical unit; value None means no data."""
+
+    value: float | None
+    provenance: str
+    notes: tuple[str, ...] = ()
+    upper: float | None = None  # upper end of the value's interval, where the record has one
+    upper_label: str = "interval upper bound"
+
+
+def evaluate(contract: Contract, record: RunRecord, today: date | None = None, allow_unverified: bool = False) -> Verdict:
+    """Judge ``record`` against every hard clause of ``contract``.
+
+    Each clause compares the record's point estimate with its budget (the interval's upper
+    bound, where one exists, goes into the note). A clause without data is ``unverified`` and
+    does not pass unless ``allow_unverified``; it then still reads ``unverified``. An active
+    waiver for the record's target turns a failing or unverified clause into ``waived``; an
+    expired one does not apply and is listed in ``waivers_expired``. ``today`` defaults to
+    the local date and decides which waivers have expired.
+    """
+    today = today or date.today()
+    target_id = record.target.id
+    in_scope = [w for w in contract.waivers if w.covers(target_id)]
+    expired = [w for w in in_scope if not w.active_on(today)]
+    active = [w for w in in_scope if w.active_on(today)]
+
+    results: list[ClauseResult] = []
+    applied: list[Waiver] = []
+    for clause in contract.hard_clauses():
+        result = _judge(clause, _observe(clause, contract, record))
+        result, waiver = _apply_waivers(result, active, expired, allow_unverified)
+        if waiver is not None:
+            applied.append(waiver)
+        results.append(result)
+
+    passed = all(_passes(r, allow_unverified) for r in results)
+    results, binding = _mark_binding(results, allow_unverified)
+    return Verdict(
+        target=target_id,
+        passed=passed,
+        clauses=results,
+        binding_clause=binding,
+        allow_unverified=allow_unverified,
+        waivers_applied=[w.as_dict() for w in applied],
+        waivers_expired=[w.as_dict() for w in expired],
+        contract_sha256=contract.sha256,
+    )
+
+
+def _observe(clause: HardClause, contract: Contract, record: RunRecord) -> _Observed:
+    section, _, name = clause.id.partition(".")
+    if section == "slices":
+        return _observe_slice(name.removesuffix(".max_drop_pp"), record)
+    if name in ("p95_ms", "p99_ms"):
+        return _observe_latency(name, contract.budgets.scenario, record)
+    if name == "cpu_fallback_frac":
+        return _observe_fallback(record)
+    if name in _FIGURE_FIELDS:
+        return _observe_figure(name, getattr(record, name), record.run_id)
+    raise AssertionError(f"no observation rule for clause {clause.id}")
+
+
+def _observe_latency(name: str, scenario: str, record: RunRecord) -> _Observed:
+    stats = record.latency
+    value = getattr(stats, name)
+    mismatch = _scenario_mismatch(scenario, record.scenario)
+    if mismatch is not None:
+        return _Observed(None, record.latency_provenance, (f"{mismatch} (its {name} is {value:.4g} ms)",))
+    interval = stats.ci.get(name.removesuffix("_ms"))
+    if interval is None:
+        return _Observed(value, record.latency_provenance)
+    return _Observed(value, record.latency_provenance, upper=interval.high, upper_label=f"{interval.level:.0%} CI upper bound")
+
+
+def _scenario_mismatch(budget_scenario: str, ran: ScenarioResult) -> str | None:
+    """Why the record's scenario cannot answer a budget written for another, or None when it can."""
+    name, rate_hz = parse_scenario(budget_scenario)
+    ran_label = ran.name if ran.rate_hz is None else f"{ran.name}:{ran.rate_hz:g}"
+    same = ran.name == name and (rate_hz is None or (ran.rate_hz is not None and math.isclose(ran.rate_hz, rate_hz, rel_tol=1e-6)))
+    return None if same else f"budget is for scenario {budget_scenario}, the record ran {ran_label}"
+
+
+def _observe_figure(name: str, figure: Figure, run_id: str) -> _Observed:
+    if figure.value is None:
+        return _Observed(None, figure.provenance, (f"no data: {figure.provenance.split(':', 1)[1]}",))
+    dim = dimension_for(name)
+    assert dim is not None
+    value = to_canonical(figure.value, figure.unit, dim)
+    if value is None:
+        raise RecordError(f"run {run_id}: {name} is in {figure.unit!r}, not a {dim.name} unit ({dim.units()})")
+    upper = None if figure.interval is None else to_canonical(figure.interval[1], figure.unit, dim)
+    return _Observed(value, figure.provenance, upper=upper)
+
+
+def _observe_fallback(record: RunRecord) -> _Observed:
+    placement = record.placement
+    if placement is None:
+        return _Observed(None, "unavailable:no placement in the record", ("no data: the record has no per-node placement",))
+    if placement.fallback_time_frac is not None:
+        return _Observed(placement.fallback_time_frac, placement.provenance, ("fraction of node time on the CPU fallback",))
+    return _Observed(
+        placement.fallback_node_frac,
+        placement.provenance,
+        ("fraction of nodes on the CPU fallback (no per-node times recorded)",),
+    )
+
+
+def _observe_slice(name: str, record: RunRecord) -> _Observed:
+    evaluation = record.evaluation
+    if evaluation is None:
+        return _Observed(None, "unavailable:no evaluation in the record", ("no data: the record was not evaluated on the slices",))
+    metrics = evaluation.slices.get(name)
+    if metrics is None:
+        return _Observed(None, "unavailable:slice not evaluated", (f"no data: slice {name!r} is not in the evaluation",))
+    note = (
+        f"{evaluation.metric} {metrics.accuracy:.2%} vs reference {metrics.reference_accuracy:.2%} "
+        f"on {metrics.n} samples of {evaluation.dataset_id}"
+    )
+    return _Observed(metrics.drop_pp, f"measured:evaluate({metrics.slice_id})", (note,))
+
+
+def _judge(clause: HardClause, observed: _Observed) -> ClauseResult:
+    notes = list(observed.notes)
+    if observed.upper is not None:
+        over = " (over budget)" if observed.upper > clause.budget else ""
+        notes.append(f"{observed.upper_label} {observed.upper:.4g} {clause.unit}{over}")
+    if observed.value is None:
+        status, margin = "unverified", None
+    else:
+        margin = clause.budget - observed.value
+        status = "pass" if margin >= 0 else "fail"
+    return ClauseResult(
+        clause=clause.id,
+        status=status,
+        value=observed.value,
+        budget=clause.budget,
+        unit=clause.unit,
+        margin=margin,
+        provenance=observed.provenance,
+        note="; ".join(notes),
+    )
+
+
+def _apply_waivers(
+    result: ClauseResult, active: list[Waiver], expired: list[Waiver], allow_unverified: bool
+) -> tuple[ClauseResult, Waiver | None]:
+    notes = [result.note] if result.note else []
+    notes += [f"waiver by {w.owner} expired on {w.expires}; not applied" for w in expired if w.clause == result.clause]
+    waiver = next((w for w in active if w.clause == result.clause), None)
+    update: dict[str, object] = {}
+    if waiver is not None and result.status == "pass":
+        notes.append(f"waiver by {waiver.owner} (until {waiver.expires}) not needed: the clause passes")
+        waiver = None
+    elif waiver is not None:
+        notes.append(f"waived by {waiver.owner} until {waiver.expires}: {waiver.reason}")
+        update = {"status": "waived", "waiver": waiver.as_dict()}
+    elif result.status == "unverified":
+        notes.append("passes only because unverified clauses are allowed" if allow_unverified else "a hard clause without data does not pass")
+    return result.model_copy(update={**update, "note": "; ".join(notes)}), waiver
+
+
+def _passes(result: ClauseResult, allow_unverified: bool) -> bool:
+    return result.status in ("pass", "waived") or (result.status == "unverified" and allow_unverified)
+
+
+def _relative_margin(result: ClauseResult) -> float:
+    """Margin as a fraction of the budget; a zero budget ("none at all") is met exactly or missed outright."""
+    assert result.margin is not None and result.budget is not None
+    if result.budget > 0:
+        return result.margin / result.budget
+    return 0.0 if result.margin >= 0 else -math.inf
+
+
+def _mark_binding(results: list[ClauseResult], allow_unverified: bool) -> tuple[list[ClauseResult], str | None]:
+    """Pick the binding clause and say in its note why it binds."""
+    failing = [r for r in results if r.status == "fail"]
+    blocking_unverified = [r for r in results if r.status == "unverified" and not allow_unverified]
+    passing = [r for r in results if r.status == "pass"]
+    if failing:
+        chosen = min(failing, key=_relative_margin)
+        why = f"binding: worst relative margin of the failing clauses ({_percent(_relative_margin(chosen))} of budget)"
+    elif blocking_unverified:
+        chosen = blocking_unverified[0]
+        why = "binding: no failing clause, but this one has no data and blocks the verdict"
+    elif passing:
+        chosen = min(passing, key=_relative_margin)
+        why = f"binding: smallest relative headroom of the passing clauses ({_percent(_relative_margin(chosen))} of budget)"
+    else:
+        return results, None
+    out = [r.model_copy(update={"note": "; ".join(filter(None, [r.note, why]))}) if r is chosen else r for r in results]
+    return out, chosen.clause
+
+
+def _percent(fraction: float) -> str:
+    return "-inf" if math.isinf(fraction) else f"{fraction:+.1%}"

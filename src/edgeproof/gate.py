@@ -1,0 +1,318 @@
+"""Release gate: contract verdict plus statistical regression checks against a baseline, per target."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+from scipy import stats as sps
+
+from edgeproof.errors import RecordError
+from edgeproof.records import ClauseResult, RunRecord, Verdict
+
+CONFIDENCE = 0.95
+# Accuracy: a slice fails when the paired test says the candidate is worse at this level.
+ACCURACY_ALPHA = 0.05
+# Peak memory has no interval worth the name (three cold starts), so it is judged on the point ratio.
+MEMORY_TOLERANCE_PCT = 10.0
+
+
+@dataclass(frozen=True)
+class RatioEstimate:
+    """candidate / baseline for one statistic, with a 95% interval."""
+
+    metric: str
+    ratio: float
+    low: float
+    high: float
+    method: str
+    units: int
+
+    def describe(self) -> str:
+        """Plain words: ``3.2% slower (95% CI 1.1% to 5.0%)``."""
+        change = self.ratio - 1.0
+        word = "slower" if change > 0 else "faster"
+        return f"{abs(change):.1%} {word} (95% CI {self.low - 1:+.1%} to {self.high - 1:+.1%}, {self.method})"
+
+
+def _t_interval(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and Student-t interval of log ratios."""
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, -math.inf, math.inf
+    half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def _exp(metric: str, mean: float, lo: float, hi: float, method: str, units: int) -> RatioEstimate:
+    return RatioEstimate(metric, math.exp(mean), math.exp(lo), math.exp(hi), method, units)
+
+
+def is_interleaved_pair(base: RunRecord, cand: RunRecord) -> bool:
+    a, b = base.extras.get("interleaved"), cand.extras.get("interleaved")
+    return bool(a and b and a.get("partner_run_id") == cand.run_id and b.get("partner_run_id") == base.run_id)
+
+
+def paired_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate:
+    """Ratio from interleaved blocks. The centre (q = 0.5) uses per-block median ratios: their median
+    within each session pair, then a t interval over pairs, floored by the t interval over all blocks.
+    A tail quantile uses each pair's pooled quantile ratio, with a t interval over pairs."""
+    layout = base.extras["interleaved"]
+    size, blocks = layout["block_size"], layout["blocks"]
+    metric = f"p{round(q * 100)}"
+    per_pair, per_block = [], []
+    for sa, sb in zip(base.sessions, cand.sessions):
+        a = np.asarray(sa.samples_ms).reshape(blocks, size)
+        b = np.asarray(sb.samples_ms).reshape(blocks, size)
+        if q == 0.5:
+            r = np.log(np.median(b, axis=1) / np.median(a, axis=1))
+            per_block.extend(r.tolist())
+            per_pair.append(float(np.median(r)))
+        else:
+            per_pair.append(float(np.log(np.quantile(b, q) / np.quantile(a, q))))
+    mean, lo, hi = _t_interval(np.asarray(per_pair))
+    if per_block:
+        _, b_lo, b_hi = _t_interval(np.asarray(per_block))
+        half_blocks = (b_hi - b_lo) / 2
+        lo, hi = min(lo, mean - half_blocks), max(hi, mean + half_blocks)
+    return _exp(metric, mean, lo, hi, f"interleaved, {len(per_pair)} session pairs", len(per_pair))
+
+
+def unpaired_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate | None:
+    """Ratio from independent runs: Welch interval on the log of per-session quantiles.
+    None when either side has fewer than two sessions (no session-level variance to judge by)."""
+    if len(base.sessions) < 2 or len(cand.sessions) < 2:
+        return None
+    la = np.log([np.quantile(s.samples_ms, q) for s in base.sessions])
+    lb = np.log([np.quantile(s.samples_ms, q) for s in cand.sessions])
+    va, vb = la.var(ddof=1) / len(la), lb.var(ddof=1) / len(lb)
+    diff = float(lb.mean() - la.mean())
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return _exp(f"p{round(q * 100)}", diff, diff, diff, "sessions (no spread)", len(la) + len(lb))
+    df = (va + vb) ** 2 / ((va**2) / (len(la) - 1) + (vb**2) / (len(lb) - 1))
+    half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, df)) * se
+    return _exp(f"p{round(q * 100)}", diff, diff - half, diff + half, f"Welch over {len(la)}+{len(lb)} sessions", len(la) + len(lb))
+
+
+def latency_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate | None:
+    return paired_ratio(base, cand, q) if is_interleaved_pair(base, cand) else unpaired_ratio(base, cand, q)
+
+
+def ratio_clause(est: RatioEstimate | None, tolerance_pct: float, provenance: str) -> ClauseResult:
+    """Fail only when the whole interval lies above 1 + tolerance; unverified when there is no interval."""
+    limit = 1.0 + tolerance_pct / 100.0
+    clause = f"regression.{est.metric if est else 'latency'}"
+    if est is None:
+        return ClauseResult(
+            clause=clause, status="unverified", value=None, budget=limit, unit="x", provenance=provenance,
+            note="fewer than two sessions on a side: no interval to judge a regression by",
+        )
+    status = "fail" if est.low > limit else "pass"
+    verdict = "regression" if status == "fail" else ("not significant" if est.low <= 1.0 <= est.high else "within tolerance")
+    return ClauseResult(
+        clause=f"regression.{est.metric}",
+        status=status,
+        value=est.ratio,
+        budget=limit,
+        unit="x",
+        margin=limit - est.low,
+        provenance=provenance,
+        note=f"{est.describe()}; {verdict} at ±{tolerance_pct:g}% tolerance",
+    )
+
+
+def mcnemar_worse_p(base_pred: list[int], cand_pred: list[int], labels: list[int]) -> tuple[float, int, int]:
+    """One-sided exact McNemar: p that the candidate is not worse, given b (only baseline right)
+    and c (only candidate right) discordant pairs."""
+    y = np.asarray(labels)
+    base_ok = np.asarray(base_pred) == y
+    cand_ok = np.asarray(cand_pred) == y
+    b = int(np.sum(base_ok & ~cand_ok))
+    c = int(np.sum(~base_ok & cand_ok))
+    if b + c == 0:
+        return 1.0, b, c
+    return float(sps.binom.sf(b - 1, b + c, 0.5)), b, c
+
+
+def accuracy_clauses(base: RunRecord, cand: RunRecord) -> list[ClauseResult]:
+    if not (base.evaluation and cand.evaluation):
+        return []
+    out = []
+    for name, cs in cand.evaluation.slices.items():
+        labels = cand.evaluation.labels.get(name)
+        bpred, cpred = base.evaluation.predictions.get(name), cand.evaluation.predictions.get(name)
+        if not labels or not bpred or not cpred or base.evaluation.labels.get(name) != labels:
+            out.append(
+                ClauseResult(
+                    clause=f"regression.accuracy.{name}", status="unverified", value=cs.accuracy, budget=None, unit="acc",
+                    provenance="measured:evaluation", note="baseline and candidate lack paired predictions on the same labels",
+                )
+            )
+            continue
+        p, b, c = mcnemar_worse_p(bpred, cpred, labels)
+        worse = p < ACCURACY_ALPHA
+        out.append(
+            ClauseResult(
+                clause=f"regression.accuracy.{name}",
+                status="fail" if worse else "pass",
+                value=cs.accuracy,
+                budget=base.evaluation.slices[name].accuracy if name in base.evaluation.slices else None,
+                unit="acc",
+                provenance="measured:evaluation (paired, exact McNemar)",
+                note=f"{b} inputs only the baseline got right, {c} only the candidate; one-sided p = {p:.3g}",
+            )
+        )
+    return out
+
+
+def fallback_ops(record: RunRecord) -> dict[str, int]:
+    """Count of nodes per op type placed off the primary provider."""
+    counts: dict[str, int] = {}
+    if record.placement:
+        for n in record.placement.nodes:
+            if n.provider != record.placement.primary_provider:
+                counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts
+
+
+def fallback_clause(base: RunRecord, cand: RunRecord) -> ClauseResult | None:
+    """Any node on the CPU fallback that the baseline did not have fails (counted per op type, since
+    variants rename nodes). Without placement on both sides there is nothing to compare."""
+    if base is None or cand.placement is None or base.placement is None:
+        return None
+    before = fallback_ops(base)
+    new = {op: n - before.get(op, 0) for op, n in fallback_ops(cand).items() if n > before.get(op, 0)}
+    total_new = sum(new.values())
+    detail = ", ".join(f"{op} ×{n}" for op, n in sorted(new.items()))
+    return ClauseResult(
+        clause="regression.new_fallback_nodes",
+        status="fail" if total_new else "pass",
+        value=float(total_new),
+        budget=0.0,
+        unit="nodes",
+        margin=-float(total_new),
+        provenance=cand.placement.provenance,
+        note=(f"new CPU-fallback nodes: {detail}" if total_new else "no new CPU-fallback nodes")
+        + f" (primary {cand.placement.primary_provider})",
+    )
+
+
+def memory_clause(base: RunRecord, cand: RunRecord) -> ClauseResult | None:
+    b, c = base.peak_rss_mib, cand.peak_rss_mib
+    if not (b.available and c.available):
+        return None
+    ratio = c.value / b.value
+    limit = 1.0 + MEMORY_TOLERANCE_PCT / 100.0
+    return ClauseResult(
+        clause="regression.peak_rss", status="fail" if ratio > limit else "pass", value=ratio, budget=limit, unit="x",
+        margin=limit - ratio, provenance=c.provenance, note=f"{b.value:.1f} → {c.value:.1f} MiB",
+    )
+
+
+def energy_clause(base: RunRecord, cand: RunRecord, tolerance_pct: float) -> ClauseResult | None:
+    """Only when both sides have energy; when either lacks it, the contract's energy clause already says unverified."""
+    b, c = base.energy_mj_per_inference, cand.energy_mj_per_inference
+    if not (b.available and c.available):
+        return None
+    ratio = c.value / b.value
+    limit = 1.0 + tolerance_pct / 100.0
+    return ClauseResult(
+        clause="regression.energy", status="fail" if ratio > limit else "pass", value=ratio, budget=limit, unit="x",
+        margin=limit - ratio, provenance=c.provenance, note=f"{b.value:.4g} → {c.value:.4g} mJ per inference",
+    )
+
+
+def check_baseline(base: RunRecord, cand: RunRecord) -> None:
+    """A baseline must describe the same thing measured the same way; anything else is bad input."""
+    where = f"baseline {base.run_id}"
+    if base.target.id != cand.target.id:
+        raise RecordError(f"{where} is for target {base.target.id!r}, the candidate for {cand.target.id!r}")
+    if base.scenario.name != cand.scenario.name or base.scenario.rate_hz != cand.scenario.rate_hz:
+        raise RecordError(f"{where} ran scenario {base.scenario.name}, the candidate {cand.scenario.name}")
+    bi, ci = base.extras.get("inputs"), cand.extras.get("inputs")
+    if bi is not None and ci is not None and bi != ci:
+        raise RecordError(f"{where} is for another model: inputs {bi} vs the candidate's {ci}")
+
+
+def _apply_waivers(results: list[ClauseResult], contract, target: str, today: date) -> tuple[list[ClauseResult], list[dict]]:
+    applied = []
+    out = []
+    for r in results:
+        waiver = next(
+            (w for w in contract.waivers if w.clause == r.clause and w.covers(target) and w.active_on(today)), None
+        )
+        if waiver is not None and r.status in ("fail", "unverified"):
+            info = waiver.model_dump(mode="json")
+            r = r.model_copy(update={"status": "waived", "waiver": info})
+            applied.append(info)
+        out.append(r)
+    return out, applied
+
+
+def gate_target(
+    contract,
+    cand: RunRecord,
+    base: RunRecord | None = None,
+    allow_unverified: bool = False,
+    today: date | None = None,
+) -> Verdict:
+    """One target's verdict: every contract clause, then regressions vs the baseline (if given)."""
+    from edgeproof.contract import evaluate
+
+    today = today or date.today()
+    verdict = evaluate(contract, cand, today=today, allow_unverified=allow_unverified)
+    if base is None:
+        return verdict
+    check_baseline(base, cand)
+    base_verdict = evaluate(contract, base, today=today, allow_unverified=allow_unverified)
+    if not base_verdict.passed:
+        raise RecordError(
+            f"baseline {base.run_id} fails its own contract (binding clause {base_verdict.binding_clause}); refused as a baseline"
+        )
+    tol = contract.regression
+    regressions: list[ClauseResult] = [
+        ratio_clause(latency_ratio(base, cand, 0.50), tol.p50_pct, cand.latency_provenance),
+        ratio_clause(latency_ratio(base, cand, 0.95), tol.p95_pct, cand.latency_provenance),
+        ratio_clause(latency_ratio(base, cand, 0.99), tol.p99_pct, cand.latency_provenance),
+    ]
+    regressions += [c for c in (memory_clause(base, cand), energy_clause(base, cand, tol.energy_pct), fallback_clause(base, cand)) if c]
+    regressions += accuracy_clauses(base, cand)
+    regressions, applied = _apply_waivers(regressions, contract, cand.target.id, today)
+    ok = verdict.passed and all(r.status in ("pass", "waived") or (allow_unverified and r.status == "unverified") for r in regressions)
+    binding = verdict.binding_clause
+    failing = [r for r in regressions if r.status == "fail"]
+    if verdict.passed and failing:
+        binding = failing[0].clause
+    return verdict.model_copy(
+        update={
+            "passed": ok,
+            "clauses": verdict.clauses + regressions,
+            "binding_clause": binding,
+            "waivers_applied": verdict.waivers_applied + applied,
+            "regressions": [
+                {"clause": r.clause, "status": r.status, "ratio": r.value, "limit": r.budget, "note": r.note} for r in regressions
+            ],
+        }
+    )
+
+
+def gate(contract, candidates: list[RunRecord], baselines: list[RunRecord] | None = None, allow_unverified: bool = False,
+         today: date | None = None) -> list[Verdict]:
+    """One verdict per candidate target (a board matrix), each against the baseline of the same target."""
+    by_target: dict[str, RunRecord] = {}
+    for b in baselines or []:
+        if b.target.id in by_target:
+            raise RecordError(f"two baselines for target {b.target.id!r}")
+        by_target[b.target.id] = b
+    seen = set()
+    for c in candidates:
+        if c.target.id in seen:
+            raise RecordError(f"two candidates for target {c.target.id!r}")
+        seen.add(c.target.id)
+    orphan = set(by_target) - seen
+    if orphan:
+        raise RecordError(f"baseline(s) for target(s) {sorted(orphan)} have no candidate")
+    return [gate_target(contract, c, by_target.get(c.target.id), allow_unverified, today) for c in candidates]

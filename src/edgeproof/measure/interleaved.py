@@ -1,0 +1,89 @@
+"""Interleaved A/B measurement: two models timed in alternating blocks so machine drift cannot favour one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeproof.measure import energy, thermal
+from edgeproof.measure.runner import (
+    EnergyTally,
+    Progress,
+    ProfileOptions,
+    finish_record,
+    host_fitness,
+    now_iso,
+    prepare,
+)
+from edgeproof.measure.scenarios import back_to_back
+from edgeproof.measure.session import open_session, run_checked
+from edgeproof.errors import DataError
+from edgeproof.records import RunRecord, RuntimeSettings, ScenarioResult, SessionSamples
+
+
+@dataclass
+class InterleaveOptions:
+    """Pairs of fresh sessions (one per arm), each timed in ``blocks`` alternating blocks."""
+
+    pairs: int = 5
+    blocks: int = 20
+    block_size: int = 20
+    warmup: int = 30
+    seed: int = 0
+
+
+def interleaved_ab(
+    model_a: str | Path,
+    model_b: str | Path,
+    settings: RuntimeSettings | None = None,
+    options: ProfileOptions | None = None,
+    ab: InterleaveOptions | None = None,
+    progress: Progress | None = None,
+) -> tuple[RunRecord, RunRecord]:
+    """Time A (baseline) and B (candidate) interleaved: for each pair, open both sessions in random
+    order, then alternate blocks A B / B A with the leading arm alternating block to block. The two
+    records name each other in ``extras["interleaved"]`` so the gate can pair their blocks."""
+    settings = settings or RuntimeSettings()
+    options = options or ProfileOptions()
+    ab = ab or InterleaveOptions()
+    report = progress or (lambda msg, frac: None)
+    preps = [prepare(model_a, options), prepare(model_b, options)]
+    if any(p.scenario.name != "single-stream" for p in preps):
+        raise DataError("interleaved A/B measurement times single-stream inference only")
+    fitness = host_fitness(options, report)
+    rng = np.random.default_rng(ab.seed)
+    meter = energy.best_meter()
+    tallies = [EnergyTally(meter), EnergyTally(meter)]
+    sessions: list[list[SessionSamples]] = [[], []]
+    with thermal.ThermalSampler() as temps:
+        for pair in range(ab.pairs):
+            report(f"pair {pair + 1}/{ab.pairs}", 0.85 * pair / ab.pairs)
+            order = [0, 1] if rng.random() < 0.5 else [1, 0]
+            sess = [None, None]
+            for arm in order:
+                sess[arm] = open_session(preps[arm].path, settings)
+                run_checked(sess[arm], preps[arm].feeds[0], str(preps[arm].path))
+            warm = [back_to_back(sess[arm].run, preps[arm].feeds, ab.warmup) for arm in (0, 1)]
+            samples: list[list[float]] = [[], []]
+            for block in range(ab.blocks):
+                lead = order[block % 2]
+                for arm in (lead, 1 - lead):
+                    tallies[arm].begin(f"p{pair}b{block}a{arm}")
+                    samples[arm].extend(back_to_back(sess[arm].run, preps[arm].feeds, ab.block_size))
+                    tallies[arm].end(f"p{pair}b{block}a{arm}")
+            for arm in (0, 1):
+                sessions[arm].append(SessionSamples(warmup_ms=warm[arm], samples_ms=samples[arm], started_at=now_iso()))
+            del sess
+        peak = temps.peak_c
+    records = []
+    for arm in (0, 1):
+        scen = ScenarioResult(name="single-stream", engine="builtin", batch_size=1)
+        layout = {"arm": "AB"[arm], "block_size": ab.block_size, "blocks": ab.blocks, "pairs": ab.pairs, "seed": ab.seed}
+        records.append(
+            finish_record(preps[arm], settings, options, sessions[arm], scen, tallies[arm], peak, fitness, report, {"interleaved": layout})
+        )
+    records[0].extras["interleaved"]["partner_run_id"] = records[1].run_id
+    records[1].extras["interleaved"]["partner_run_id"] = records[0].run_id
+    return records[0], records[1]

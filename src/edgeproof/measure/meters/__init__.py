@@ -1,0 +1,1 @@
+"""Energy meters behind one window interface; import them through ``edgeproof.measure.energy``."""

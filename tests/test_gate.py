@@ -1,0 +1,155 @@
+"""Release gate: A/A passes, an injected in-graph slowdown fails, bad input is one line, outputs parse."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from conftest import DIGITS_MODEL, run_cli
+from edgeproof.contract import load_contract
+from edgeproof.errors import RecordError
+from edgeproof.gate import gate, mcnemar_worse_p, unpaired_ratio
+from edgeproof.gate_output import to_junit, to_markdown, to_sarif
+from edgeproof.measure.interleaved import InterleaveOptions, interleaved_ab
+from edgeproof.measure.runner import ProfileOptions, profile_model
+from edgeproof.measure.stats import summarize
+from edgeproof.records import RunRecord, SessionSamples
+from edgeproof.slowdown import add_busy_branch
+
+CONTRACT = """
+[contract]
+name = "gate-test"
+[budgets]
+scenario = "single-stream"
+p95_ms = "50 ms"
+peak_rss_mib = "2000 MiB"
+[regression]
+p50_pct = 3.0
+p95_pct = 10.0
+"""
+QUICK = dict(cold_start_repeats=1, check_fitness=False)
+
+
+@pytest.fixture(scope="module")
+def contract(tmp_path_factory):
+    path = tmp_path_factory.mktemp("c") / "contract.toml"
+    path.write_text(CONTRACT)
+    return load_contract(path)
+
+
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory):
+    # 12 extra 128-wide MatMuls cost about 10% on the digits model on this kind of host
+    return add_busy_branch(DIGITS_MODEL, tmp_path_factory.mktemp("m") / "slow.onnx", chain=12)
+
+
+def test_busy_branch_keeps_outputs(slow_model):
+    import onnxruntime as ort
+
+    x = {"input": np.random.default_rng(0).random((2, 1, 32, 32), dtype=np.float32)}
+    a = ort.InferenceSession(str(DIGITS_MODEL), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    b = ort.InferenceSession(str(slow_model), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_same_model_twice_passes(contract):
+    base, cand = interleaved_ab(DIGITS_MODEL, DIGITS_MODEL, options=ProfileOptions(**QUICK), ab=InterleaveOptions(pairs=4))
+    [verdict] = gate(contract, [cand], [base])
+    p50 = next(c for c in verdict.clauses if c.clause == "regression.p50")
+    assert verdict.passed, [c for c in verdict.clauses if c.status != "pass"]
+    assert 0.95 < p50.value < 1.05
+
+
+def test_injected_slowdown_fails_on_latency(contract, slow_model):
+    base, cand = interleaved_ab(DIGITS_MODEL, slow_model, options=ProfileOptions(**QUICK), ab=InterleaveOptions(pairs=4))
+    [verdict] = gate(contract, [cand], [base])
+    assert not verdict.passed
+    p50 = next(c for c in verdict.clauses if c.clause == "regression.p50")
+    assert p50.status == "fail" and p50.value > 1.04
+    assert "slower" in p50.note and "95% CI" in p50.note
+    assert verdict.binding_clause == "regression.p50"
+
+
+def _record(samples_per_session, base: RunRecord) -> RunRecord:
+    sessions = [SessionSamples(warmup_ms=[], samples_ms=s, started_at="2026-11-25T00:00:00+00:00") for s in samples_per_session]
+    return base.model_copy(update={"sessions": sessions, "latency": summarize(samples_per_session), "extras": base.extras | {"interleaved": None}})
+
+
+@pytest.fixture(scope="module")
+def host_record():
+    return profile_model(DIGITS_MODEL, options=ProfileOptions(min_sessions=2, max_sessions=2, samples_per_session=40, warmup=5, **QUICK))
+
+
+def test_unpaired_ratio_uses_session_spread(host_record):
+    rng = np.random.default_rng(3)
+    base = _record([list(1.0 + 0.01 * rng.standard_normal(200)) for _ in range(4)], host_record)
+    slower = _record([list(1.2 + 0.01 * rng.standard_normal(200)) for _ in range(4)], host_record)
+    est = unpaired_ratio(base, slower, 0.5)
+    assert est.low > 1.15 and est.high < 1.25
+    assert unpaired_ratio(_record([[1.0] * 50], host_record), slower, 0.5) is None
+
+
+def test_mcnemar_paired_accuracy():
+    labels = [0] * 100
+    base = [0] * 100
+    worse = [1] * 12 + [0] * 88
+    p, b, c = mcnemar_worse_p(base, worse, labels)
+    assert (b, c) == (12, 0) and p < 0.001
+    assert mcnemar_worse_p(base, base, labels)[0] == 1.0
+
+
+def test_baseline_for_another_model_is_refused(contract, host_record):
+    other = host_record.model_copy(update={"extras": {**host_record.extras, "inputs": {"x": [1, 16]}}, "run_id": "other"})
+    with pytest.raises(RecordError, match="another model"):
+        gate(contract, [host_record], [other])
+
+
+def test_baseline_failing_its_contract_is_refused(tmp_path, host_record):
+    path = tmp_path / "tight.toml"
+    path.write_text(CONTRACT.replace('p95_ms = "50 ms"', 'p95_ms = "0.001 ms"'))
+    with pytest.raises(RecordError, match="fails its own contract"):
+        gate(load_contract(path), [host_record], [host_record])
+
+
+def test_outputs_parse(contract, host_record):
+    verdicts = gate(contract, [host_record])
+    junit = ET.fromstring(to_junit(verdicts).split("?>", 1)[1])
+    cases = junit.findall(".//testcase")
+    assert {c.get("name") for c in cases} == {c.clause for c in verdicts[0].clauses}
+    sarif = json.loads(to_sarif(verdicts, "model.onnx"))
+    assert sarif["version"] == "2.1.0"
+    assert "edgeproof gate" in to_markdown(verdicts)
+
+
+def test_cli_gate_bad_input_is_one_line(tmp_path, host_record):
+    contract_path = tmp_path / "c.toml"
+    contract_path.write_text(CONTRACT)
+    good = tmp_path / "good.json"
+    good.write_text(host_record.model_dump_json())
+    old = json.loads(host_record.model_dump_json())
+    old["schema_version"] = "edgeproof.run/0"
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    missing = json.loads(host_record.model_dump_json())
+    del missing["latency"]
+    (tmp_path / "missing.json").write_text(json.dumps(missing))
+    other = json.loads(host_record.model_dump_json())
+    other["extras"]["inputs"] = {"tokens": [1, 8]}
+    other["run_id"] = "other"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    cases = [
+        (["--candidate", str(tmp_path / "old.json")], "schema_version"),
+        (["--candidate", str(tmp_path / "missing.json")], "latency"),
+        (["--candidate", str(good), "--baseline", str(tmp_path / "other.json")], "another model"),
+        (["--candidate", str(tmp_path / "nope.json")], "no such file"),
+    ]
+    for args, expect in cases:
+        proc = run_cli("gate", "--contract", str(contract_path), *args)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and expect in lines[0] and "Traceback" not in proc.stderr
+    ok = run_cli("gate", "--contract", str(contract_path), "--candidate", str(good), "--out", str(tmp_path / "g"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert (tmp_path / "g" / "gate.junit.xml").exists() and (tmp_path / "g" / "gate.sarif").exists()
