@@ -55,17 +55,15 @@ def is_interleaved_pair(base: RunRecord, cand: RunRecord) -> bool:
     return bool(a and b and a.get("partner_run_id") == cand.run_id and b.get("partner_run_id") == base.run_id)
 
 
-def paired_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate:
+def paired_ratio_of(base_sessions: list[list[float]], cand_sessions: list[list[float]], blocks: int, block_size: int, q: float) -> RatioEstimate:
     """Ratio from interleaved blocks. The centre (q = 0.5) uses per-block median ratios: their median
     within each session pair, then a t interval over pairs, floored by the t interval over all blocks.
     A tail quantile uses each pair's pooled quantile ratio, with a t interval over pairs."""
-    layout = base.extras["interleaved"]
-    size, blocks = layout["block_size"], layout["blocks"]
     metric = f"p{round(q * 100)}"
     per_pair, per_block = [], []
-    for sa, sb in zip(base.sessions, cand.sessions):
-        a = np.asarray(sa.samples_ms).reshape(blocks, size)
-        b = np.asarray(sb.samples_ms).reshape(blocks, size)
+    for sa, sb in zip(base_sessions, cand_sessions):
+        a = np.asarray(sa).reshape(blocks, block_size)
+        b = np.asarray(sb).reshape(blocks, block_size)
         if q == 0.5:
             r = np.log(np.median(b, axis=1) / np.median(a, axis=1))
             per_block.extend(r.tolist())
@@ -78,6 +76,13 @@ def paired_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate:
         half_blocks = (b_hi - b_lo) / 2
         lo, hi = min(lo, mean - half_blocks), max(hi, mean + half_blocks)
     return _exp(metric, mean, lo, hi, f"interleaved, {len(per_pair)} session pairs", len(per_pair))
+
+
+def paired_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate:
+    layout = base.extras["interleaved"]
+    return paired_ratio_of(
+        [s.samples_ms for s in base.sessions], [s.samples_ms for s in cand.sessions], layout["blocks"], layout["block_size"], q
+    )
 
 
 def unpaired_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate | None:
@@ -193,7 +198,7 @@ def fallback_clause(base: RunRecord, cand: RunRecord) -> ClauseResult | None:
         value=float(total_new),
         budget=0.0,
         unit="nodes",
-        margin=-float(total_new),
+        margin=float(-total_new),
         provenance=cand.placement.provenance,
         note=(f"new CPU-fallback nodes: {detail}" if total_new else "no new CPU-fallback nodes")
         + f" (primary {cand.placement.primary_provider})",

@@ -133,6 +133,11 @@ def render_run(record: RunRecord) -> None:
                 console.print(f"[yellow]host unfit:[/] {c.name} = {c.value}: {c.detail}")
 
 
+def _short(text: str, width: int = 64) -> str:
+    """Tables show a provenance's start; the JSON record keeps all of it."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def render_verdict(verdict: Verdict) -> None:
     colours = {"pass": "green", "fail": "red", "unverified": "yellow", "waived": "cyan"}
     table = Table(title=f"contract verdict on {verdict.target}: {'PASS' if verdict.passed else 'FAIL'}")
@@ -141,7 +146,7 @@ def render_verdict(verdict: Verdict) -> None:
     for c in verdict.clauses:
         fmt = lambda v: "—" if v is None else f"{v:.4g} {c.unit}"  # noqa: E731
         status = f"[{colours[c.status]}]{c.status}[/]" + ("" if c.hard else " (soft)")
-        table.add_row(c.clause, status, fmt(c.value), fmt(c.budget), fmt(c.margin), c.provenance)
+        table.add_row(c.clause, status, fmt(c.value), fmt(c.budget), fmt(c.margin), _short(c.provenance))
     console.print(table)
     if verdict.binding_clause:
         console.print(f"binding clause: [bold]{verdict.binding_clause}[/]")
@@ -217,12 +222,17 @@ def check(
     strict: StrictOpt = False,
 ) -> None:
     """Profile, then judge every contract clause: exit 0 pass, 1 fail, 2 bad input."""
+    from edgeproof.accuracy import evaluate_for_contract
     from edgeproof.contract import evaluate, load_contract
 
     spec = load_contract(contract)
     record = measure(
         model, target, scenario or spec.scenario, threads, provider, opt_level, sessions, samples, time_budget, engine, shape, inputs, strict, deadline_ms
     )
+    evaluation = evaluate_for_contract(spec, model)
+    if evaluation is not None:
+        record = record.model_copy(update={"evaluation": evaluation})
+        history.append(record)
     render_run(record)
     verdict = evaluate(spec, record, allow_unverified=allow_unverified)
     render_verdict(verdict)

@@ -46,6 +46,9 @@ def gate(
             base_rec, cand_rec = interleaved_ab(
                 measure[0], measure[1], RuntimeSettings(intra_op_threads=threads), ProfileOptions(), InterleaveOptions(pairs=pairs), update
             )
+        from edgeproof.accuracy import evaluate_for_contract
+
+        base_rec, cand_rec = (r.model_copy(update={"evaluation": evaluate_for_contract(spec, m)}) for r, m in zip((base_rec, cand_rec), measure))
         baselines.append(base_rec)
         candidates.append(cand_rec)
         if out:

@@ -34,6 +34,38 @@ class InterleaveOptions:
     seed: int = 0
 
 
+def interleaved_sessions(
+    paths: tuple[Path, Path], feeds: tuple[list, list], settings: RuntimeSettings, ab: InterleaveOptions,
+    tallies: tuple[EnergyTally, EnergyTally] | None = None, progress: Progress | None = None,
+) -> tuple[list[SessionSamples], list[SessionSamples]]:
+    """Time A and B interleaved: for each pair, open both sessions in random order, then alternate
+    blocks, the leading arm alternating block to block. Returns each arm's sessions."""
+    report = progress or (lambda msg, frac: None)
+    rng = np.random.default_rng(ab.seed)
+    sessions: tuple[list[SessionSamples], list[SessionSamples]] = ([], [])
+    for pair in range(ab.pairs):
+        report(f"pair {pair + 1}/{ab.pairs}", 0.85 * pair / ab.pairs)
+        order = [0, 1] if rng.random() < 0.5 else [1, 0]
+        sess = [None, None]
+        for arm in order:
+            sess[arm] = open_session(paths[arm], settings)
+            run_checked(sess[arm], feeds[arm][0], str(paths[arm]))
+        warm = [back_to_back(sess[arm].run, feeds[arm], ab.warmup) for arm in (0, 1)]
+        samples: list[list[float]] = [[], []]
+        for block in range(ab.blocks):
+            lead = order[block % 2]
+            for arm in (lead, 1 - lead):
+                if tallies:
+                    tallies[arm].begin(f"p{pair}b{block}a{arm}")
+                samples[arm].extend(back_to_back(sess[arm].run, feeds[arm], ab.block_size))
+                if tallies:
+                    tallies[arm].end(f"p{pair}b{block}a{arm}")
+        for arm in (0, 1):
+            sessions[arm].append(SessionSamples(warmup_ms=warm[arm], samples_ms=samples[arm], started_at=now_iso()))
+        del sess
+    return sessions
+
+
 def interleaved_ab(
     model_a: str | Path,
     model_b: str | Path,
@@ -42,9 +74,8 @@ def interleaved_ab(
     ab: InterleaveOptions | None = None,
     progress: Progress | None = None,
 ) -> tuple[RunRecord, RunRecord]:
-    """Time A (baseline) and B (candidate) interleaved: for each pair, open both sessions in random
-    order, then alternate blocks A B / B A with the leading arm alternating block to block. The two
-    records name each other in ``extras["interleaved"]`` so the gate can pair their blocks."""
+    """Measure A (baseline) and B (candidate) interleaved and return both records. They name each
+    other in ``extras["interleaved"]`` so the gate can pair their blocks."""
     settings = settings or RuntimeSettings()
     options = options or ProfileOptions()
     ab = ab or InterleaveOptions()
@@ -53,29 +84,10 @@ def interleaved_ab(
     if any(p.scenario.name != "single-stream" for p in preps):
         raise DataError("interleaved A/B measurement times single-stream inference only")
     fitness = host_fitness(options, report)
-    rng = np.random.default_rng(ab.seed)
     meter = energy.best_meter()
-    tallies = [EnergyTally(meter), EnergyTally(meter)]
-    sessions: list[list[SessionSamples]] = [[], []]
+    tallies = (EnergyTally(meter), EnergyTally(meter))
     with thermal.ThermalSampler() as temps:
-        for pair in range(ab.pairs):
-            report(f"pair {pair + 1}/{ab.pairs}", 0.85 * pair / ab.pairs)
-            order = [0, 1] if rng.random() < 0.5 else [1, 0]
-            sess = [None, None]
-            for arm in order:
-                sess[arm] = open_session(preps[arm].path, settings)
-                run_checked(sess[arm], preps[arm].feeds[0], str(preps[arm].path))
-            warm = [back_to_back(sess[arm].run, preps[arm].feeds, ab.warmup) for arm in (0, 1)]
-            samples: list[list[float]] = [[], []]
-            for block in range(ab.blocks):
-                lead = order[block % 2]
-                for arm in (lead, 1 - lead):
-                    tallies[arm].begin(f"p{pair}b{block}a{arm}")
-                    samples[arm].extend(back_to_back(sess[arm].run, preps[arm].feeds, ab.block_size))
-                    tallies[arm].end(f"p{pair}b{block}a{arm}")
-            for arm in (0, 1):
-                sessions[arm].append(SessionSamples(warmup_ms=warm[arm], samples_ms=samples[arm], started_at=now_iso()))
-            del sess
+        sessions = interleaved_sessions((preps[0].path, preps[1].path), (preps[0].feeds, preps[1].feeds), settings, ab, tallies, report)
         peak = temps.peak_c
     records = []
     for arm in (0, 1):
