@@ -110,7 +110,7 @@ def test_placement_fractions_count_fallback_nodes_and_time():
         {"cat": "Node", "name": "b_kernel_time", "dur": 10, "args": {"op_name": "NonMaxSuppression", "provider": "CPUExecutionProvider"}},
         {"cat": "Session", "name": "model_run", "dur": 50},
     ]
-    nodes = parse_profile(trace, runs=1)
+    nodes = parse_profile(trace)
     p = placement_of(nodes, "CUDAExecutionProvider", flops={"a": 900.0, "b": 100.0})
     assert p.fallback_node_frac == 0.5
     assert p.fallback_time_frac == pytest.approx(0.25)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -13,20 +14,23 @@ from edgeproof.records import NodeRecord, Placement, RuntimeSettings
 _KERNEL_SUFFIX = "_kernel_time"
 
 
-def parse_profile(trace: list[dict], runs: int) -> list[NodeRecord]:
-    """Mean time per inference of each executed node, with the provider that ran it."""
-    total_us: dict[str, float] = defaultdict(float)
+def parse_profile(trace: list[dict]) -> list[NodeRecord]:
+    """Median time per run of each executed node, with the provider that ran it.
+
+    The median, not the mean: the first run after session creation pays one-off allocations that
+    can make a 3 µs kernel look like 80 µs."""
+    durations: dict[str, list[float]] = defaultdict(list)
     meta: dict[str, tuple[str, str]] = {}
     for ev in trace:
         if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith(_KERNEL_SUFFIX):
             continue
         name = ev["name"][: -len(_KERNEL_SUFFIX)]
         args = ev.get("args", {})
-        total_us[name] += float(ev.get("dur", 0.0))
+        durations[name].append(float(ev.get("dur", 0.0)))
         meta[name] = (args.get("op_name", "?"), args.get("provider", "?"))
     return [
-        NodeRecord(name=name, op_type=meta[name][0], provider=meta[name][1], time_us=total_us[name] / runs)
-        for name in total_us
+        NodeRecord(name=name, op_type=meta[name][0], provider=meta[name][1], time_us=float(statistics.median(d)))
+        for name, d in durations.items()
     ]
 
 
@@ -56,4 +60,4 @@ def profile_nodes(model_path: str | Path, settings: RuntimeSettings, feeds: dict
             sess.run(None, feeds)
         trace_path = sess.end_profiling()
         trace = json.loads(Path(trace_path).read_text())
-    return parse_profile(trace, runs + 1)
+    return parse_profile(trace)

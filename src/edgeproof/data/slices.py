@@ -1,0 +1,167 @@
+"""Slices: named views of a dataset (nominal as is, stress and tail via transforms), with IDs.
+
+A slice reads one dataset part (``test`` unless it names another, e.g. real night-time captures)
+and applies its transforms in order with ``numpy.random.default_rng(seed)``, so the same spec on
+the same data always gives the same arrays and the same ID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from edgeproof.data.dataset import CALIBRATION, EVALUATION, Dataset
+from edgeproof.data.ids import content_id
+from edgeproof.data.transforms import TRANSFORMS_VERSION, apply_transform, check_transform
+from edgeproof.errors import DataError
+
+SliceKind = Literal["nominal", "stress", "tail"]
+SLICE_KINDS: tuple[SliceKind, ...] = ("nominal", "stress", "tail")
+
+
+class TransformSpec(BaseModel):
+    """One transform by name with its severity in [0, 1] (see ``edgeproof.data.transforms``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    severity: float
+
+
+class SliceSpec(BaseModel):
+    """What a contract says about one slice: its kind, how to make it, and its accuracy floor.
+
+    ``max_drop_pp`` is the largest accuracy drop vs the float reference, in percentage points,
+    the slice tolerates (None: reported, not judged). ``part`` is the dataset part it reads.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    kind: SliceKind
+    transforms: tuple[TransformSpec, ...] = ()
+    seed: int = 0
+    part: str = EVALUATION
+    max_drop_pp: float | None = None
+
+    def recipe(self) -> dict:
+        """The JSON recipe that goes into the slice ID."""
+        return {
+            "kind": self.kind,
+            "transforms": [[t.name, t.severity] for t in self.transforms],
+            "seed": self.seed,
+            "part": self.part,
+            "transforms_version": TRANSFORMS_VERSION,
+        }
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A materialised slice: its spec, arrays and content ID."""
+
+    spec: SliceSpec
+    x: np.ndarray
+    y: np.ndarray
+    id: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def kind(self) -> SliceKind:
+        return self.spec.kind
+
+
+def check_slice_specs(specs: Sequence[SliceSpec]) -> None:
+    """Raise DataError for an inconsistent set of slice specs (before any data is touched)."""
+    names = [s.name for s in specs]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise DataError(f"slice {duplicated[0]!r} is defined more than once")
+    for spec in specs:
+        where = f"slice {spec.name!r}"
+        if spec.kind == "nominal" and spec.transforms:
+            raise DataError(f"{where}: a nominal slice takes no transforms (make it a stress or tail slice)")
+        if spec.kind != "nominal" and not spec.transforms and spec.part == EVALUATION:
+            raise DataError(f"{where}: a {spec.kind} slice needs transforms or a data part of its own")
+        if spec.part == CALIBRATION:
+            raise DataError(f"{where}: slices cannot read the calibration part (it must stay disjoint from evaluation)")
+        if spec.max_drop_pp is not None and spec.max_drop_pp < 0:
+            raise DataError(f"{where}: max_drop_pp must be >= 0, got {spec.max_drop_pp}")
+        for t in spec.transforms:
+            check_transform(t.name, t.severity, where)
+
+
+def transformed(x: np.ndarray, spec: SliceSpec) -> np.ndarray:
+    """Apply a spec's transforms in order with one Generator seeded by ``spec.seed``."""
+    rng = np.random.default_rng(spec.seed)
+    out = x
+    for t in spec.transforms:
+        out = apply_transform(out, t.name, t.severity, rng, f"slice {spec.name!r}")
+    return out
+
+
+def make_slice(dataset: Dataset, spec: SliceSpec) -> Slice:
+    """Materialise one slice of ``dataset``; a part the data lacks is a DataError."""
+    check_slice_specs([spec])
+    part = dataset.part(spec.part, f"slice {spec.name!r}")
+    x = transformed(part.x, spec)
+    return Slice(
+        spec=spec, x=x, y=part.y, id=content_id([("x", x), ("y", part.y)], {"source": part.id, **spec.recipe()})
+    )
+
+
+def make_slices(dataset: Dataset, specs: Sequence[SliceSpec]) -> list[Slice]:
+    """Materialise every slice, checking the specs as a set first."""
+    check_slice_specs(specs)
+    return [make_slice(dataset, spec) for spec in specs]
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Inputs static quantization calibrates on, which slice kinds they came from, and their ID."""
+
+    x: np.ndarray
+    kinds: tuple[SliceKind, ...]
+    id: str
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+
+def calibration_set(
+    dataset: Dataset, specs: Sequence[SliceSpec], kinds: Iterable[SliceKind] = ("nominal",), max_rows: int | None = None
+) -> CalibrationSet:
+    """Calibration inputs drawn from the calibration part, shaped like the wanted slice kinds.
+
+    With kinds beyond nominal, the calibration rows are dealt round-robin to "as is" (if nominal
+    is wanted) and to each transform-based stress/tail slice, whose transforms are applied to
+    its share; the size stays that of the calibration part (or ``max_rows``). Slices reading a
+    part of their own contribute nothing: their rows are evaluation data.
+    """
+    wanted = tuple(dict.fromkeys(kinds))
+    unknown = [k for k in wanted if k not in SLICE_KINDS]
+    if unknown or not wanted:
+        raise DataError(f"calibration kinds {list(wanted)}: each must be one of {', '.join(SLICE_KINDS)}")
+    check_slice_specs(specs)
+    x = dataset.calibration.x[:max_rows] if max_rows else dataset.calibration.x
+    recipes: list[SliceSpec | None] = [None] if "nominal" in wanted else []
+    recipes += [s for s in specs if s.kind in wanted and s.kind != "nominal" and s.transforms]
+    if not recipes:
+        raise DataError(f"calibration kinds {list(wanted)}: no slice of those kinds has transforms to apply")
+    out = x.copy()
+    for k, spec in enumerate(recipes):
+        rows = np.arange(k, len(x), len(recipes))
+        if spec is not None and len(rows):
+            out[rows] = transformed(x[rows], spec)
+    recipe = {
+        "source": dataset.calibration.id,
+        "kinds": list(wanted),
+        "max_rows": max_rows,
+        "recipes": [None if s is None else s.recipe() for s in recipes],
+    }
+    return CalibrationSet(x=out, kinds=wanted, id=content_id([("x", out)], recipe))
