@@ -1,0 +1,63 @@
+"""`make demo`: the main job on the bundled digits example, each step a real edgeproof command."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "digits"
+
+
+def steps(out: Path) -> list[tuple[str, list[str], tuple[int, ...]]]:
+    """(title, argv, exit codes that let the demo go on). A verdict of 1 is a finding, not a crash."""
+    model = str(EXAMPLE / "model.onnx")
+    contract = str(EXAMPLE / "edgeproof.toml")
+    chosen = str(out / "optimize" / "chosen.onnx")
+    return [
+        ("Is this host fit to measure on?", ["doctor"], (0,)),
+        ("Profile the fp32 model and check it against its contract", ["check", model, "--contract", contract, "--json", str(out / "host.run.json")], (0, 1)),
+        ("Search variants for the best contract-feasible candidate", ["optimize", model, "--contract", contract, "--out", str(out / "optimize"), "--json", str(out / "optimize" / "search.json")], (0, 1)),
+        ("Which boards can run it, and what falls back to the CPU (simulated)", ["compat", model, "--targets", "all"], (0,)),
+        ("Simulate a 10-minute soak on a passively cooled board at 45 °C (simulated)", ["simulate", model, "--target", "raspberry-pi-5", "--soak", "10m", "--ambient", "45", "--json", str(out / "sim" / "raspberry-pi-5.soak.run.json")], (0,)),
+        ("Simulate the model on Jetson Orin Nano in its 7 W mode (simulated)", ["simulate", model, "--target", "jetson-orin-nano", "--power-mode", "7W", "--json", str(out / "sim" / "jetson-orin-nano.run.json")], (0,)),
+        ("Gate the chosen variant against the fp32 baseline, interleaved", ["gate", "--contract", contract, "--measure", model, chosen, "--out", str(out / "gate")], (0, 1)),
+        ("Make a signing key", ["keygen", "-o", str(out / "keys")], (0,)),
+        ("Build the inference bill of materials for the release", ["bom", "build", "--run", str(out / "gate" / "candidate.run.json"), "--verdict", str(out / "gate" / "gate.json"), "--contract", contract, "--model", chosen, "-o", str(out / "bom" / "release.bom.json")], (0,)),
+        ("Build the BOM of the fp32 baseline (the rollback path)", ["bom", "build", "--run", str(out / "gate" / "baseline.run.json"), "--contract", contract, "--model", model, "-o", str(out / "bom" / "baseline.bom.json")], (0,)),
+        ("Sign the release BOM", ["bom", "sign", str(out / "bom" / "release.bom.json"), "--key", str(out / "keys" / "edgeproof.key")], (0,)),
+        ("Verify the signature and the model it names", ["bom", "verify", str(out / "bom" / "release.bom.json"), "--pub", str(out / "keys" / "edgeproof.pub")], (0,)),
+        ("Write the change record for the release board", ["change-record", "--from", str(out / "bom" / "baseline.bom.json"), "--to", str(out / "bom" / "release.bom.json"), "--why", "INT8 variant chosen by edgeproof optimize to cut latency within every slice floor", "-o", str(out / "change-record")], (0,)),
+        ("Write the report", ["report", str(out), "-o", str(out / "report.html")], (0,)),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("out/demo"))
+    args = parser.parse_args(argv)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    findings = []
+    for i, (title, cmd, ok_codes) in enumerate(steps(out), 1):
+        print(f"\n== [{i}] {title}\n$ edgeproof {shlex.join(cmd)}", flush=True)
+        code = subprocess.run([sys.executable, "-m", "edgeproof.cli", *cmd]).returncode
+        if code not in ok_codes:
+            print(f"\ndemo stopped: step {i} exited {code}", file=sys.stderr)
+            return code or 1
+        if code != 0:
+            findings.append(f"step {i} ({cmd[0]}) exited {code}: a contract or gate failure, see above")
+    print(f"\ndemo finished in {time.monotonic() - started:.0f} s")
+    for f in findings:
+        print(f"note: {f}")
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
