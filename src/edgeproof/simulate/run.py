@@ -1,0 +1,353 @@
+"""simulate_run: a model on a board (or the calibrated host) as a RunRecord of kind "simulated"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from edgeproof.analysis import ModelCost, analyze
+from edgeproof.errors import ModelError, TargetError
+from edgeproof.measure.placement import placement_of
+from edgeproof.measure.stats import summarize
+from edgeproof.model import model_ref
+from edgeproof.records import Figure, NodeRecord, RunRecord, RuntimeSettings, ScenarioResult, SessionSamples, TargetRef
+from edgeproof.simulate.hostprofile import HostProfile, host_profile
+from edgeproof.simulate.jitter import sample_sessions
+from edgeproof.simulate.kernels import ITEMSIZE, KernelGraph, as_precision, build_kernels
+from edgeproof.simulate.memory import load_time_ms, residency
+from edgeproof.simulate.partition import ACCEL, CPU, Partition, partition
+from edgeproof.simulate.point import OperatingPoint, operating_point
+from edgeproof.simulate.power import PowerTrace, idle_w, power_trace
+from edgeproof.simulate.thermal import LoadPoint, SoakResult, idle_equilibrium_c, soak
+from edgeproof.simulate.timing import Timeline, board_timeline, host_timeline
+from edgeproof.targets.catalog import get_target
+from edgeproof.targets.firmware import FirmwareProfile, resolve_firmware
+from edgeproof.targets.host import fingerprint
+from edgeproof.targets.spec import JitterSpec, Target
+
+HOST_ID = "host"
+DEFAULT_SOAK_S = 600.0
+FALLBACK_PROVIDER = "CPU (fallback)"
+
+Progress = Callable[[str, float], None]
+
+
+def simulate_run(
+    model_path: str | Path,
+    target_id: str,
+    power_mode: str | None = None,
+    firmware: FirmwareProfile | str | Path | None = None,
+    precision: str | None = None,
+    threads: int | None = None,
+    soak_s: float | None = None,
+    ambient_c: float | None = None,
+    rate_hz: float | None = None,
+    sessions: int = 5,
+    samples_per_session: int = 200,
+    seed: int = 0,
+    catalog_dirs: Iterable[str | Path] = (),
+    host_profile_path: str | Path | None = None,
+    progress: Progress | None = None,
+) -> RunRecord:
+    """Simulate ``model_path`` on a catalog board (or ``"host"``) and return a RunRecord.
+
+    power_mode: a mode of the board (default: the firmware's boot mode, else the board's default).
+    firmware: a FirmwareProfile or TOML path (default: the board's stock profile).
+    precision: run the model's float kernels as if converted to fp16/int8/int16 (what-if).
+    threads: CPU threads for CPU kernels (default: every online core; host: 1).
+    soak_s / ambient_c / rate_hz: the thermal soak (default 600 s at the board's reference ambient,
+        back to back); when soak_s is given the latency samples follow the soak over time.
+    sessions / samples_per_session / seed: the simulated samples (jitter model, seeded).
+
+    Every figure is labelled ``simulated:<board>@<profile version>``.
+    """
+    path = Path(model_path)
+    if sessions < 1 or samples_per_session < 1:
+        raise TargetError(f"sessions ({sessions}) and samples_per_session ({samples_per_session}) must be at least 1")
+    if precision is not None and precision not in ITEMSIZE:
+        raise TargetError(f"precision {precision!r}: use one of {', '.join(ITEMSIZE)}")
+    if rate_hz is not None and rate_hz <= 0:
+        raise TargetError(f"rate {rate_hz} Hz must be positive")
+    if soak_s is not None and soak_s <= 0:
+        raise TargetError(f"soak duration {soak_s} s must be positive")
+    cost = analyze(path)
+    graph = build_kernels(cost)
+    if precision is not None:
+        graph = as_precision(graph, precision, cost)
+    if not graph.kernels:
+        raise ModelError(f"{path}: nothing to simulate (every node folds to a constant)")
+    if target_id == HOST_ID:
+        profile = host_profile(host_profile_path, progress)
+        return _host_record(path, cost, graph, profile, threads or 1, sessions, samples_per_session, seed, precision)
+    target = get_target(target_id, catalog_dirs)
+    fw = resolve_firmware(target, firmware)
+    op = operating_point(target, fw, power_mode, threads)
+    return _board_record(path, cost, graph, target, fw, op, soak_s, ambient_c, rate_hz, sessions, samples_per_session, seed, precision)
+
+
+def profile_label(target: Target, fw: FirmwareProfile) -> str:
+    """``<board>@<catalog version>/fw-<firmware version>``: what a simulated figure's provenance names."""
+    return f"{target.id}@{target.version}/fw-{fw.version}"
+
+
+def board_state(graph: KernelGraph, target: Target, op: OperatingPoint) -> tuple[Partition, Timeline]:
+    """Partition and one inference's timeline at an operating point."""
+    part = partition(graph, target)
+    return part, board_timeline(graph, part, target, op)
+
+
+def _board_record(
+    path: Path,
+    cost: ModelCost,
+    graph: KernelGraph,
+    target: Target,
+    fw: FirmwareProfile,
+    op: OperatingPoint,
+    soak_s: float | None,
+    ambient_c: float | None,
+    rate_hz: float | None,
+    sessions: int,
+    samples: int,
+    seed: int,
+    precision: str | None,
+) -> RunRecord:
+    label = profile_label(target, fw)
+    part, timeline = board_state(graph, target, op)
+    ambient = target.thermal.ambient_c if ambient_c is None else ambient_c
+    cache: dict[float, LoadPoint] = {}
+
+    def load_at(factor: float) -> LoadPoint:
+        if factor not in cache:
+            tl = board_timeline(graph, part, target, op.throttled(factor))
+            cache[factor] = LoadPoint(tl.total_us / 1e3, power_trace(tl, target, op.throttled(factor), ambient).dynamic_energy_j)
+        return cache[factor]
+
+    def idle_at(temp_c: float) -> float:
+        return idle_w(target, op, temp_c)
+
+    soak_result = soak(load_at, idle_at, target.thermal, fw.governor, soak_s or DEFAULT_SOAK_S, ambient, rate_hz)
+    start_c = idle_equilibrium_c(idle_at, ambient, target.thermal)
+    trace = power_trace(timeline, target, op, start_c)
+    latency_ms = timeline.total_us / 1e3
+
+    if soak_s is not None:
+        bases = _soak_bases(soak_result, sessions, samples)
+    else:
+        bases = [[latency_ms] * samples for _ in range(sessions)]
+    session_samples = sample_sessions(bases, target.jitter, seed)
+
+    res = residency(graph, part, target)
+    load = load_time_ms(path.stat().st_size, graph, part, target)
+    worst_ms = max(max(max(s) for s in session_samples), max(soak_result.latency_ms))
+    warnings = res.warnings(target) + _operating_warnings(op, fw, worst_ms)
+    first_inference_mj = trace.energy_j * 1e3
+    one_core_w = idle_at(start_c) + target.power_modes[op.power_mode].cpu_dynamic_w / op.cpu_cores
+    soak_extra = soak_result.to_dict() | {
+        "idle_w_at_ambient": idle_at(start_c),
+        "idle_w_at_end": idle_at(soak_result.temperature_c[-1]),
+        "ramp_up": {
+            "time_ms": load["total_ms"] + latency_ms,
+            # W x ms = mJ: one core busy while loading, then the first inference
+            "energy_mj": one_core_w * load["total_ms"] + first_inference_mj,
+            "includes": "runtime init + model read + accelerator upload + first inference (boot excluded)",
+        },
+        "requested": soak_s is not None,
+    }
+
+    def sim(value: float, unit: str) -> Figure:
+        return Figure.simulated(value, unit, label)
+
+    return RunRecord(
+        kind="simulated",
+        model=model_ref(path),
+        target=TargetRef(id=target.id, kind="simulated", profile_version=f"{target.version}/fw-{fw.version}", power_mode=op.power_mode, firmware=fw.model_dump()),
+        settings=RuntimeSettings(provider=target.accelerator.name if target.accelerator else "CPU", intra_op_threads=op.threads),
+        scenario=_scenario(rate_hz, session_samples),
+        sessions=[SessionSamples(warmup_ms=[], samples_ms=s, started_at=f"simulated session {i}") for i, s in enumerate(session_samples)],
+        latency=summarize(session_samples),
+        latency_provenance=f"simulated:{label}",
+        load_time_ms=sim(load["total_ms"], "ms"),
+        peak_rss_mib=sim(res.resident_mib, "MiB"),
+        model_size_mib=Figure.measured(path.stat().st_size / 2**20, "MiB", "file-size"),
+        energy_mj_per_inference=sim(first_inference_mj, "mJ"),
+        sustained_w=sim(soak_result.sustained_w, "W"),
+        temperature_c=sim(soak_result.peak_c, "°C"),
+        placement=_placement(graph, cost, part, timeline, target, label),
+        env=fingerprint(),
+        extras={
+            "simulated_profile": label,
+            "target_name": target.name,
+            "precision_override": precision,
+            "operating_point": asdict(op),
+            "latency_model_ms": latency_ms,
+            "partitions": partitions_summary(graph, part, timeline, target),
+            "timeline": _timeline_rows(timeline, trace),
+            "soak": soak_extra,
+            "memory": asdict(res),
+            "load": load,
+            "jitter": target.jitter.model_dump() | {"seed": seed},
+            "model_cost": {"flops": cost.total_flops, "macs": cost.total_macs, "weight_bytes": cost.weight_bytes, "intensity_flop_per_byte": cost.intensity},
+            "warnings": warnings,
+            "assumptions": cost.assumptions,
+        },
+    )
+
+
+def _host_record(path: Path, cost: ModelCost, graph: KernelGraph, profile: HostProfile, threads: int, sessions: int, samples: int, seed: int, precision: str | None) -> RunRecord:
+    label = f"host@{profile.version}"
+    timeline, notes = host_timeline(graph, profile, threads)
+    latency_ms = timeline.total_us / 1e3
+    jitter = JitterSpec(sigma=profile.jitter_cv, session_sigma=profile.jitter_cv, spike_prob=0.0, spike_ms=0.0)
+    session_samples = sample_sessions([[latency_ms] * samples for _ in range(sessions)], jitter, seed)
+    part = Partition(placed={}, segments=(), boundaries=())
+    nodes = _node_records(graph, cost, {k.name: "CPUExecutionProvider" for k in graph.kernels}, timeline)
+    no_power = "the host profile models time only; measure energy with `edgeproof profile` and a meter"
+    return RunRecord(
+        kind="simulated",
+        model=model_ref(path),
+        target=TargetRef(id=HOST_ID, kind="simulated", profile_version=profile.version),
+        settings=RuntimeSettings(intra_op_threads=threads),
+        scenario=_scenario(None, session_samples),
+        sessions=[SessionSamples(warmup_ms=[], samples_ms=s, started_at=f"simulated session {i}") for i, s in enumerate(session_samples)],
+        latency=summarize(session_samples),
+        latency_provenance=f"simulated:{label}",
+        load_time_ms=Figure.unavailable("ms", "the host profile does not model load time; `edgeproof profile` measures it"),
+        peak_rss_mib=Figure.unavailable("MiB", "the host profile does not model memory; `edgeproof profile` measures it"),
+        model_size_mib=Figure.measured(path.stat().st_size / 2**20, "MiB", "file-size"),
+        energy_mj_per_inference=Figure.unavailable("mJ", no_power),
+        sustained_w=Figure.unavailable("W", no_power),
+        temperature_c=Figure.unavailable("°C", no_power),
+        placement=placement_of(nodes, "CPUExecutionProvider").model_copy(update={"provenance": f"simulated:{label}"}),
+        env=fingerprint(),
+        extras={
+            "simulated_profile": label,
+            "precision_override": precision,
+            "latency_model_ms": latency_ms,
+            "host_profile": {"created_at": profile.created_at, "cpu_model": profile.fingerprint.cpu_model, "onnxruntime": profile.fingerprint.onnxruntime},
+            "timeline": _timeline_rows(timeline, None),
+            "partitions": partitions_summary(graph, part, timeline, None),
+            "jitter": jitter.model_dump() | {"seed": seed},
+            "model_cost": {"flops": cost.total_flops, "macs": cost.total_macs, "weight_bytes": cost.weight_bytes, "intensity_flop_per_byte": cost.intensity},
+            "warnings": notes,
+            "assumptions": cost.assumptions,
+        },
+    )
+
+
+def _operating_warnings(op: OperatingPoint, fw: FirmwareProfile, worst_ms: float) -> list[str]:
+    out = []
+    if op.cap_factor < 1.0:
+        out.append(f"power mode {op.power_mode!r} caps power: clocks run at {op.cap_factor:.0%} of the mode's")
+    if fw.watchdog_timeout_ms is not None and worst_ms > fw.watchdog_timeout_ms:
+        out.append(f"an inference takes up to {worst_ms:.1f} ms, beyond the {fw.watchdog_timeout_ms:g} ms watchdog: the board would reset")
+    return out
+
+
+def _soak_bases(result: SoakResult, sessions: int, samples: int) -> list[list[float]]:
+    """Each session covers an equal slice of the soak; its samples follow the latency over that slice."""
+    n = len(result.latency_ms)
+    bases = []
+    for s in range(sessions):
+        lo, hi = s * n // sessions, max(s * n // sessions + 1, (s + 1) * n // sessions)
+        window = result.latency_ms[lo:hi]
+        bases.append([window[i * len(window) // samples] for i in range(samples)])
+    return bases
+
+
+def _scenario(rate_hz: float | None, session_samples: list[list[float]]) -> ScenarioResult:
+    if rate_hz is None:
+        return ScenarioResult(name="single-stream", engine="simulator")
+    deadline = 1000.0 / rate_hz
+    flat = [v for s in session_samples for v in s]
+    return ScenarioResult(
+        name="periodic",
+        engine="simulator",
+        rate_hz=rate_hz,
+        deadline_ms=deadline,
+        deadline_miss_rate=sum(v > deadline for v in flat) / len(flat),
+    )
+
+
+def _node_records(graph: KernelGraph, cost: ModelCost, provider_of: dict[str, str], timeline: Timeline) -> list[NodeRecord]:
+    """One record per executed ONNX node; a kernel's time goes to its primary node, fused nodes get 0."""
+    times = timeline.kernel_us()
+    records = []
+    for k in graph.kernels:
+        for node in k.nodes:
+            records.append(
+                NodeRecord(
+                    name=node,
+                    op_type=cost.nodes[node].op_type,
+                    provider=provider_of[k.name],
+                    time_us=times.get(k.name, 0.0) if node == k.name else 0.0,
+                    flops=float(cost.nodes[node].flops),
+                )
+            )
+    return records
+
+
+def _placement(graph: KernelGraph, cost: ModelCost, part: Partition, timeline: Timeline, target: Target, label: str):
+    primary = target.accelerator.name if target.accelerator else f"CPU ({target.cpu.name})"
+    provider_of = {name: (primary if p.device == ACCEL or target.accelerator is None else FALLBACK_PROVIDER) for name, p in part.placed.items()}
+    nodes = _node_records(graph, cost, provider_of, timeline)
+    return placement_of(nodes, primary).model_copy(update={"provenance": f"simulated:{label}"})
+
+
+def partitions_summary(graph: KernelGraph, part: Partition, timeline: Timeline, target: Target | None) -> dict:
+    """Fragmentation: segments with their nodes, copies across each boundary, and why kernels fell back."""
+    times = timeline.kernel_us()
+    by_name = {k.name: k for k in graph.kernels}
+    copy_us = {p.name: p.duration_us for p in timeline.phases if p.kind == "copy"}
+    segments = part.segments or ()
+    if not segments:
+        seg_rows = [{"index": 0, "device": CPU, "kernels": [k.name for k in graph.kernels], "nodes": sum(len(k.nodes) for k in graph.kernels), "time_ms": sum(times.values()) / 1e3, "flops": sum(k.flops for k in graph.kernels)}]
+    else:
+        seg_rows = [
+            {
+                "index": s.index,
+                "device": s.device,
+                "kernels": list(s.kernels),
+                "nodes": sum(len(by_name[n].nodes) for n in s.kernels),
+                "time_ms": sum(times.get(n, 0.0) for n in s.kernels) / 1e3,
+                "flops": sum(by_name[n].flops for n in s.kernels),
+            }
+            for s in segments
+        ]
+    boundaries = []
+    for b in part.boundaries:
+        key = f"copy seg{b.src if b.src >= 0 else '-host'}->seg{b.dst if b.dst >= 0 else '-host'}"
+        boundaries.append({"from": b.src, "to": b.dst, "tensors": list(b.tensors), "bytes": b.bytes, "time_ms": copy_us.get(key, 0.0) / 1e3})
+    fallback = [
+        {"kernel": name, "op_type": by_name[name].op_type, "precision": p.precision, "reason": p.reason}
+        for name, p in part.placed.items()
+        if p.device == CPU and target is not None and target.accelerator is not None
+    ]
+    return {
+        "accelerator": target.accelerator.name if target is not None and target.accelerator else None,
+        "segment_count": len(seg_rows),
+        "accelerator_nodes": sum(r["nodes"] for r in seg_rows if r["device"] == ACCEL),
+        "cpu_nodes": sum(r["nodes"] for r in seg_rows if r["device"] == CPU),
+        "bytes_copied": part.bytes_copied,
+        "copy_ms": sum(b["time_ms"] for b in boundaries),
+        "segments": seg_rows,
+        "boundaries": boundaries,
+        "fallback": fallback,
+    }
+
+
+def _timeline_rows(timeline: Timeline, trace: PowerTrace | None) -> list[dict]:
+    watts = [w for _, _, w in trace.segments] if trace is not None else [None] * len(timeline.phases)
+    return [
+        {
+            "kind": p.kind,
+            "device": p.device,
+            "name": p.name,
+            "start_us": p.start_us,
+            "duration_us": p.duration_us,
+            "bound": p.bound,
+            "power_w": w,
+        }
+        for p, w in zip(timeline.phases, watts)
+    ]

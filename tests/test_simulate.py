@@ -1,0 +1,258 @@
+"""Board simulator: energy = ∫power, clocks vs latency and power, INT8-only fallback, fragmentation,
+thermal soak and throttling, firmware profiles, the host profile, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import DIGITS_MODEL, run_cli
+from edgeproof.errors import TargetError
+from edgeproof.records import RunRecord, load_record
+from edgeproof.simulate import calibrate, compat_matrix, save_profile, simulate_run
+from edgeproof.simulate.hostprofile import is_stale, load_profile
+from edgeproof.targets.catalog import CATALOG_DIR
+
+FAST = {"sessions": 2, "samples_per_session": 50}
+
+
+def _qdq_chain(path: Path, middle: str) -> Path:
+    """An INT8 QDQ model: conv → ``middle`` → conv, 16 channels at 16×16, every op wrapped in DQ/Q."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(128, np.uint8), "zp")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q0"], name="quant_in")]
+    cur = "q0"
+    for i, op in enumerate(["Conv", middle, "Conv"]):
+        nodes.append(helper.make_node("DequantizeLinear", [cur, "s", "zp"], [f"d{i}"], name=f"dq{i}"))
+        inputs = [f"d{i}"]
+        if op == "Conv":
+            inits += [
+                numpy_helper.from_array(rng.integers(-100, 100, (16, 16, 3, 3), dtype=np.int8), f"w{i}"),
+                numpy_helper.from_array(np.array(0.01, np.float32), f"ws{i}"),
+            ]
+            nodes.append(helper.make_node("DequantizeLinear", [f"w{i}", f"ws{i}"], [f"wd{i}"], name=f"dqw{i}"))
+            inputs.append(f"wd{i}")
+        attrs = {"pads": [1, 1, 1, 1]} if op == "Conv" else {}
+        nodes.append(helper.make_node(op, inputs, [f"o{i}"], name=f"{op.lower()}{i}", **attrs))
+        nodes.append(helper.make_node("QuantizeLinear", [f"o{i}", "s", "zp"], [f"q{i + 1}"], name=f"q{i + 1}"))
+        cur = f"q{i + 1}"
+    nodes.append(helper.make_node("DequantizeLinear", [cur, "s", "zp"], ["y"], name="dequant_out"))
+    graph = helper.make_graph(
+        nodes, "qdq-chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def int8_models(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("qdq")
+    return {"supported": _qdq_chain(tmp / "sigmoid.onnx", "Sigmoid"), "unsupported": _qdq_chain(tmp / "erf.onnx", "Erf")}
+
+
+def test_record_is_a_valid_simulated_run_labelled_everywhere():
+    record = simulate_run(DIGITS_MODEL, "jetson-orin-nano-8gb", **FAST)
+    RunRecord.model_validate(record.model_dump())  # the summary matches the simulated samples
+    label = record.latency_provenance
+    assert record.kind == "simulated" and record.target.kind == "simulated"
+    assert label.startswith("simulated:jetson-orin-nano-8gb@")
+    for fig in (record.load_time_ms, record.peak_rss_mib, record.energy_mj_per_inference, record.sustained_w, record.temperature_c):
+        assert fig.provenance == label and fig.value > 0
+    assert record.placement.provenance == label
+    assert record.target.firmware["version"] == "jetpack-5.1.2"
+    assert record.latency.n_samples == 100 and record.latency.n_sessions == 2
+
+
+def test_energy_is_the_integral_of_power_over_time():
+    record = simulate_run(DIGITS_MODEL, "coral-usb-rpi5", **FAST)
+    rows = record.extras["timeline"]
+    assert {r["device"] for r in rows} >= {"cpu"}
+    end_us = rows[-1]["start_us"] + rows[-1]["duration_us"]
+    t = np.linspace(0.0, end_us, 200_001)
+    power = np.zeros_like(t)
+    for r in rows:
+        inside = (t >= r["start_us"]) & (t < r["start_us"] + r["duration_us"])
+        power[inside] = r["power_w"]
+    power[-1] = rows[-1]["power_w"]
+    integral_mj = float(np.sum((power[1:] + power[:-1]) / 2 * np.diff(t))) / 1e3  # W·µs → mJ
+    assert record.energy_mj_per_inference.value == pytest.approx(integral_mj, rel=1e-3)
+    assert end_us / 1e3 == pytest.approx(record.extras["latency_model_ms"])
+
+
+def test_a_higher_clock_gives_lower_latency_and_higher_power():
+    fast = simulate_run(DIGITS_MODEL, "raspberry-pi-5", power_mode="default", **FAST)
+    slow = simulate_run(DIGITS_MODEL, "raspberry-pi-5", power_mode="eco", **FAST)
+    assert fast.extras["operating_point"]["cpu_clock_ghz"] > slow.extras["operating_point"]["cpu_clock_ghz"]
+    assert fast.extras["latency_model_ms"] < slow.extras["latency_model_ms"]
+    mean_w = lambda r: r.energy_mj_per_inference.value / r.extras["latency_model_ms"]  # noqa: E731
+    assert mean_w(fast) > mean_w(slow)
+    # the accelerator clock too: Jetson 15 W vs 7 W (fewer TPCs, lower GPU clock)
+    j15 = simulate_run(DIGITS_MODEL, "jetson-orin-nano-8gb", power_mode="15W", **FAST)
+    j7 = simulate_run(DIGITS_MODEL, "jetson-orin-nano-8gb", power_mode="7W", **FAST)
+    assert j15.extras["latency_model_ms"] < j7.extras["latency_model_ms"]
+    assert mean_w(j15) > mean_w(j7)
+
+
+def test_int8_only_accelerator_puts_float_ops_on_the_cpu(int8_models):
+    fp32 = simulate_run(DIGITS_MODEL, "coral-usb-rpi5", **FAST)
+    assert {n.provider for n in fp32.placement.nodes} == {"CPU (fallback)"}
+    assert fp32.placement.fallback_node_frac == 1.0 and fp32.placement.fallback_flop_frac == 1.0
+    assert all("no fp32 support" in f["reason"] for f in fp32.extras["partitions"]["fallback"])
+    int8 = simulate_run(int8_models["supported"], "coral-usb-rpi5", **FAST)
+    convs = [n for n in int8.placement.nodes if n.op_type == "Conv"]
+    assert convs and {n.provider for n in convs} == {"Edge TPU"}
+
+
+def test_unsupported_op_fragments_the_graph_and_costs_latency(int8_models):
+    ok, bad = (compat_matrix(int8_models[k], ["hailo-8-rpi5"], ["native"])[0] for k in ("supported", "unsupported"))
+    assert ok.fallback_ops == {"QuantizeLinear": 1, "DequantizeLinear": 1}  # Hailo leaves (de)quantization to the host
+    assert bad.fallback_ops == {"QuantizeLinear": 1, "Erf": 1, "DequantizeLinear": 1}
+    assert bad.partitions == ok.partitions + 2  # accel | Erf on CPU | accel
+    assert bad.bytes_copied > ok.bytes_copied and bad.copy_ms > ok.copy_ms
+    assert bad.latency_ms > ok.latency_ms
+    assert ok.fragmentation_ms == pytest.approx(0.0)
+    assert bad.fragmentation_ms > bad.copy_ms - ok.copy_ms > 0
+    # the single-segment Edge TPU compiler sends everything after the Erf to the CPU
+    coral = compat_matrix(int8_models["unsupported"], ["coral-usb-rpi5"], ["native"])[0]
+    assert coral.fallback_ops.get("Conv") == 1 and coral.fragmentation_ms > 0
+    fp32_on_int8_npu = compat_matrix(DIGITS_MODEL, ["coral-usb-rpi5"], ["native"])[0]
+    assert fp32_on_int8_npu.accelerator_kernels == 0 and fp32_on_int8_npu.fragmentation_ms is None
+
+
+def test_soak_at_high_ambient_throttles_a_passive_board_and_latency_rises():
+    record = simulate_run(DIGITS_MODEL, "raspberry-pi-5", soak_s=1200, ambient_c=35, **FAST)
+    soak = record.extras["soak"]
+    assert soak["requested"] and 0 < soak["first_trip_s"] < 1200
+    trip = next(e for e in soak["throttle_events"] if e["event"] == "trip")
+    assert trip["temperature_c"] >= 80.0
+    assert soak["mean_latency_after_trip_ms"] > soak["mean_latency_before_trip_ms"]
+    assert max(soak["temperature_c"]) == pytest.approx(record.temperature_c.value)
+    first, last = (np.median(s.samples_ms) for s in (record.sessions[0], record.sessions[-1]))
+    assert last > first  # samples follow the soak over time
+    assert soak["idle_w_at_end"] > soak["idle_w_at_ambient"]  # leakage rises with temperature
+    assert soak["ramp_up"]["time_ms"] > record.load_time_ms.value
+    cool = simulate_run(DIGITS_MODEL, "jetson-orin-nano-8gb", soak_s=1200, ambient_c=25, **FAST)
+    assert cool.extras["soak"]["first_trip_s"] is None  # actively cooled, room temperature
+
+
+def test_firmware_profile_changes_behaviour_and_is_recorded(tmp_path):
+    stock = (CATALOG_DIR.parent / "firmware" / "raspberry-pi-5.toml").read_text()
+    early = tmp_path / "early.toml"
+    early.write_text(stock.replace('version = "stock-2025.01"', 'version = "lab-60c"').replace("trip_c = 80.0", "trip_c = 60.0").replace("clear_c = 75.0", "clear_c = 55.0"))
+    base = simulate_run(DIGITS_MODEL, "raspberry-pi-5", soak_s=600, ambient_c=25, **FAST)
+    lab = simulate_run(DIGITS_MODEL, "raspberry-pi-5", firmware=early, soak_s=600, ambient_c=25, **FAST)
+    assert lab.target.firmware["version"] == "lab-60c" and lab.target.firmware["governor"]["trip_c"] == 60.0
+    assert "fw-lab-60c" in lab.latency_provenance and "fw-stock-2025.01" in base.latency_provenance
+    assert lab.extras["soak"]["first_trip_s"] < base.extras["soak"]["first_trip_s"]
+    assert lab.latency.p50_ms > base.latency.p50_ms
+    capped = tmp_path / "capped.toml"
+    capped.write_text(stock.replace('power_mode = "default"', 'power_mode = "default"\ncpu_clock_cap_ghz = 1.2'))
+    assert simulate_run(DIGITS_MODEL, "raspberry-pi-5", firmware=capped, **FAST).extras["latency_model_ms"] > base.extras["latency_model_ms"]
+    watchdog = tmp_path / "watchdog.toml"
+    watchdog.write_text(stock.replace('power_mode = "default"', 'power_mode = "default"\nwatchdog_timeout_ms = 0.5'))
+    warned = simulate_run(DIGITS_MODEL, "raspberry-pi-5", firmware=watchdog, **FAST)
+    assert any("watchdog" in w for w in warned.extras["warnings"])
+
+
+def test_a_power_cap_lowers_the_clocks(tmp_path):
+    board = (CATALOG_DIR / "jetson-orin-nano-8gb.toml").read_text()
+    capped = board.replace('id = "jetson-orin-nano-8gb"', 'id = "orin-capped"').replace("power_cap_w = 15.0", "power_cap_w = 6.0")
+    (tmp_path / "capped.toml").write_text(capped)
+    (tmp_path / "firmware").mkdir()
+    fw = tmp_path / "firmware" / "orin-capped.toml"
+    fw.write_text((CATALOG_DIR.parent / "firmware" / "jetson-orin-nano-8gb.toml").read_text().replace('board = "jetson-orin-nano-8gb"', 'board = "orin-capped"'))
+    free = simulate_run(DIGITS_MODEL, "jetson-orin-nano-8gb", **FAST)
+    held = simulate_run(DIGITS_MODEL, "orin-capped", catalog_dirs=[tmp_path], **FAST)  # stock firmware found beside the board
+    assert held.extras["operating_point"]["cap_factor"] == pytest.approx(((6.0 - 3.5) / 7.0) ** 0.5)
+    assert any("caps power" in w for w in held.extras["warnings"])
+    assert held.extras["latency_model_ms"] > free.extras["latency_model_ms"]
+    leakage_w = held.extras["soak"]["idle_w_at_ambient"] - 3.5  # the cap holds at the 25 °C reference
+    assert max(r["power_w"] for r in held.extras["timeline"]) - leakage_w == pytest.approx(6.0)
+
+
+def test_jitter_is_seeded_and_partitions_are_reported():
+    a = simulate_run(DIGITS_MODEL, "hailo-8-rpi5", seed=1, **FAST)
+    b = simulate_run(DIGITS_MODEL, "hailo-8-rpi5", seed=1, **FAST)
+    c = simulate_run(DIGITS_MODEL, "hailo-8-rpi5", seed=2, **FAST)
+    assert a.sessions[0].samples_ms == b.sessions[0].samples_ms != c.sessions[0].samples_ms
+    parts = a.extras["partitions"]
+    assert parts["segment_count"] == 1 and parts["cpu_nodes"] > 0  # fp32 on an INT8 NPU: all on the CPU
+    int8 = simulate_run(DIGITS_MODEL, "hailo-8-rpi5", precision="int8", **FAST)
+    assert int8.extras["partitions"]["accelerator_nodes"] > 0
+    assert int8.extras["latency_model_ms"] < a.extras["latency_model_ms"]
+
+
+def test_bad_arguments_are_target_errors():
+    with pytest.raises(TargetError, match="no power mode 'turbo'"):
+        simulate_run(DIGITS_MODEL, "raspberry-pi-5", power_mode="turbo")
+    with pytest.raises(TargetError, match="threads=9"):
+        simulate_run(DIGITS_MODEL, "raspberry-pi-5", threads=9)
+    with pytest.raises(TargetError, match="precision 'int4'"):
+        simulate_run(DIGITS_MODEL, "raspberry-pi-5", precision="int4")
+
+
+@pytest.fixture(scope="module")
+def quick_host_profile(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("host") / "host-profile.json"
+    save_profile(calibrate(precisions=("fp32",), threads=(1,), quick=True), path)
+    return path
+
+
+def test_host_profile_predicts_and_has_no_power_model(quick_host_profile):
+    record = simulate_run(DIGITS_MODEL, "host", host_profile_path=quick_host_profile, **FAST)
+    assert record.target.id == "host" and record.kind == "simulated"
+    assert record.latency_provenance.startswith("simulated:host@")
+    assert not record.energy_mj_per_inference.available and not record.sustained_w.available
+    predicted = record.extras["latency_model_ms"]
+    assert 0.005 < predicted < 50.0
+    assert record.placement.fallback_node_frac == 0.0
+
+
+def test_host_profile_knows_when_it_is_stale(quick_host_profile, tmp_path):
+    assert is_stale(load_profile(quick_host_profile)) is None
+    raw = json.loads(quick_host_profile.read_text())
+    raw["fingerprint"]["cpu_model"] = "Some Other CPU"
+    moved = tmp_path / "other.json"
+    moved.write_text(json.dumps(raw))
+    assert "cpu_model changed" in is_stale(load_profile(moved))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(TargetError, match="broken.json: not a readable host profile"):
+        load_profile(broken)
+
+
+def test_cli_simulate_and_compat(tmp_path):
+    out = tmp_path / "run.json"
+    result = run_cli("simulate", str(DIGITS_MODEL), "--target", "jetson-orin-nano-8gb", "--power-mode", "7W", "--soak", "2m", "--ambient", "45", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "simulated:jetson-orin-nano-8gb@" in result.stdout
+    record = load_record(out)
+    assert record.target.power_mode == "7W" and record.extras["soak"]["duration_s"] == pytest.approx(120)
+    matrix = tmp_path / "compat.json"
+    result = run_cli("compat", str(DIGITS_MODEL), "--targets", "all", "--json", str(matrix))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(matrix.read_text())
+    assert {r["target"] for r in rows} >= {"coral-usb-rpi5", "cortex-m55-ethos-u55"}
+    bad = run_cli("simulate", str(DIGITS_MODEL), "--target", "raspberry-pi-5", "--soak", "ten minutes")
+    assert bad.returncode == 2 and "--soak 'ten minutes'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_host_validation_compares_prediction_with_measurement(quick_host_profile):
+    from edgeproof.simulate.validate import validate_host
+
+    report = validate_host({"fp32": DIGITS_MODEL}, threads=(1,), profile_path=quick_host_profile, rounds=1)
+    (case,) = report["cases"]
+    assert case["variant"] == "fp32" and case["threads"] == 1
+    assert case["measured_p50_ms"] > 0 and len(case["measured_sessions_p50_ms"]) == 1
+    assert case["error"] == pytest.approx((case["predicted_ms"] - case["measured_p50_ms"]) / case["measured_p50_ms"])
+    assert report["mape"] == pytest.approx(abs(case["error"]))
+    assert report["meets_target"] == (report["mape"] <= 0.15)
