@@ -28,7 +28,7 @@ DEFAULT = InterleaveOptions()  # what the gate uses by default
 P50_TOL, P95_TOL = 0.03, 0.10
 NAIVE_FACTOR = 1.05
 QUICK = "--quick" in sys.argv
-TRIALS = {"aa": 200, "p50_5pct": 100, "p95_15pct": 100, "p50_10pct": 50}
+TRIALS = {"aa": 200, "p50_5pct": 100, "p95_15pct": 100, "p50_10pct": 40}
 if QUICK:
     TRIALS = {k: max(10, v // 10) for k, v in TRIALS.items()}
 

@@ -8,6 +8,10 @@ from edgeproof.cli._app import app
 from edgeproof.cli import core  # noqa: E402,F401
 from edgeproof.cli import contract_cmd  # noqa: E402,F401
 from edgeproof.cli import gate_cmd  # noqa: E402,F401
+from edgeproof.cli import optimize_cmd  # noqa: E402,F401
+from edgeproof.cli import bom_cmd  # noqa: E402,F401
+from edgeproof.cli import simulate  # noqa: E402,F401
+from edgeproof.cli import report_cmd  # noqa: E402,F401
 
 
 def main() -> None:

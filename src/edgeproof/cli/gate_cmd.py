@@ -23,7 +23,7 @@ def gate(
         Optional[tuple[Path, Path]],
         typer.Option("--measure", help="BASELINE_MODEL CANDIDATE_MODEL: measure both here, interleaved in fresh sessions."),
     ] = None,
-    pairs: Annotated[int, typer.Option("--pairs", min=2, help="Session pairs for --measure.")] = 5,
+    pairs: Annotated[int, typer.Option("--pairs", min=2, help="Session pairs for --measure.")] = 10,
     threads: ThreadsOpt = 1,
     allow_unverified: Annotated[bool, typer.Option("--allow-unverified")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for gate.md, gate.junit.xml, gate.sarif, gate.json (and measured records).")] = None,

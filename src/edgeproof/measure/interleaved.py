@@ -27,7 +27,7 @@ from edgeproof.records import RunRecord, RuntimeSettings, ScenarioResult, Sessio
 class InterleaveOptions:
     """Pairs of fresh sessions (one per arm), each timed in ``blocks`` alternating blocks."""
 
-    pairs: int = 5
+    pairs: int = 10
     blocks: int = 20
     block_size: int = 20
     warmup: int = 30

@@ -1,0 +1,137 @@
+"""Find the records in an output folder and sort them by what their content says they are, not by file name."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from edgeproof.bom import BomFacts, read_bom
+from edgeproof.errors import EdgeproofError, RecordError, first_line
+from edgeproof.records import RUN_SCHEMA, VERDICT_SCHEMA, RunRecord, Verdict, load_record
+
+SEARCH_PREFIX = "edgeproof.search/"
+SIGNATURE_FORMAT = "edgeproof.bom-signature/1"
+CHANGE_RECORD_SCHEMA = "edgeproof.change-record/1"
+
+
+@dataclass(frozen=True)
+class Found:
+    """One record and the file it came from, relative to the folder the report covers."""
+
+    rel: str
+    item: Any
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """What ``edgeproof gate --out`` writes to gate.json: the overall outcome and one verdict per target."""
+
+    passed: bool
+    verdicts: list[Verdict]
+
+
+@dataclass
+class Inputs:
+    """Every record found under ``root``, by kind; ``skipped`` holds files that could not be read, with why."""
+
+    root: Path
+    runs: list[Found] = field(default_factory=list)
+    verdicts: list[Found] = field(default_factory=list)
+    gates: list[Found] = field(default_factory=list)
+    searches: list[Found] = field(default_factory=list)
+    boms: list[Found] = field(default_factory=list)
+    signatures: list[Found] = field(default_factory=list)
+    change_records: list[Found] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def read(self) -> list[tuple[str, str]]:
+        """(file, kind) of every record read."""
+        kinds = (
+            ("run record", self.runs),
+            ("contract verdict", self.verdicts),
+            ("gate result", self.gates),
+            ("search result", self.searches),
+            ("CycloneDX BOM", self.boms),
+            ("BOM signature", self.signatures),
+            ("change record", self.change_records),
+        )
+        return sorted((f.rel, kind) for kind, found in kinds for f in found)
+
+    @property
+    def empty(self) -> bool:
+        return not self.read
+
+
+def record_files(root: Path) -> list[Path]:
+    """Every *.json (and detached *.sig) under ``root``, in a stable order; hidden folders (caches, history) are not walked."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(folder) / name for name in sorted(files) if name.endswith((".json", ".sig")) and not name.startswith(".")]
+    return found
+
+
+def collect(root: str | Path) -> Inputs:
+    """Read every record under ``root``; a file that cannot be read is listed in ``skipped``, never fatal."""
+    root = Path(root)
+    if not root.is_dir():
+        raise RecordError(f"{root}: no such folder (give the folder a profile / optimize / simulate / gate run wrote to)")
+    inputs = Inputs(root=root)
+    seen_runs: set[str] = set()
+    for path in record_files(root):
+        rel = path.relative_to(root).as_posix()
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            inputs.skipped.append((rel, f"not readable JSON ({first_line(exc)})"))
+            continue
+        try:
+            _classify(inputs, path, rel, doc, seen_runs)
+        except (EdgeproofError, ValidationError) as exc:
+            inputs.skipped.append((rel, first_line(exc)))
+    return inputs
+
+
+def _classify(inputs: Inputs, path: Path, rel: str, doc: Any, seen_runs: set[str]) -> None:
+    if not isinstance(doc, dict):
+        inputs.ignored.append(rel)
+        return
+    schema = doc.get("schema_version")
+    if schema == RUN_SCHEMA:
+        record: RunRecord = load_record(path)
+        if record.run_id in seen_runs:
+            inputs.skipped.append((rel, f"run {record.run_id} already read from another file"))
+            return
+        seen_runs.add(record.run_id)
+        inputs.runs.append(Found(rel, record))
+    elif schema == VERDICT_SCHEMA:
+        inputs.verdicts.append(Found(rel, load_record(path, Verdict)))
+    elif isinstance(schema, str) and schema.startswith(SEARCH_PREFIX):
+        inputs.searches.append(Found(rel, _search_result(path)))
+    elif isinstance(schema, str) and schema.startswith("edgeproof."):
+        inputs.skipped.append((rel, f"schema_version {schema!r} is not one this report reads"))
+    elif isinstance(doc.get("passed"), bool) and isinstance(doc.get("verdicts"), list):
+        verdicts = [Verdict.model_validate(v) for v in doc["verdicts"]]
+        inputs.gates.append(Found(rel, GateResult(passed=doc["passed"], verdicts=verdicts)))
+    elif doc.get("bomFormat") == "CycloneDX":
+        facts: BomFacts = read_bom(path)
+        inputs.boms.append(Found(rel, facts))
+    elif doc.get("format") == SIGNATURE_FORMAT:
+        inputs.signatures.append(Found(rel, doc))
+    elif doc.get("schema") == CHANGE_RECORD_SCHEMA:
+        inputs.change_records.append(Found(rel, doc))
+    else:
+        inputs.ignored.append(rel)
+
+
+def _search_result(path: Path) -> Any:
+    from edgeproof.search import load_search
+
+    return load_search(path)

@@ -1,0 +1,157 @@
+"""Op placement per target: nodes on the accelerator vs the CPU fallback, partitions, copies, one inference's timeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+
+from edgeproof.records import Placement, RunRecord
+from edgeproof.report._collect import Found, Inputs
+from edgeproof.report._html import Section, absent_section, badge, esc, muted, note, provenance_kind, source, table
+from edgeproof.report._labels import run_label, simulated, unique_labels
+from edgeproof.report._plots import FAIL, GREY, SIM, plot_html, ptext, simulated_name
+
+NOT_RECORDED = "not recorded"
+MAX_TIMELINES = 6
+# Colours of the phases of one simulated inference; CPU kernels are red only where they fell back from an accelerator.
+PHASE_COLOUR = {"kernel:accel": "#2b6cb0", "kernel:cpu": "#2b6cb0", "kernel:fallback": FAIL, "copy": "#dd6b20", "launch": GREY}
+PHASE_NAME = {"kernel:accel": "kernel on the accelerator", "kernel:cpu": "kernel on the CPU", "kernel:fallback": "kernel on the CPU fallback"}
+
+
+def distinct_placements(inputs: Inputs) -> list[Found]:
+    """One run per (model, target, provider, placement): repeated runs of one setup place nodes alike."""
+    seen: set[tuple[Any, ...]] = set()
+    found = []
+    for f in inputs.runs:
+        rec: RunRecord = f.item
+        if rec.placement is None:
+            continue
+        key = (rec.model.sha256, rec.target.id, rec.target.power_mode, rec.extras.get("precision_override"),
+               tuple((n.name, n.provider) for n in rec.placement.nodes))
+        if key not in seen:
+            seen.add(key)
+            found.append(f)
+    return found
+
+
+def node_split(placement: Placement) -> tuple[int, int]:
+    """(nodes on the primary provider, nodes on a fallback)."""
+    on_primary = sum(1 for n in placement.nodes if n.provider == placement.primary_provider)
+    return on_primary, len(placement.nodes) - on_primary
+
+
+def _share(value: float | None) -> str:
+    return muted(NOT_RECORDED) if value is None else esc(f"{value:.1%}")
+
+
+def placement_row(label: str, rel: str, rec: RunRecord) -> list[str]:
+    p = rec.placement
+    assert p is not None
+    primary, fallback = node_split(p)
+    parts = rec.extras.get("partitions")
+    if isinstance(parts, dict) and "segment_count" in parts:
+        segments = esc(str(parts["segment_count"]))
+        copies = esc(f"{parts.get('bytes_copied', 0):,} B in {parts.get('copy_ms', 0.0):.3g} ms")
+    else:
+        segments = copies = muted(NOT_RECORDED)
+    return [
+        esc(label), source(rel), badge(p.provenance), esc(p.primary_provider), str(primary),
+        f'<span class="{"over" if fallback else ""}">{fallback}</span>',
+        f"{_share(p.fallback_node_frac)} / {_share(p.fallback_flop_frac)} / {_share(p.fallback_time_frac)}",
+        segments, copies,
+    ]
+
+
+def split_figure(labels: list[str], records: list[RunRecord]) -> go.Figure:
+    names = [simulated_name(ptext(label), simulated(r)) for label, r in zip(labels, records)]
+    splits = [node_split(r.placement) for r in records if r.placement is not None]
+    providers = [[ptext(r.placement.primary_provider), ptext(r.placement.provenance)] for r in records if r.placement is not None]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(
+        y=names, x=[s[0] for s in splits], orientation="h", name="on the primary provider (accelerator, or the CPU when that is the target)",
+        marker_color="#2b6cb0", customdata=providers, hovertemplate="%{y}<br>%{x} nodes on %{customdata[0]}<br>%{customdata[1]}<extra></extra>",
+    ))
+    fig.add_trace(go.Bar(
+        y=names, x=[s[1] for s in splits], orientation="h", name="CPU fallback",
+        marker_color=FAIL, customdata=providers, hovertemplate="%{y}<br>%{x} nodes fell back to the CPU<br>%{customdata[1]}<extra></extra>",
+    ))
+    fig.update_layout(barmode="stack", legend={"y": -0.25})
+    fig.update_xaxes(title_text="ONNX nodes")
+    fig.update_yaxes(automargin=True, autorange="reversed")
+    return fig
+
+
+def timeline_figure(rec: RunRecord) -> go.Figure | None:
+    """One simulated inference as lanes (link, CPU, accelerator) of copies, launches and kernels."""
+    rows = rec.extras.get("timeline")
+    if not isinstance(rows, list) or not rows:
+        return None
+    parts = rec.extras.get("partitions")
+    has_accelerator = isinstance(parts, dict) and bool(parts.get("accelerator"))
+    fig = go.Figure()
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        key = str(r.get("kind"))
+        if key == "kernel":
+            key = "kernel:fallback" if has_accelerator and r.get("device") == "cpu" else f"kernel:{r.get('device')}"
+        groups.setdefault(key, []).append(r)
+    for key, items in groups.items():
+        fig.add_trace(go.Bar(
+            y=[ptext(r.get("device", "?")) for r in items], x=[r["duration_us"] / 1e3 for r in items],
+            base=[r["start_us"] / 1e3 for r in items], orientation="h", name=PHASE_NAME.get(key, ptext(key)),
+            marker_color=PHASE_COLOUR.get(key, SIM), marker_line={"width": 0.5, "color": "#ffffff"},
+            customdata=[[ptext(r.get("name", "")), ptext(r.get("bound", "")), r.get("power_w")] for r in items],
+            hovertemplate="%{customdata[0]}<br>%{base:.4g} → +%{x:.4g} ms (%{customdata[1]}-bound)<br>%{customdata[2]:.3g} W<extra></extra>",
+        ))
+    fig.update_layout(barmode="overlay", showlegend=True)
+    fig.update_xaxes(title_text="time within one inference (ms) [simulated]")
+    return fig
+
+
+def _fallback_details(rec: RunRecord) -> str:
+    parts = rec.extras.get("partitions")
+    rows = []
+    if isinstance(parts, dict) and parts.get("fallback"):
+        rows = [[esc(fb.get("kernel", "")), esc(fb.get("op_type", "")), esc(fb.get("precision", "")), esc(fb.get("reason", ""))] for fb in parts["fallback"]]
+        headers = ["kernel", "op", "precision", "why it fell back"]
+    elif rec.placement is not None:
+        p = rec.placement
+        rows = [[esc(n.name), esc(n.op_type), esc(n.provider), ""] for n in p.nodes if n.provider != p.primary_provider]
+        headers = ["node", "op", "provider", ""]
+    if not rows:
+        return ""
+    return f"<details><summary>{len(rows)} fallback node(s)</summary>{table(headers, rows)}</details>"
+
+
+def section(inputs: Inputs) -> Section:
+    found = distinct_placements(inputs)
+    if not found:
+        return absent_section("placement", "Op placement per target", "No per-node placement in this folder's run records.")
+    records = [f.item for f in found]
+    labels = unique_labels([run_label(r) for r in records], [f.rel for f in found])
+    body = note(
+        "Where each ONNX node ran: on the target's primary provider (its accelerator, or the CPU on a CPU-only target) "
+        "or on the CPU fallback. Fallback shares are of nodes / FLOPs / time. Partitions are the graph segments the "
+        "accelerator runs; each boundary between them costs a copy. Measured host runs record no partitions."
+    )
+    body += plot_html(split_figure(labels, records), "plot-placement", height=max(220, 90 + 44 * len(records)))
+    body += table(
+        ["run", "file", "evidence", "primary provider", "nodes on primary", "CPU fallback nodes", "fallback share (nodes / FLOPs / time)", "partitions", "copies"],
+        [placement_row(label, f.rel, f.item) for label, f in zip(labels, found)],
+    )
+    details = "".join(
+        f"<div><b>{esc(label)}</b>: {d}</div>" for label, rec in zip(labels, records) if (d := _fallback_details(rec))
+    )
+    body += details
+    shown = 0
+    for i, (label, rec) in enumerate(zip(labels, records)):
+        if shown == MAX_TIMELINES or not simulated(rec):
+            continue
+        fig = timeline_figure(rec)
+        if fig is None:
+            continue
+        shown += 1
+        body += plot_html(fig, f"plot-timeline-{i}", height=230, title=f"One inference on {ptext(rec.target.id)}: {ptext(label)} [simulated]")
+    kinds = frozenset(provenance_kind(r.placement.provenance) for r in records if r.placement is not None)
+    return Section("placement", "Op placement per target", body, kinds)

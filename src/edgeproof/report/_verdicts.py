@@ -1,0 +1,144 @@
+"""The contract verdict per target (clause table with provenance badges) and the overall verdict banner."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from edgeproof.records import ClauseResult, Verdict
+from edgeproof.report._collect import Inputs
+from edgeproof.report._html import (
+    Section,
+    absent_section,
+    badge,
+    bullet_list,
+    card,
+    chip,
+    esc,
+    fmt,
+    kind_badges,
+    note,
+    provenance_kind,
+    source,
+    table,
+    unavailable,
+)
+
+REGRESSION_PREFIX = "regression."
+
+
+def verdict_sources(inputs: Inputs) -> list[tuple[str, Verdict]]:
+    """Every verdict in the folder with the file it came from: check's verdict files, then gate results."""
+    pairs = [(f.rel, f.item) for f in inputs.verdicts]
+    pairs += [(f.rel, v) for f in inputs.gates for v in f.item.verdicts]
+    return pairs
+
+
+def value_cell(value: float | None, unit: str, provenance: str) -> str:
+    """A clause's value; a figure without data reads "unavailable" with the reason in its tooltip."""
+    if value is None:
+        why = provenance.split(":", 1)[1] if provenance_kind(provenance) == "unavailable" and ":" in provenance else "no value"
+        return unavailable(why)
+    return esc(fmt(value, unit))
+
+
+def clause_rows(clauses: list[ClauseResult]) -> list[list[str]]:
+    rows = []
+    for c in clauses:
+        status = chip(c.status) + ("" if c.hard else ' <span class="muted">soft</span>')
+        margin = esc(fmt(c.margin, c.unit)) if c.margin is not None else '<span class="muted">—</span>'
+        budget = esc(fmt(c.budget, c.unit))
+        rows.append([f"<code>{esc(c.clause)}</code>", status, value_cell(c.value, c.unit, c.provenance), budget, margin, badge(c.provenance, detail=True), esc(c.note)])
+    return rows
+
+
+def _kind_counts(clauses: list[ClauseResult]) -> str:
+    counts = Counter(provenance_kind(c.provenance) for c in clauses)
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+
+
+def status_counts(clauses: list[ClauseResult]) -> str:
+    """``12 PASS 1 WAIVED``, each status as a chip."""
+    counts = Counter(c.status for c in clauses)
+    return " ".join(f"{n} {chip(status)}" for status, n in sorted(counts.items()))
+
+
+def summary_row(rel: str, verdict: Verdict) -> list[str]:
+    contract = [c for c in verdict.clauses if not c.clause.startswith(REGRESSION_PREFIX)]
+    binding = f"<code>{esc(verdict.binding_clause)}</code>" if verdict.binding_clause else '<span class="muted">—</span>'
+    kinds = {provenance_kind(c.provenance) for c in contract}
+    return [esc(verdict.target), chip("pass" if verdict.passed else "fail"), binding, status_counts(contract), kind_badges(kinds), source(rel)]
+
+
+def verdict_card(rel: str, verdict: Verdict) -> str:
+    """One target's verdict: outcome, binding clause, evidence kinds, every contract clause, waivers."""
+    contract = [c for c in verdict.clauses if not c.clause.startswith(REGRESSION_PREFIX)]
+    regressions = len(verdict.clauses) - len(contract)
+    kinds = {provenance_kind(c.provenance) for c in contract}
+    title = (
+        f"{esc(verdict.target)} {chip('pass' if verdict.passed else 'fail')} {kind_badges(kinds - {'unavailable'})} "
+        f"<span class=\"muted\">from</span> {source(rel)}"
+    )
+    lines = []
+    if verdict.binding_clause:
+        lines.append(f"Binding clause: <code>{esc(verdict.binding_clause)}</code>.")
+    lines.append(f"Evidence: {esc(_kind_counts(contract)) or 'no clauses'}.")
+    if regressions:
+        lines.append(f'{regressions} regression clause(s) against the baseline: see <a href="#gate">the gate</a>.')
+    if verdict.contract_sha256:
+        lines.append(f'Contract sha256 <code>{esc(verdict.contract_sha256[:16])}…</code>.')
+    body = "<p>" + " ".join(lines) + "</p>"
+    body += table(["clause", "status", "value", "budget", "margin", "evidence", "note"], clause_rows(contract))
+    extra = []
+    if verdict.allow_unverified and any(c.status == "unverified" for c in verdict.clauses):
+        extra.append("--allow-unverified: unverified clauses were counted as passing.")
+    extra += [
+        f"Waiver applied to {w.get('clause')} by {w.get('owner')} until {w.get('expires')}: {w.get('reason')}" for w in verdict.waivers_applied
+    ]
+    extra += [f"Waiver EXPIRED, not applied: {w.get('clause')} (expired {w.get('expires')})" for w in verdict.waivers_expired]
+    if extra:
+        body += bullet_list(esc(e) for e in extra)
+    return card(title, body)
+
+
+def section(inputs: Inputs) -> Section:
+    pairs = verdict_sources(inputs)
+    if not pairs:
+        return absent_section("verdicts", "Contract verdict per target", "No contract verdict in this folder: `edgeproof check --json` and `edgeproof gate --out` write them.")
+    body = note(
+        "Each clause of the budget contract judged on one target. The badge says what the figure rests on: "
+        "measured on hardware, simulated from a board model, or estimated; a figure without a meter reads unavailable."
+    )
+    body += table(["target", "verdict", "binding clause", "contract clauses", "evidence", "file"], [summary_row(rel, v) for rel, v in pairs])
+    # failing verdicts open, passing ones one click away: the board reads what broke first
+    body += "".join(
+        f'<details{"" if v.passed else " open"}><summary>Every clause on {esc(v.target)} ({esc(rel)})</summary>{verdict_card(rel, v)}</details>'
+        for rel, v in pairs
+    )
+    kinds = frozenset(provenance_kind(c.provenance) for _, v in pairs for c in v.clauses)
+    return Section("verdicts", "Contract verdict per target", body, kinds)
+
+
+def _target_summary(verdicts: list[Verdict]) -> str:
+    parts = []
+    for v in verdicts:
+        sim = any(provenance_kind(c.provenance) == "simulated" for c in v.clauses)
+        why = f" on {v.binding_clause}" if v.binding_clause and not v.passed else ""
+        parts.append(f"{v.target}{' (simulated)' if sim else ''}: {'pass' if v.passed else 'FAIL'}{why}")
+    return "; ".join(parts)
+
+
+def banner(inputs: Inputs) -> str:
+    """The overall outcome: the gate's where a gate ran, else the contract verdicts', else none."""
+    if inputs.gates:
+        passed = all(f.item.passed for f in inputs.gates)
+        detail = " | ".join(f"{f.rel}: {_target_summary(f.item.verdicts)}" for f in inputs.gates)
+        head = f"Release gate: {'PASS' if passed else 'FAIL'}"
+    elif inputs.verdicts:
+        verdicts = [f.item for f in inputs.verdicts]
+        passed = all(v.passed for v in verdicts)
+        detail = _target_summary(verdicts) + " — no gate ran in this folder"
+        head = f"Contract: {'PASS' if passed else 'FAIL'} ({len(verdicts)} verdict{'s' if len(verdicts) != 1 else ''})"
+    else:
+        return '<div id="verdict-banner" class="banner none">No verdict in this folder<small>run `edgeproof check` or `edgeproof gate` to judge the contract</small></div>'
+    cls = "pass" if passed else "fail"
+    return f'<div id="verdict-banner" class="banner {cls}">{esc(head)}<small>{esc(detail)}</small></div>'

@@ -1,0 +1,231 @@
+"""Search records: one measured candidate, the selection trail, the infeasibility explanation, the whole result."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeproof.records import Figure, ModelRef, RunRecord, Verdict
+
+SEARCH_SCHEMA = "edgeproof.search/1"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Candidate(_Record):
+    """One (variant × runtime settings × target × power mode) that was measured or simulated, and judged.
+
+    ``figures`` holds every metric a preference may rank by (``edgeproof.contract.METRICS``), each
+    with its provenance; ``feasible`` is the contract verdict (waivers count); ``eligible`` says
+    whether the contract's ``[model] precisions`` allow shipping it.
+    """
+
+    id: str
+    variant: str
+    variant_sha256: str
+    variant_path: str
+    precision: str
+    cache_hit: bool
+    target: str
+    power_mode: str | None = None
+    threads: int | None = None
+    opt_level: str | None = None
+    kind: str = "measured"
+    run_id: str
+    record_path: str | None = None
+    figures: dict[str, Figure]
+    worst_slice: str | None = None
+    feasible: bool
+    eligible: bool = True
+    ineligible_reason: str = ""
+    verdict: Verdict
+    pareto: bool = False
+
+    @property
+    def settings_label(self) -> str:
+        """``t1 all`` on the host, ``@15W`` on a board."""
+        parts = []
+        if self.threads is not None:
+            parts.append(f"t{self.threads}")
+        if self.opt_level is not None:
+            parts.append(self.opt_level)
+        if self.power_mode is not None:
+            parts.append(f"@{self.power_mode}")
+        return " ".join(parts)
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant} [{self.settings_label}]" if self.settings_label else self.variant
+
+    def value(self, metric: str) -> float | None:
+        figure = self.figures.get(metric)
+        return None if figure is None else figure.value
+
+    def failing(self) -> list[str]:
+        """Hard clauses this candidate does not meet: failing, or without data unless unverified is allowed."""
+        blocking = ("fail",) if self.verdict.allow_unverified else ("fail", "unverified")
+        return [c.clause for c in self.verdict.clauses if c.status in blocking]
+
+
+class SelectionStep(_Record):
+    """One metric of the lexicographic pick: who stayed within the tolerance of the best, or why it was skipped."""
+
+    metric: str
+    source: str  # "preference" (the contract's order) or "tie-break"
+    used: bool
+    best: float | None = None
+    tolerance: float | None = None
+    kept: list[str] = Field(default_factory=list)
+    dropped: list[str] = Field(default_factory=list)
+    note: str = ""
+
+
+class Fp32Comparison(_Record):
+    """The chosen candidate against the fastest fp32 candidate on the same target."""
+
+    fp32_candidate: str
+    p50_ratio: float  # chosen p50 / fp32 p50 (below 1 is faster)
+    p95_ratio: float
+    slower: bool
+    why: str = ""
+
+
+class Selection(_Record):
+    """How the contract picked among feasible, eligible candidates (``chosen`` None when there were none)."""
+
+    chosen: str | None
+    considered: list[str]
+    steps: list[SelectionStep]
+    rel_tolerance: float
+    notes: list[str] = Field(default_factory=list)
+    vs_fp32: Fp32Comparison | None = None
+
+
+class ClauseBest(_Record):
+    """The best any candidate reached on one hard clause."""
+
+    clause: str
+    budget: float
+    unit: str
+    best_value: float | None
+    best_candidate: str | None
+    met_by: int
+    of: int
+    note: str = ""
+
+
+class EscalationAdvice(_Record):
+    """The contract's escalation step that applies to the binding clause."""
+
+    owner: str
+    options: list[str]
+    tried_by_search: list[str] = Field(default_factory=list)
+    note: str = ""
+
+
+class Explanation(_Record):
+    """Why no candidate meets the contract on a target: best per clause, the binding clause, who acts next."""
+
+    target: str
+    clauses: list[ClauseBest]
+    binding_clause: str
+    why: str
+    closest_candidate: str | None
+    closest_fails: list[str]
+    escalation: EscalationAdvice | None
+    escalation_note: str = ""
+    notes: list[str] = Field(default_factory=list)
+
+
+class TargetOutcome(_Record):
+    """Pareto front, choice and (when nothing fits) the explanation for one target."""
+
+    target: str
+    candidates: list[str]
+    pareto_axes: list[str]
+    pareto: list[str]
+    pareto_notes: list[str] = Field(default_factory=list)
+    selection: Selection
+    explanation: Explanation | None = None
+    chosen_artifact: str | None = None  # file name of the chosen variant's ONNX copy in the output folder
+
+    @property
+    def feasible(self) -> bool:
+        return self.selection.chosen is not None
+
+
+class Skipped(_Record):
+    id: str
+    name: str
+    reason: str
+
+
+class VariantInfo(_Record):
+    """A variant the search built (or took from the cache), with how it came about."""
+
+    name: str
+    sha256: str
+    path: str
+    precision: str
+    cache_hit: bool
+    origin: str  # "plan", "speed" (slow nodes kept float) or "mixed" (sensitive nodes kept float)
+    recipe: dict[str, Any]
+    evaluation_worst_drop_pp: float | None = None
+    floors_failing: list[str] = Field(default_factory=list)
+    note: str = ""
+
+
+class SearchResult(_Record):
+    """Everything one ``edgeproof optimize`` found: candidates, fronts, the pick per target, the explanation."""
+
+    schema_version: str = SEARCH_SCHEMA
+    search_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    model: ModelRef
+    contract_path: str
+    contract_sha256: str
+    data: dict[str, Any] | None
+    space: dict[str, Any]
+    variants: list[VariantInfo]
+    candidates: list[Candidate]
+    skipped: list[Skipped] = Field(default_factory=list)
+    outcomes: list[TargetOutcome]
+    notes: list[str] = Field(default_factory=list)
+    elapsed_s: float
+
+    @property
+    def feasible(self) -> bool:
+        return all(o.feasible for o in self.outcomes)
+
+    def candidate(self, candidate_id: str) -> Candidate:
+        return next(c for c in self.candidates if c.id == candidate_id)
+
+
+def worst_slice(record: RunRecord) -> tuple[str | None, Figure]:
+    """The slice with the largest accuracy drop, and that drop as a figure (unavailable without an evaluation)."""
+    ev = record.evaluation
+    if ev is None or not ev.slices:
+        return None, Figure.unavailable("pp", "no evaluation: the contract names no data or slices")
+    name, metrics = max(ev.slices.items(), key=lambda kv: kv[1].drop_pp)
+    return name, Figure.measured(metrics.drop_pp, "pp", f"evaluate({ev.dataset_id[:16]},{name})")
+
+
+def figures_of(record: RunRecord) -> dict[str, Figure]:
+    """Every rankable metric of a record, keyed like ``edgeproof.contract.METRICS``, provenance kept."""
+    lat, prov = record.latency, record.latency_provenance
+    figures = {key: Figure(value=getattr(lat, key), unit="ms", provenance=prov) for key in ("p50_ms", "p95_ms", "p99_ms")}
+    for key in ("peak_rss_mib", "load_time_ms", "model_size_mib", "energy_mj_per_inference", "sustained_w", "temperature_c"):
+        figures[key] = getattr(record, key)
+    placement = record.placement
+    if placement is None:
+        figures["cpu_fallback_frac"] = Figure.unavailable("fraction", "no per-node placement in the record")
+    else:
+        frac = placement.fallback_time_frac if placement.fallback_time_frac is not None else placement.fallback_node_frac
+        figures["cpu_fallback_frac"] = Figure(value=frac, unit="fraction", provenance=placement.provenance)
+    figures["accuracy_drop_pp"] = worst_slice(record)[1]
+    return figures
