@@ -55,6 +55,14 @@ def test_unknown_target_lists_the_known_ones():
         get_target("pi6")
 
 
+def test_a_unique_prefix_names_a_board_and_an_ambiguous_one_is_refused(tmp_path):
+    assert get_target("jetson-orin-nano").id == "jetson-orin-nano-8gb"
+    src = (CATALOG_DIR / "jetson-orin-nano-8gb.toml").read_text()
+    (tmp_path / "jetson-orin-nano-4gb.toml").write_text(src.replace('id = "jetson-orin-nano-8gb"', 'id = "jetson-orin-nano-4gb"', 1))
+    with pytest.raises(TargetError, match="ambiguous: it could be jetson-orin-nano-4gb, jetson-orin-nano-8gb"):
+        get_target("jetson-orin-nano", [tmp_path])
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [

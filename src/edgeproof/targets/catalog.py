@@ -96,8 +96,15 @@ def load_catalog(extra_dirs: Iterable[str | Path] = ()) -> dict[str, Target]:
 
 
 def get_target(target_id: str, extra_dirs: Iterable[str | Path] = ()) -> Target:
-    """One board by id; an unknown id raises TargetError listing the known ones."""
+    """One board by id, or by a prefix that names exactly one board at a word boundary
+    (``jetson-orin-nano`` for ``jetson-orin-nano-8gb``); otherwise TargetError listing the known ones."""
     catalog = load_catalog(extra_dirs)
-    if target_id not in catalog:
-        raise TargetError(f"unknown target {target_id!r}; known targets: {', '.join(sorted(catalog))} (and 'host')")
-    return catalog[target_id]
+    if target_id in catalog:
+        return catalog[target_id]
+    matches = sorted(t for t in catalog if t.startswith(f"{target_id}-"))
+    if len(matches) == 1:
+        return catalog[matches[0]]
+    known = ", ".join(sorted(catalog))
+    if matches:
+        raise TargetError(f"target {target_id!r} is ambiguous: it could be {', '.join(matches)}")
+    raise TargetError(f"unknown target {target_id!r}; known targets: {known} (and 'host')")
