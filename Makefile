@@ -26,6 +26,7 @@ chromium:
 	  || echo "warning: could not install chromium; the report's browser test will be skipped"
 
 bench: $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,bench]'
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

@@ -57,3 +57,35 @@ def make_matmul_model(path: Path, symbolic: tuple[str, ...] = ("batch",), opset:
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return path
+
+
+def make_qdq_chain(path: Path, middle: str) -> Path:
+    """An INT8 QDQ model: conv → ``middle`` → conv, 16 channels at 16×16, every op wrapped in DQ/Q."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(128, np.uint8), "zp")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q0"], name="quant_in")]
+    cur = "q0"
+    for i, op in enumerate(["Conv", middle, "Conv"]):
+        nodes.append(helper.make_node("DequantizeLinear", [cur, "s", "zp"], [f"d{i}"], name=f"dq{i}"))
+        inputs = [f"d{i}"]
+        if op == "Conv":
+            inits += [
+                numpy_helper.from_array(rng.integers(-100, 100, (16, 16, 3, 3), dtype=np.int8), f"w{i}"),
+                numpy_helper.from_array(np.array(0.01, np.float32), f"ws{i}"),
+            ]
+            nodes.append(helper.make_node("DequantizeLinear", [f"w{i}", f"ws{i}"], [f"wd{i}"], name=f"dqw{i}"))
+            inputs.append(f"wd{i}")
+        attrs = {"pads": [1, 1, 1, 1]} if op == "Conv" else {}
+        nodes.append(helper.make_node(op, inputs, [f"o{i}"], name=f"{op.lower()}{i}", **attrs))
+        nodes.append(helper.make_node("QuantizeLinear", [f"o{i}", "s", "zp"], [f"q{i + 1}"], name=f"q{i + 1}"))
+        cur = f"q{i + 1}"
+    nodes.append(helper.make_node("DequantizeLinear", [cur, "s", "zp"], ["y"], name="dequant_out"))
+    graph = helper.make_graph(
+        nodes, "qdq-chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path

@@ -115,6 +115,20 @@ def test_bom_states_runtime_firmware_and_gate_per_target_without_inventing(bom_p
     assert clauses == {c.clause: c.status for c in verdict.clauses}
 
 
+def test_a_gate_json_with_a_verdict_per_target_is_read_as_those_verdicts(release, tmp_path):
+    from edgeproof.gate_output import to_json
+
+    verdict = load_record(release["verdict"], type(evaluate(release["contract"], load_record(release["run"]))))
+    gate_json = tmp_path / "gate.json"
+    gate_json.write_text(to_json([verdict]))
+    facts = build_bom([release["run"]], tmp_path / "bom.json", [gate_json], DIGITS_CONTRACT)
+    assert facts.targets["host"].props["gate.verdict"] == ("pass" if verdict.passed else "fail")
+    gate_json.write_text(json.dumps({"passed": True, "verdicts": [{"schema_version": "edgeproof.verdict/0"}]}))
+    with pytest.raises(RecordError, match=r"gate.json: verdicts.0: not an edgeproof.verdict/"):
+        build_bom([release["run"]], tmp_path / "bom2.json", [gate_json], DIGITS_CONTRACT)
+    assert not (tmp_path / "bom2.json").exists()
+
+
 def test_simulated_board_states_firmware_and_says_it_was_never_measured(release, tmp_path):
     variant = release["variant"]
     simulated = simulate_run(variant.path, "raspberry-pi-5", sessions=2, samples_per_session=50)

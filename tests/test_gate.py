@@ -153,3 +153,36 @@ def test_cli_gate_bad_input_is_one_line(tmp_path, host_record):
     ok = run_cli("gate", "--contract", str(contract_path), "--candidate", str(good), "--out", str(tmp_path / "g"))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert (tmp_path / "g" / "gate.junit.xml").exists() and (tmp_path / "g" / "gate.sarif").exists()
+
+
+def test_a_new_op_the_board_accelerator_lacks_fails_on_the_new_fallback_node(tmp_path, contract):
+    """Board matrix: the host run and a simulated board in one gate, one verdict each; on the board,
+    the candidate's Erf (absent from the Hailo-8's op list) falls back to the CPU and fails."""
+    from conftest import make_qdq_chain
+    from edgeproof.records import save_record
+    from edgeproof.simulate import simulate_run
+
+    sim = {"sessions": 2, "samples_per_session": 50}
+    paths = {}
+    for name, middle in (("base", "Sigmoid"), ("cand", "Erf")):
+        model = make_qdq_chain(tmp_path / f"{name}.onnx", middle)
+        paths[name] = tmp_path / f"{name}.hailo.run.json"
+        save_record(simulate_run(model, "hailo-8-rpi5", **sim), paths[name])
+    contract_path = tmp_path / "c.toml"
+    contract_path.write_text(CONTRACT)
+    out = tmp_path / "gate"
+    r = run_cli("gate", "--contract", str(contract_path), "--candidate", str(paths["cand"]), "--baseline", str(paths["base"]), "--out", str(out))
+    assert r.returncode == 1, r.stdout + r.stderr
+    [verdict] = json.loads((out / "gate.json").read_text())["verdicts"]
+    fallback = next(c for c in verdict["clauses"] if c["clause"] == "regression.new_fallback_nodes")
+    assert fallback["status"] == "fail" and "Erf ×1" in fallback["note"]
+    assert fallback["provenance"].startswith("simulated:hailo-8-rpi5@")
+    # the same gate over a host record as well: one verdict per target, the host one unaffected
+    host_path = tmp_path / "host.run.json"
+    save_record(profile_model(DIGITS_MODEL, options=ProfileOptions(min_sessions=2, max_sessions=2, samples_per_session=40, warmup=5, **QUICK)), host_path)
+    r = run_cli("gate", "--contract", str(contract_path), "--candidate", str(host_path), "--candidate", str(paths["cand"]),
+                "--baseline", str(paths["base"]), "--out", str(out))
+    assert r.returncode == 1
+    verdicts = {v["target"]: v for v in json.loads((out / "gate.json").read_text())["verdicts"]}
+    assert verdicts.keys() == {"host", "hailo-8-rpi5"}
+    assert verdicts["host"]["passed"] and not verdicts["hailo-8-rpi5"]["passed"]

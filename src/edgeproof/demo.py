@@ -14,10 +14,11 @@ EXAMPLE = ROOT / "examples" / "digits"
 
 
 def steps(out: Path) -> list[tuple[str, list[str], tuple[int, ...]]]:
-    """(title, argv, exit codes that let the demo go on). A verdict of 1 is a finding, not a crash."""
+    """(title, argv, exit codes that let the demo go on). A verdict of 1 is a finding, not a crash.
+    The signing key of an earlier demo run is kept (keygen never overwrites a key)."""
     model = str(EXAMPLE / "model.onnx")
     contract = str(EXAMPLE / "edgeproof.toml")
-    chosen = str(out / "optimize" / "chosen.onnx")
+    chosen = str(out / "optimize" / "chosen-host.onnx")
     return [
         ("Is this host fit to measure on?", ["doctor"], (0,)),
         ("Profile the fp32 model and check it against its contract", ["check", model, "--contract", contract, "--json", str(out / "host.run.json")], (0, 1)),
@@ -26,11 +27,11 @@ def steps(out: Path) -> list[tuple[str, list[str], tuple[int, ...]]]:
         ("Simulate a 10-minute soak on a passively cooled board at 45 °C (simulated)", ["simulate", model, "--target", "raspberry-pi-5", "--soak", "10m", "--ambient", "45", "--json", str(out / "sim" / "raspberry-pi-5.soak.run.json")], (0,)),
         ("Simulate the model on Jetson Orin Nano in its 7 W mode (simulated)", ["simulate", model, "--target", "jetson-orin-nano", "--power-mode", "7W", "--json", str(out / "sim" / "jetson-orin-nano.run.json")], (0,)),
         ("Gate the chosen variant against the fp32 baseline, interleaved", ["gate", "--contract", contract, "--measure", model, chosen, "--out", str(out / "gate")], (0, 1)),
-        ("Make a signing key", ["keygen", "-o", str(out / "keys")], (0,)),
+        *([] if (out / "keys" / "edgeproof-ed25519.pem").exists() else [("Make a signing key", ["keygen", "-o", str(out / "keys")], (0,))]),
         ("Build the inference bill of materials for the release", ["bom", "build", "--run", str(out / "gate" / "candidate.run.json"), "--verdict", str(out / "gate" / "gate.json"), "--contract", contract, "--model", chosen, "-o", str(out / "bom" / "release.bom.json")], (0,)),
         ("Build the BOM of the fp32 baseline (the rollback path)", ["bom", "build", "--run", str(out / "gate" / "baseline.run.json"), "--contract", contract, "--model", model, "-o", str(out / "bom" / "baseline.bom.json")], (0,)),
-        ("Sign the release BOM", ["bom", "sign", str(out / "bom" / "release.bom.json"), "--key", str(out / "keys" / "edgeproof.key")], (0,)),
-        ("Verify the signature and the model it names", ["bom", "verify", str(out / "bom" / "release.bom.json"), "--pub", str(out / "keys" / "edgeproof.pub")], (0,)),
+        ("Sign the release BOM", ["bom", "sign", str(out / "bom" / "release.bom.json"), "--key", str(out / "keys" / "edgeproof-ed25519.pem")], (0,)),
+        ("Verify the signature and the model it names", ["bom", "verify", str(out / "bom" / "release.bom.json"), "--pub", str(out / "keys" / "edgeproof-ed25519.pub.pem")], (0,)),
         ("Write the change record for the release board", ["change-record", "--from", str(out / "bom" / "baseline.bom.json"), "--to", str(out / "bom" / "release.bom.json"), "--why", "INT8 variant chosen by edgeproof optimize to cut latency within every slice floor", "-o", str(out / "change-record")], (0,)),
         ("Write the report", ["report", str(out), "-o", str(out / "report.html")], (0,)),
     ]

@@ -279,6 +279,32 @@ def load_record(path: str | Path, cls: type[BaseModel] = RunRecord) -> Any:
         raise RecordError(f"{path}: {where}: {err['msg']}") from None
 
 
+def load_verdicts(path: str | Path) -> list[Verdict]:
+    """Verdicts from a file holding one ``Verdict`` or a gate's output (``{"passed": …, "verdicts": [...]}``)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: not JSON ({exc})") from None
+    if not (isinstance(raw, dict) and isinstance(raw.get("verdicts"), list)):
+        return [load_record(path, Verdict)]
+    out = []
+    for i, item in enumerate(raw["verdicts"]):
+        if not isinstance(item, dict) or item.get("schema_version", VERDICT_SCHEMA) != VERDICT_SCHEMA:
+            raise RecordError(f"{path}: verdicts.{i}: not an {VERDICT_SCHEMA} verdict")
+        try:
+            out.append(Verdict.model_validate(item))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            raise RecordError(f"{path}: verdicts.{i}.{where}: {err['msg']}") from None
+    if not out:
+        raise RecordError(f"{path}: verdicts: empty")
+    return out
+
+
 def write_atomic(path: str | Path, data: str | bytes) -> Path:
     """Write a file so that a crash or error never leaves a partial file behind."""
     path = Path(path)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from edgeproof.errors import ModelError, RecordError
 from edgeproof.model import sha256_file
-from edgeproof.records import RunRecord, Verdict, load_record
+from edgeproof.records import RunRecord, Verdict, load_record, load_verdicts
 from edgeproof.variants.recipe import Recipe
 
 
@@ -111,7 +111,7 @@ def gather_inputs(
     ``[model] path`` and kept only if its bytes match the recipe's ``source_sha256``.
     """
     runs = tuple(load_record(p, RunRecord) for p in run_paths)
-    verdicts = tuple(load_record(p, Verdict) for p in verdict_paths)
+    verdicts = tuple(v for p in verdict_paths for v in load_verdicts(p))
     recipe = check_runs(runs)
     contract = None
     source = None
