@@ -26,6 +26,7 @@ def steps(out: Path) -> list[tuple[str, list[str], tuple[int, ...]]]:
         ("Which boards can run it, and what falls back to the CPU (simulated)", ["compat", model, "--targets", "all"], (0,)),
         ("Simulate a 10-minute soak on a passively cooled board at 45 °C (simulated)", ["simulate", model, "--target", "raspberry-pi-5", "--soak", "10m", "--ambient", "45", "--json", str(out / "sim" / "raspberry-pi-5.soak.run.json")], (0,)),
         ("Simulate the model on Jetson Orin Nano in its 7 W mode (simulated)", ["simulate", model, "--target", "jetson-orin-nano", "--power-mode", "7W", "--json", str(out / "sim" / "jetson-orin-nano.run.json")], (0,)),
+        ("Check the chosen variant against the contract on Jetson Orin Nano (simulated)", ["check", chosen, "--contract", contract, "--target", "jetson-orin-nano", "--json", str(out / "sim" / "jetson-orin-nano.check.json")], (0, 1)),
         ("Gate the chosen variant against the fp32 baseline, interleaved", ["gate", "--contract", contract, "--measure", model, chosen, "--out", str(out / "gate")], (0, 1)),
         *([] if (out / "keys" / "edgeproof-ed25519.pem").exists() else [("Make a signing key", ["keygen", "-o", str(out / "keys")], (0,))]),
         ("Build the inference bill of materials for the release", ["bom", "build", "--run", str(out / "gate" / "candidate.run.json"), "--verdict", str(out / "gate" / "gate.json"), "--contract", contract, "--model", chosen, "-o", str(out / "bom" / "release.bom.json")], (0,)),

@@ -166,7 +166,7 @@ def _board_record(
         settings=RuntimeSettings(provider=target.accelerator.name if target.accelerator else "CPU", intra_op_threads=op.threads),
         scenario=_scenario(rate_hz, session_samples),
         sessions=[SessionSamples(warmup_ms=[], samples_ms=s, started_at=f"simulated session {i}") for i, s in enumerate(session_samples)],
-        latency=summarize(session_samples),
+        latency=_summarize_simulated(session_samples),
         latency_provenance=f"simulated:{label}",
         load_time_ms=sim(load["total_ms"], "ms"),
         peak_rss_mib=sim(res.resident_mib, "MiB"),
@@ -211,7 +211,7 @@ def _host_record(path: Path, cost: ModelCost, graph: KernelGraph, profile: HostP
         settings=RuntimeSettings(intra_op_threads=threads),
         scenario=_scenario(None, session_samples),
         sessions=[SessionSamples(warmup_ms=[], samples_ms=s, started_at=f"simulated session {i}") for i, s in enumerate(session_samples)],
-        latency=summarize(session_samples),
+        latency=_summarize_simulated(session_samples),
         latency_provenance=f"simulated:{label}",
         load_time_ms=Figure.unavailable("ms", "the host profile does not model load time; `edgeproof profile` measures it"),
         peak_rss_mib=Figure.unavailable("MiB", "the host profile does not model memory; `edgeproof profile` measures it"),
@@ -234,6 +234,14 @@ def _host_record(path: Path, cost: ModelCost, graph: KernelGraph, profile: HostP
             "assumptions": cost.assumptions,
         },
     )
+
+
+def _summarize_simulated(session_samples: list[list[float]]):
+    """Statistics of simulated samples. The instability warnings speak of a noisy machine, and here the
+    spread is the documented jitter model's, so they are left out."""
+    stats = summarize(session_samples)
+    stats.warnings = []
+    return stats
 
 
 def _operating_warnings(op: OperatingPoint, fw: FirmwareProfile, worst_ms: float) -> list[str]:
