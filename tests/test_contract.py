@@ -454,3 +454,10 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "already exists" in lines[0] and str(existing.name) in lines[0]
     assert existing.read_text() == "mine"
+
+
+def test_a_server_scenario_takes_a_poisson_rate(tmp_path):
+    ok = '[budgets]\nscenario = "server:50"\np95_ms = "20 ms"\n'
+    assert load_contract(write(tmp_path, ok)).scenario == "server:50"
+    bad = '[budgets]\nscenario = "server"\np95_ms = "20 ms"\n'
+    assert_error(tmp_path, bad, "scenario", "scenario 'server' needs a rate: server:HZ")

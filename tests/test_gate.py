@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -63,14 +64,35 @@ def test_same_model_twice_passes(contract):
     assert 0.95 < p50.value < 1.05
 
 
-def test_injected_slowdown_fails_on_latency(contract, slow_model):
-    base, cand = interleaved_ab(DIGITS_MODEL, slow_model, options=ProfileOptions(**QUICK), ab=InterleaveOptions(pairs=4))
+@pytest.fixture(scope="module")
+def slow_pair(slow_model):
+    return interleaved_ab(DIGITS_MODEL, slow_model, options=ProfileOptions(**QUICK), ab=InterleaveOptions(pairs=4))
+
+
+def test_injected_slowdown_fails_on_latency(contract, slow_pair):
+    base, cand = slow_pair
     [verdict] = gate(contract, [cand], [base])
     assert not verdict.passed
     p50 = next(c for c in verdict.clauses if c.clause == "regression.p50")
     assert p50.status == "fail" and p50.value > 1.04
     assert "slower" in p50.note and "95% CI" in p50.note
     assert verdict.binding_clause == "regression.p50"
+
+
+def test_a_waiver_on_a_regression_clause_applies_until_it_expires(tmp_path, slow_pair):
+    base, cand = slow_pair
+    waivers = "".join(
+        f'[[waivers]]\nclause = "regression.{m}"\nowner = "perf@example.com"\nreason = "known cost of the new head"\nexpires = 2099-01-01\n'
+        for m in ("p50", "p95", "p99")
+    )
+    path = tmp_path / "waived.toml"
+    path.write_text(CONTRACT + waivers)
+    [verdict] = gate(load_contract(path), [cand], [base])
+    p50 = next(c for c in verdict.clauses if c.clause == "regression.p50")
+    assert p50.status == "waived" and verdict.passed
+    assert "regression.p50" in {w["clause"] for w in verdict.waivers_applied}
+    [expired] = gate(load_contract(path), [cand], [base], today=date(2099, 1, 2))
+    assert not expired.passed and next(c for c in expired.clauses if c.clause == "regression.p50").status == "fail"
 
 
 def _record(samples_per_session, base: RunRecord) -> RunRecord:
@@ -186,3 +208,14 @@ def test_a_new_op_the_board_accelerator_lacks_fails_on_the_new_fallback_node(tmp
     verdicts = {v["target"]: v for v in json.loads((out / "gate.json").read_text())["verdicts"]}
     assert verdicts.keys() == {"host", "hailo-8-rpi5"}
     assert verdicts["host"]["passed"] and not verdicts["hailo-8-rpi5"]["passed"]
+
+
+def test_a_baseline_of_another_model_is_refused_by_its_interface_even_when_simulated(tmp_path, contract):
+    from conftest import make_matmul_model
+    from edgeproof.simulate import simulate_run
+
+    sim = {"sessions": 2, "samples_per_session": 50}
+    digits = simulate_run(DIGITS_MODEL, "raspberry-pi-5", **sim)
+    other = simulate_run(make_matmul_model(tmp_path / "mlp.onnx"), "raspberry-pi-5", **sim)
+    with pytest.raises(RecordError, match=r"is for another model: inputs \['x'\] vs \['input'\] \(baseline vs candidate\)"):
+        gate(contract, [digits], [other])

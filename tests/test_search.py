@@ -466,3 +466,19 @@ def test_data_flag_overrides_the_contract_and_is_checked_too(tmp_path):
     proc = run_cli("optimize", str(tmp_path / "task" / "tiny.onnx"), "--contract", str(contract), "--data", str(tmp_path / "other.npz"), timeout=120)
     assert proc.returncode == 2
     assert "other.npz" in proc.stderr and "rows have shape" in proc.stderr
+
+
+def test_the_search_latency_guard_measures_a_variant_against_the_contract_budget(tmp_path):
+    from conftest import DIGITS_CONTRACT, DIGITS_MODEL
+    from edgeproof.search._run import latency_guard
+    from edgeproof.variants import Recipe, build_variant
+
+    contract = load_contract(DIGITS_CONTRACT)
+    fp32 = build_variant(DIGITS_MODEL, Recipe(precision="fp32"), cache_dir=tmp_path)
+    row = np.zeros((1, 1, 32, 32), np.float32)
+    roomy = latency_guard(contract, row, samples=50, warmup=5)
+    assert roomy is not None and roomy(fp32)  # the digits model runs far inside its 5 ms p95
+    tight = contract.model_copy(update={"budgets": contract.budgets.model_copy(update={"p95_ms": 1e-4})})
+    assert latency_guard(tight, row, samples=50, warmup=5)(fp32) is False
+    unbudgeted = contract.model_copy(update={"budgets": contract.budgets.model_copy(update={"p95_ms": None, "p99_ms": None})})
+    assert latency_guard(unbudgeted, row) is None

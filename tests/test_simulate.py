@@ -222,3 +222,21 @@ def test_host_validation_compares_prediction_with_measurement(quick_host_profile
     assert case["error"] == pytest.approx((case["predicted_ms"] - case["measured_p50_ms"]) / case["measured_p50_ms"])
     assert report["mape"] == pytest.approx(abs(case["error"]))
     assert report["meets_target"] == (report["mape"] <= 0.15)
+
+
+def test_check_on_a_board_runs_the_contract_scenario_power_mode_and_firmware(tmp_path):
+    contract = tmp_path / "periodic.toml"
+    contract.write_text('[budgets]\nscenario = "periodic:30"\np95_ms = "50 ms"\n')
+    fw = tmp_path / "fw.toml"
+    fw.write_text((CATALOG_DIR.parent / "firmware" / "jetson-orin-nano-8gb.toml").read_text())
+    out = tmp_path / "run.json"
+    r = run_cli("check", str(DIGITS_MODEL), "--contract", str(contract), "--target", "jetson-orin-nano", "--power-mode", "7W",
+                "--firmware", str(fw), "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    record = load_record(out)
+    assert (record.target.id, record.target.power_mode, record.scenario.name, record.scenario.rate_hz) == ("jetson-orin-nano-8gb", "7W", "periodic", 30)
+    verdict = json.loads(out.with_suffix(".verdict.json").read_text())
+    p95 = next(c for c in verdict["clauses"] if c["clause"] == "budgets.p95_ms")
+    assert p95["status"] == "pass" and p95["provenance"].startswith("simulated:jetson-orin-nano-8gb@")
+    r = run_cli("check", str(DIGITS_MODEL), "--contract", str(contract), "--power-mode", "7W")
+    assert r.returncode == 2 and "apply to a simulated board" in r.stderr and "Traceback" not in r.stderr

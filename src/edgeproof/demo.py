@@ -20,7 +20,7 @@ def steps(out: Path) -> list[tuple[str, list[str], tuple[int, ...]]]:
     contract = str(EXAMPLE / "edgeproof.toml")
     chosen = str(out / "optimize" / "chosen-host.onnx")
     return [
-        ("Is this host fit to measure on?", ["doctor"], (0,)),
+        ("Is this host fit to measure on?", ["doctor"], (0, 1)),
         ("Profile the fp32 model and check it against its contract", ["check", model, "--contract", contract, "--json", str(out / "host.run.json")], (0, 1)),
         ("Search variants for the best contract-feasible candidate", ["optimize", model, "--contract", contract, "--out", str(out / "optimize"), "--json", str(out / "optimize" / "search.json")], (0, 1)),
         ("Which boards can run it, and what falls back to the CPU (simulated)", ["compat", model, "--targets", "all"], (0,)),
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\ndemo stopped: step {i} exited {code}", file=sys.stderr)
             return code or 1
         if code != 0:
-            findings.append(f"step {i} ({cmd[0]}) exited {code}: a contract or gate failure, see above")
+            findings.append(f"step {i} ({cmd[0]}) exited {code}: a finding (an unfit host, a contract or gate failure), see above")
     print(f"\ndemo finished in {time.monotonic() - started:.0f} s")
     for f in findings:
         print(f"note: {f}")

@@ -10,13 +10,12 @@ import numpy as np
 from scipy import stats as sps
 
 from edgeproof.errors import RecordError
+from edgeproof.model import same_interface
 from edgeproof.records import ClauseResult, RunRecord, Verdict
 
 CONFIDENCE = 0.95
 # Accuracy: a slice fails when the paired test says the candidate is worse at this level.
 ACCURACY_ALPHA = 0.05
-# Peak memory has no interval worth the name (three cold starts), so it is judged on the point ratio.
-MEMORY_TOLERANCE_PCT = 10.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +123,7 @@ def ratio_clause(est: RatioEstimate | None, tolerance_pct: float, provenance: st
         budget=limit,
         unit="x",
         margin=limit - est.low,
+        interval=(est.low, est.high),
         provenance=provenance,
         note=f"{est.describe()}; {verdict} at ±{tolerance_pct:g}% tolerance",
     )
@@ -205,12 +205,13 @@ def fallback_clause(base: RunRecord, cand: RunRecord) -> ClauseResult | None:
     )
 
 
-def memory_clause(base: RunRecord, cand: RunRecord) -> ClauseResult | None:
+def memory_clause(base: RunRecord, cand: RunRecord, tolerance_pct: float) -> ClauseResult | None:
+    """Peak memory has no interval worth the name (three cold starts), so it is judged on the point ratio."""
     b, c = base.peak_rss_mib, cand.peak_rss_mib
-    if not (b.available and c.available):
+    if not (b.available and c.available) or b.value <= 0:
         return None
     ratio = c.value / b.value
-    limit = 1.0 + MEMORY_TOLERANCE_PCT / 100.0
+    limit = 1.0 + tolerance_pct / 100.0
     return ClauseResult(
         clause="regression.peak_rss", status="fail" if ratio > limit else "pass", value=ratio, budget=limit, unit="x",
         margin=limit - ratio, provenance=c.provenance, note=f"{b.value:.1f} → {c.value:.1f} MiB",
@@ -220,7 +221,7 @@ def memory_clause(base: RunRecord, cand: RunRecord) -> ClauseResult | None:
 def energy_clause(base: RunRecord, cand: RunRecord, tolerance_pct: float) -> ClauseResult | None:
     """Only when both sides have energy; when either lacks it, the contract's energy clause already says unverified."""
     b, c = base.energy_mj_per_inference, cand.energy_mj_per_inference
-    if not (b.available and c.available):
+    if not (b.available and c.available) or b.value <= 0:
         return None
     ratio = c.value / b.value
     limit = 1.0 + tolerance_pct / 100.0
@@ -240,6 +241,9 @@ def check_baseline(base: RunRecord, cand: RunRecord) -> None:
     bi, ci = base.extras.get("inputs"), cand.extras.get("inputs")
     if bi is not None and ci is not None and bi != ci:
         raise RecordError(f"{where} is for another model: inputs {bi} vs the candidate's {ci}")
+    differs = same_interface(base.model.io, cand.model.io)
+    if differs:
+        raise RecordError(f"{where} is for another model: {differs} (baseline vs candidate)")
 
 
 def _apply_waivers(results: list[ClauseResult], contract, target: str, today: date) -> tuple[list[ClauseResult], list[dict]]:
@@ -283,7 +287,7 @@ def gate_target(
         ratio_clause(latency_ratio(base, cand, 0.95), tol.p95_pct, cand.latency_provenance),
         ratio_clause(latency_ratio(base, cand, 0.99), tol.p99_pct, cand.latency_provenance),
     ]
-    regressions += [c for c in (memory_clause(base, cand), energy_clause(base, cand, tol.energy_pct), fallback_clause(base, cand)) if c]
+    regressions += [c for c in (memory_clause(base, cand, tol.peak_rss_pct), energy_clause(base, cand, tol.energy_pct), fallback_clause(base, cand)) if c]
     regressions += accuracy_clauses(base, cand)
     regressions, applied = _apply_waivers(regressions, contract, cand.target.id, today)
     ok = verdict.passed and all(r.status in ("pass", "waived") or (allow_unverified and r.status == "unverified") for r in regressions)
@@ -298,7 +302,8 @@ def gate_target(
             "binding_clause": binding,
             "waivers_applied": verdict.waivers_applied + applied,
             "regressions": [
-                {"clause": r.clause, "status": r.status, "ratio": r.value, "limit": r.budget, "note": r.note} for r in regressions
+                {"clause": r.clause, "status": r.status, "ratio": r.value, "interval": r.interval, "limit": r.budget, "note": r.note}
+                for r in regressions
             ],
         }
     )

@@ -94,7 +94,8 @@ def append(record: RunRecord, root: str | Path | None = None) -> Path:
 
 def list_runs(root: str | Path | None = None, model: str | None = None, limit: int = 50) -> list[dict]:
     """Runs newest first, each with the relative change of every figure vs the previous run of the
-    same model on the same target, settings and scenario (None where there is no earlier run)."""
+    same kind (measured or simulated), model and variant on the same target (power mode included),
+    settings and scenario (None where there is no earlier run)."""
     path = history_path(root)
     if not path.exists():
         return []
@@ -102,7 +103,7 @@ def list_runs(root: str | Path | None = None, model: str | None = None, limit: i
     try:
         where = "WHERE model_name = ?" if model else ""
         lags = ",\n".join(
-            f"lag({f}) OVER (PARTITION BY model_name, target, provider, threads, scenario ORDER BY created_at, run_id) AS prev_{f}"
+            f"lag({f}) OVER (PARTITION BY kind, model_name, variant, target, provider, threads, scenario ORDER BY created_at, run_id) AS prev_{f}"
             for f in FIGURES
         )
         sql = f"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,39 @@ def load_model(path: str | Path) -> onnx.ModelProto:
 
 def model_ref(path: str | Path) -> ModelRef:
     path = Path(path)
-    return ModelRef(path=str(path), name=path.stem, sha256=sha256_file(path), size_bytes=path.stat().st_size)
+    return ModelRef(path=str(path), name=path.stem, sha256=sha256_file(path), size_bytes=path.stat().st_size, io=io_signature(path))
+
+
+def _value_signature(v: onnx.ValueInfoProto) -> list:
+    t = v.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+    return [v.name, onnx.TensorProto.DataType.Name(t.elem_type), dims]
+
+
+def io_signature(path: str | Path) -> dict[str, list] | None:
+    """The model's interface: ``{"inputs": [[name, dtype, dims], ...], "outputs": [...]}``, read from
+    the graph alone (no weights). Variants of one model share it; None when the file does not parse."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError):
+        return None
+    return {"inputs": [_value_signature(v) for v in graph_inputs(model)], "outputs": [_value_signature(v) for v in model.graph.output]}
+
+
+def same_interface(a: dict[str, list] | None, b: dict[str, list] | None) -> str | None:
+    """None when two io signatures could be one model's variants (same names, dtypes, ranks, and
+    equal fixed dims), else what differs. Unknown signatures are not compared."""
+    if a is None or b is None:
+        return None
+    for side in ("inputs", "outputs"):
+        names_a, names_b = [v[0] for v in a[side]], [v[0] for v in b[side]]
+        if names_a != names_b:
+            return f"{side} {names_a} vs {names_b}"
+        for (name, ta, da), (_, tb, db) in zip(a[side], b[side]):
+            fixed_differ = len(da) != len(db) or any(isinstance(x, int) and isinstance(y, int) and x and y and x != y for x, y in zip(da, db))
+            if ta != tb or fixed_differ:
+                return f"{side[:-1]} {name!r} is {ta}{da} vs {tb}{db}"
+    return None
 
 
 def opset_version(model: onnx.ModelProto) -> int:
@@ -168,7 +201,7 @@ def feeds_from_npz(path: str | Path, specs: list[InputSpec]) -> list[dict[str, n
             arrays = {k: npz[k] for k in npz.files}
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npz ({first_line(exc)})") from None
     missing = [s.name for s in specs if s.name not in arrays]
     if missing:

@@ -147,6 +147,7 @@ class ModelRef(_Record):
     name: str
     sha256: str
     size_bytes: int
+    io: dict[str, list] | None = None  # interface: inputs/outputs as [name, dtype, dims]
 
 
 class TargetRef(_Record):
@@ -255,15 +256,24 @@ class RunRecord(_Record):
         return self
 
 
+def read_json(path: Path) -> Any:
+    """Parsed JSON of a file; a missing, unreadable or non-JSON file is one RecordError line."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise RecordError(f"{path}: is a folder, not a file") from None
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: not JSON ({exc})") from None
+
+
 def load_record(path: str | Path, cls: type[BaseModel] = RunRecord) -> Any:
     """Load a record from JSON, turning every failure into one line naming the file and field."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RecordError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RecordError(f"{path}: not JSON ({exc})") from None
+    raw = read_json(path)
     if not isinstance(raw, dict):
         raise RecordError(f"{path}: expected a JSON object")
     expected = cls.model_fields.get("schema_version")
@@ -282,12 +292,7 @@ def load_record(path: str | Path, cls: type[BaseModel] = RunRecord) -> Any:
 def load_verdicts(path: str | Path) -> list[Verdict]:
     """Verdicts from a file holding one ``Verdict`` or a gate's output (``{"passed": …, "verdicts": [...]}``)."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RecordError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RecordError(f"{path}: not JSON ({exc})") from None
+    raw = read_json(path)
     if not (isinstance(raw, dict) and isinstance(raw.get("verdicts"), list)):
         return [load_record(path, Verdict)]
     out = []
@@ -338,6 +343,7 @@ class ClauseResult(_Record):
     budget: float | None
     unit: str
     margin: float | None = None  # budget - value in the clause's unit (negative means over budget)
+    interval: tuple[float, float] | None = None  # 95% interval of value, where the clause has one (gate ratios)
     provenance: str
     hard: bool = True
     note: str = ""

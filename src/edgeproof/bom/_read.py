@@ -63,15 +63,23 @@ class BomFacts:
         return self.meta["contract.path"]
 
 
-def parse_json(path: str | Path) -> tuple[bytes, Any]:
-    """A file's bytes and its parsed JSON; a missing or non-JSON file is one RecordError line."""
+def read_bytes(path: str | Path) -> bytes:
+    """A file's bytes; a missing, folder or unreadable path is one RecordError line."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise RecordError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise RecordError(f"{path}: is a folder, not a file") from None
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def parse_json(path: str | Path, raw: bytes | None = None) -> tuple[bytes, Any]:
+    """A file's bytes (read here unless given) and its parsed JSON; a missing or non-JSON file is one RecordError line."""
+    path = Path(path)
+    raw = read_bytes(path) if raw is None else raw
     try:
         return raw, json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgeproof.bom._read import BomFacts, facts_of, parse_json
+from edgeproof.bom._read import BomFacts, facts_of, parse_json, read_bytes
 from edgeproof.bom._schema import canonical_bytes
 from edgeproof.errors import EdgeproofError, ModelError, RecordError
 from edgeproof.model import sha256_file
@@ -206,13 +206,13 @@ def verify_bom(
 ) -> Verification:
     """Check a BOM's detached signature with a trusted public key, then every byte of the BOM and the model.
 
-    A mismatch (other key, altered signature, changed BOM byte, changed model byte) is a
-    failed Verification; input that cannot be checked at all (missing files, a BOM or
-    signature that is not JSON, a malformed key) raises an EdgeproofError.
+    A mismatch (other key, altered signature, any changed BOM byte — even one that breaks its
+    JSON —, changed model byte) is a failed Verification; input that cannot be checked at all
+    (missing files, a signature that is not JSON, a malformed key) raises an EdgeproofError.
     """
     bom_path = Path(bom_path)
     public = load_public_key(public_key_path)
-    raw, doc = parse_json(bom_path)
+    raw = read_bytes(bom_path)  # hashed before it is parsed: a changed byte fails verification, whatever it breaks
     sig_file = Path(sig_path) if sig_path is not None else signature_path(bom_path)
     sig = _load_signature(sig_file)
     if _b64(sig_file, "public_key", sig["public_key"]) != _raw_public(public):
@@ -225,6 +225,7 @@ def verify_bom(
     if bom_sha != sig["bom_sha256"]:
         signed = sig["bom_sha256"]
         return Verification(False, f"{bom_path}: changed since it was signed (sha256 {bom_sha[:12]}…, signed {signed[:12]}…)")
+    _, doc = parse_json(bom_path, raw)
     facts = facts_of(bom_path, doc)
     model, model_sha = _model_sha256(facts, model_path)
     if model_sha != sig["model_sha256"]:

@@ -34,5 +34,11 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except EdgeproofError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            # A path the user gave that cannot be read or written (a folder for a file, no permission,
+            # a full disk): their input to fix, not a bug to trace.
+            where = f"{exc.filename}: " if exc.filename else ""
+            err_console.print(f"[bold red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True)
+            sys.exit(2)
 
     return wrapper

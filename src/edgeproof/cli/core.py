@@ -34,6 +34,8 @@ JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the recor
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Refuse to measure on an unfit host.")]
 DeadlineOpt = Annotated[Optional[float], typer.Option("--deadline-ms", help="Deadline for periodic/server (default: the period).")]
 TargetOpt = Annotated[str, typer.Option("--target", help="host, or a board id from `edgeproof targets` (simulated).")]
+PowerModeOpt = Annotated[Optional[str], typer.Option("--power-mode", help="Simulated board only: one of its power modes.")]
+FirmwareOpt = Annotated[Optional[Path], typer.Option("--firmware", help="Simulated board only: firmware profile TOML.")]
 
 
 @contextmanager
@@ -50,16 +52,22 @@ def progress_bar(label: str) -> Iterator:
 
 def measure(model: Path, target: str, scenario: str, threads: int, provider: str, opt_level: str, sessions: int, samples: int,
             time_budget: float, engine: str, shape: list[str] | None, inputs: Path | None, strict: bool,
-            deadline_ms: float | None) -> RunRecord:
-    """Profile on the host, or simulate on a catalog board; the record lands in the history."""
+            deadline_ms: float | None, power_mode: str | None = None, firmware: Path | None = None) -> RunRecord:
+    """Profile on the host, or simulate on a catalog board (at the scenario's rate, in the power mode
+    and firmware given); the record lands in the history."""
     if opt_level not in ("disable", "basic", "extended", "all"):
         raise DataError(f"--opt-level {opt_level!r}: expected disable, basic, extended or all")
     if engine not in ("builtin", "loadgen"):
         raise DataError(f"--engine {engine!r}: expected builtin or loadgen")
     if target != "host":
+        from edgeproof.measure.scenarios import parse_scenario
         from edgeproof.simulate import simulate_run
 
-        record = simulate_run(model, target)
+        rate = parse_scenario(scenario).rate_hz
+        with progress_bar(f"simulating {model.name} on {target}") as update:
+            record = simulate_run(model, target, power_mode=power_mode, firmware=firmware, rate_hz=rate, progress=update)
+    elif power_mode is not None or firmware is not None:
+        raise DataError("--power-mode and --firmware apply to a simulated board (--target BOARD), not to the host")
     else:
         settings = RuntimeSettings(provider=provider_name(provider), intra_op_threads=threads, graph_optimization_level=opt_level)
         options = ProfileOptions(
@@ -111,6 +119,7 @@ def render_run(record: RunRecord) -> None:
     sc = record.scenario
     if sc.deadline_miss_rate is not None:
         table.add_row("deadline misses", f"{sc.deadline_miss_rate:.2%}", "", f"deadline {sc.deadline_ms:g} ms")
+    if sc.queueing_delay_p95_ms is not None:
         table.add_row("queueing delay p95", f"{sc.queueing_delay_p95_ms:.3f} ms", "", record.latency_provenance)
     if sc.throughput_ips is not None:
         table.add_row("throughput", f"{sc.throughput_ips:.1f} inf/s", "", f"batch {sc.batch_size}")
@@ -161,7 +170,7 @@ def render_verdict(verdict: Verdict) -> None:
 @app.command()
 @user_errors
 def doctor() -> None:
-    """Check whether this host is fit for measuring (governor, load, memory, thermal, timing probe)."""
+    """Check whether this host is fit for measuring (governor, load, memory, thermal, timing probe): exit 0 fit, 1 unfit."""
     from edgeproof.measure import thermal
 
     fitness = check_host(thermal.max_temperature_c())
@@ -171,6 +180,7 @@ def doctor() -> None:
     for c in fitness.checks:
         table.add_row(c.name, "[green]yes[/]" if c.ok else "[red]no[/]", c.value, c.detail)
     console.print(table)
+    raise typer.Exit(0 if fitness.fit else 1)
 
 
 @app.command()
@@ -191,9 +201,14 @@ def profile(
     deadline_ms: DeadlineOpt = None,
     json_out: JsonOpt = None,
     strict: StrictOpt = False,
+    power_mode: PowerModeOpt = None,
+    firmware: FirmwareOpt = None,
 ) -> None:
     """Measure a model: latency percentiles with intervals, cold start, peak RSS, energy, placement."""
-    record = measure(model, target, scenario, threads, provider, opt_level, sessions, samples, time_budget, engine, shape, inputs, strict, deadline_ms)
+    record = measure(
+        model, target, scenario, threads, provider, opt_level, sessions, samples, time_budget, engine, shape, inputs, strict, deadline_ms,
+        power_mode, firmware,
+    )
     render_run(record)
     if json_out:
         save_record(record, json_out)
@@ -220,6 +235,8 @@ def check(
     deadline_ms: DeadlineOpt = None,
     json_out: JsonOpt = None,
     strict: StrictOpt = False,
+    power_mode: PowerModeOpt = None,
+    firmware: FirmwareOpt = None,
 ) -> None:
     """Profile, then judge every contract clause: exit 0 pass, 1 fail, 2 bad input."""
     from edgeproof.accuracy import evaluate_for_contract
@@ -227,7 +244,8 @@ def check(
 
     spec = load_contract(contract)
     record = measure(
-        model, target, scenario or spec.scenario, threads, provider, opt_level, sessions, samples, time_budget, engine, shape, inputs, strict, deadline_ms
+        model, target, scenario or spec.scenario, threads, provider, opt_level, sessions, samples, time_budget, engine, shape, inputs, strict, deadline_ms,
+        power_mode, firmware,
     )
     evaluation = evaluate_for_contract(spec, model)
     if evaluation is not None:
@@ -254,7 +272,7 @@ def history_cmd(
         console.print(f"no runs recorded yet in {history.history_path()}")
         return
     table = Table(title=f"history ({history.history_path()})")
-    for col in ("run", "when", "model", "variant", "target", "thr", "scenario", "p50 ms", "p95 ms", "RSS MiB", "load ms", "energy mJ", "worst drop pp"):
+    for col in ("run", "when", "kind", "model", "variant", "target", "thr", "scenario", "p50 ms", "p95 ms", "RSS MiB", "load ms", "energy mJ", "worst drop pp"):
         table.add_column(col)
 
     def cell(row: dict, key: str) -> str:
@@ -267,7 +285,7 @@ def history_cmd(
 
     for r in rows:
         table.add_row(
-            r["run_id"], str(r["created_at"])[:19], r["model_name"], r["variant"], r["target"], str(r["threads"]), r["scenario"],
+            r["run_id"], str(r["created_at"])[:19], r["kind"], r["model_name"], r["variant"], r["target"], str(r["threads"]), r["scenario"],
             *(cell(r, k) for k in history.FIGURES),
         )
     console.print(table)

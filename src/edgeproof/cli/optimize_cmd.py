@@ -157,8 +157,8 @@ def render_search(result: SearchResult) -> None:
 @user_errors
 def optimize(
     model: ModelArg,
-    contract: Annotated[Path, typer.Option("--contract", help="Budget contract (TOML); its [data] and slices are used.")],
-    data: Annotated[Optional[str], typer.Option("--data", help="Dataset replacing the contract's [data]: an .npz or file.py:function.")] = None,
+    contract: Annotated[Path, typer.Option("--contract", help="Budget contract (TOML); its \\[data] table and slices are used.")],
+    data: Annotated[Optional[str], typer.Option("--data", help="Dataset replacing the contract's \\[data] table: an .npz or file.py:function.")] = None,
     threads: Annotated[Optional[str], typer.Option("--threads", help="Intra-op thread counts to try, e.g. 1,2 (default: 1 and 2, capped at the cores).")] = None,
     opt_levels: Annotated[str, typer.Option("--opt-levels", help="Graph optimisation levels to try, e.g. all,basic.")] = "all,basic",
     targets: Annotated[str, typer.Option("--targets", help="host and/or catalog board ids (simulated), comma-separated.")] = "host",

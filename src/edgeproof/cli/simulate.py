@@ -59,7 +59,8 @@ def targets(
             console.print(f"  {key}: {text}", highlight=False, soft_wrap=True)
         return
     table = Table(title="Board catalog (all simulated)")
-    for col in ("id", "board", "accelerator", "peak TOPS", "power modes", "cooling", "profile", "sources"):
+    table.add_column("id", no_wrap=True)  # the id is what users type: never cut it
+    for col in ("board", "accelerator", "peak TOPS", "power modes", "cooling", "profile", "sources"):
         table.add_column(col)
     for t in load_catalog(catalog or ()).values():
         acc = t.accelerator
@@ -67,7 +68,7 @@ def targets(
         assumed = sum(1 for s in t.sources.values() if s.startswith("assumed:"))
         table.add_row(
             t.id, t.name, acc.name if acc else f"none ({t.cpu.name} CPU)", tops, ", ".join(t.power_modes),
-            t.thermal.cooling, f"simulated:{t.version}", f"{len(t.sources)} ({assumed} assumed)", 
+            t.thermal.cooling, f"simulated:{t.version}", f"{len(t.sources)} ({assumed} assumed)",
         )
     table.add_row("host", "this machine", "none", "—", "—", "—", _host_status(host_profile, load_profile), "calibrated")
     console.print(table)

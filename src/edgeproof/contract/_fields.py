@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
-SCENARIOS = ("single-stream", "periodic:HZ", "offline")
-_SCENARIO_NAMES = ("single-stream", "periodic", "offline")
+SCENARIOS = ("single-stream", "periodic:HZ", "server:HZ", "offline")
+_SCENARIO_NAMES = ("single-stream", "periodic", "server", "offline")
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -79,17 +79,20 @@ Name = Annotated[str, AfterValidator(valid_name)]
 
 
 def parse_scenario(text: str) -> tuple[str, float | None]:
-    """Split ``periodic:30`` into (``periodic``, 30.0); other scenarios carry no rate."""
+    """Split ``periodic:30`` (fixed rate) or ``server:30`` (Poisson arrivals) into (name, 30.0);
+    single-stream and offline carry no rate."""
     kind, sep, rate = text.partition(":")
     if kind in ("single-stream", "offline") and not sep:
         return kind, None
-    if kind == "periodic" and sep:
+    if kind in ("periodic", "server") and not sep:
+        raise ValueError(f"scenario {text!r} needs a rate: {kind}:HZ, e.g. {kind}:30")
+    if kind in ("periodic", "server") and sep:
         try:
             rate_hz = float(rate)
         except ValueError:
             rate_hz = math.nan
         if not 0 < rate_hz < math.inf:
-            raise ValueError(f"periodic rate must be a positive number of Hz, got {rate!r}")
+            raise ValueError(f"{kind} rate must be a positive number of Hz, got {rate!r}")
         return kind, rate_hz
     raise ValueError(f"unknown scenario {text!r}{suggest(kind, _SCENARIO_NAMES)}; expected one of {', '.join(SCENARIOS)}")
 

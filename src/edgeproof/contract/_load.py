@@ -151,9 +151,10 @@ def _toml_type(value: Any) -> str:
 def _cross_check(contract: Contract) -> list[tuple[Loc, str]]:
     """Problems that span sections: no hard budget, a waiver for a clause that does not exist, bad slices."""
     problems: list[tuple[Loc, str]] = []
-    clause_ids = [c.id for c in contract.hard_clauses()]
-    if not clause_ids:
+    budget_ids = [c.id for c in contract.hard_clauses()]
+    if not budget_ids:
         problems.append(((), "no hard budgets: set at least one in [budgets] or a max_drop_pp in a [slices.<name>] table"))
+    clause_ids = budget_ids + contract.regression_clause_ids()
     for i, waiver in enumerate(contract.waivers):
         if waiver.clause not in clause_ids:
             known = ", ".join(clause_ids) or "none"

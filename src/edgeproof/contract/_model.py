@@ -206,6 +206,7 @@ class Regression(_Section):
     p95_pct: float = 10.0
     p99_pct: float = 10.0
     energy_pct: float = 5.0
+    peak_rss_pct: float = 10.0
 
 
 class ContractBody(_Section):
@@ -251,6 +252,11 @@ class Contract(ContractBody):
             if spec.max_drop_pp is not None:
                 clauses.append(HardClause(id=f"slices.{name}.max_drop_pp", budget=spec.max_drop_pp, unit=u.POINTS.canonical))
         return clauses
+
+    def regression_clause_ids(self) -> list[str]:
+        """The clauses `edgeproof gate` adds against a baseline; a waiver may name any of them."""
+        fixed = [f"regression.{m}" for m in ("p50", "p95", "p99", "peak_rss", "energy", "new_fallback_nodes")]
+        return fixed + [f"regression.accuracy.{name}" for name in self.slices]
 
     @property
     def scenario(self) -> str:

@@ -17,6 +17,9 @@ from edgeproof.records import RuntimeSettings
 _RUNS_AFTER_LOAD = 20
 
 
+_CHILD_TIMEOUT_S = 600
+
+
 def _status_mib(field: str) -> float:
     """A memory figure from /proc/self/status (VmRSS, VmHWM) in MiB.
 
@@ -75,17 +78,23 @@ def measure_cold_start(model_path: str | Path, settings: RuntimeSettings, specs:
     }
     results = []
     for _ in range(repeats):
-        proc = subprocess.run(
-            [sys.executable, "-m", "edgeproof.measure.coldstart"],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "edgeproof.measure.coldstart"],
+                input=json.dumps(request),
+                capture_output=True,
+                text=True,
+                timeout=_CHILD_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise ModelError(f"{model_path}: cold-start process took over {_CHILD_TIMEOUT_S} s (session creation or first inference hangs)") from None
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ModelError(f"{model_path}: cold-start process failed ({tail})")
-        results.append(json.loads(proc.stdout))
+        try:
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        except (IndexError, json.JSONDecodeError):
+            raise ModelError(f"{model_path}: cold-start process printed no result (stdout: {proc.stdout.strip()[:120]!r})") from None
     return results
 
 

@@ -17,6 +17,8 @@ CSV log is never detected; build an ``ExternalCsvMeter`` or call ``csv_windows``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgeproof.measure.meters._base import (
@@ -112,6 +114,18 @@ def best_meter(root: str | Path = "/", interval_s: float = 0.05) -> EnergyMeter 
     for other in meters[1:]:
         other.close()
     return meters[0] if meters else None
+
+
+@contextmanager
+def opened_meter(root: str | Path = "/") -> Iterator[EnergyMeter | None]:
+    """``best_meter`` for the length of a measurement, closed after it (its threads, processes or
+    handles released) even when the measurement fails."""
+    meter = best_meter(root)
+    try:
+        yield meter
+    finally:
+        if meter is not None:
+            meter.close()
 
 
 def why_unavailable(root: str | Path = "/") -> str:

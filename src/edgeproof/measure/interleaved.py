@@ -84,9 +84,8 @@ def interleaved_ab(
     if any(p.scenario.name != "single-stream" for p in preps):
         raise DataError("interleaved A/B measurement times single-stream inference only")
     fitness = host_fitness(options, report)
-    meter = energy.best_meter()
-    tallies = (EnergyTally(meter), EnergyTally(meter))
-    with thermal.ThermalSampler() as temps:
+    with energy.opened_meter() as meter, thermal.ThermalSampler() as temps:
+        tallies = (EnergyTally(meter), EnergyTally(meter))
         sessions = interleaved_sessions((preps[0].path, preps[1].path), (preps[0].feeds, preps[1].feeds), settings, ab, tallies, report)
         peak = temps.peak_c
     records = []

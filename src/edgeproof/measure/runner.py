@@ -164,7 +164,8 @@ def finish_record(
         report("per-node profile", 0.96)
         nodes = profile_nodes(prep.path, settings, prep.feeds[0])
         placement = placement_of(nodes, settings.provider, _node_flops(prep.model))
-    energy_fig, watts_fig = tally.figures(sum(len(s.samples_ms) for s in sessions))
+    # a sample is one run call, which is a batch of prep.batch inferences offline
+    energy_fig, watts_fig = tally.figures(prep.batch * sum(len(s.samples_ms) for s in sessions))
     temp_fig = (
         Figure.measured(peak_temp_c, "°C", "thermal-sensors-peak")
         if peak_temp_c is not None
@@ -209,12 +210,12 @@ def profile_model(
     prep = prepare(model_path, options)
     scenario, feeds = prep.scenario, prep.feeds
     fitness = host_fitness(options, report)
-    tally = EnergyTally(energy.best_meter())
     sessions: list[SessionSamples] = []
     queueing: list[float] = []
     loadgen_summaries: list[dict] = []
     started = time.monotonic()
-    with thermal.ThermalSampler() as temps:
+    with energy.opened_meter() as meter, thermal.ThermalSampler() as temps:
+        tally = EnergyTally(meter)
         while True:
             idx = len(sessions)
             report(f"session {idx + 1}", min(0.9, idx / max(options.min_sessions, 1) * 0.7))

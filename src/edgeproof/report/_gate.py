@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import plotly.graph_objects as go
 
 from edgeproof.records import ClauseResult, Verdict
@@ -13,21 +11,6 @@ from edgeproof.report._plots import GREY, STATUS_COLOUR, plot_html, ptext
 from edgeproof.report._verdicts import REGRESSION_PREFIX, value_cell
 
 RATIO_UNIT = "x"
-# The gate states a ratio's interval in its note: "3.2% slower (95% CI +1.1% to +5.0%, ...)".
-_CI = re.compile(r"95% CI ([+\-\u2212]?\d+(?:\.\d+)?)% to ([+\-\u2212]?\d+(?:\.\d+)?)%")
-
-
-def ratio_interval(note_text: str) -> tuple[float, float] | None:
-    """(low, high) 95% interval of a ratio from the gate's note, as ratios (1.0 = no change); None when it states none."""
-    m = _CI.search(note_text)
-    if m is None:
-        return None
-
-    def ratio(pct: str) -> float:
-        return 1.0 + float(pct.replace("\u2212", "-")) / 100.0
-
-    low, high = ratio(m.group(1)), ratio(m.group(2))
-    return (low, high) if 0 < low <= high else None
 
 
 def regression_clauses(verdict: Verdict) -> list[ClauseResult]:
@@ -45,7 +28,7 @@ def forest_figure(clauses: list[ClauseResult]) -> go.Figure | None:
         rows = [(n, c) for n, c in zip(names, ratios) if c.status == status]
         if not rows:
             continue
-        intervals = [ratio_interval(c.note) for _, c in rows]
+        intervals = [c.interval for _, c in rows]
         fig.add_trace(go.Scatter(
             x=[c.value for _, c in rows], y=[n for n, _ in rows], mode="markers", name=status,
             marker={"size": 11, "color": STATUS_COLOUR[status]},

@@ -20,7 +20,9 @@ from edgeproof.evaluate import SliceEvaluator, worst_drop_pp
 from edgeproof.measure.doctor import check_host
 from edgeproof.measure import thermal
 from edgeproof.model import load_model, model_ref, resolve_inputs, synthetic_feeds
-from edgeproof.records import Evaluation, RunRecord, load_record, save_record, write_atomic
+from edgeproof.measure.scenarios import back_to_back
+from edgeproof.measure.session import open_session, run_checked
+from edgeproof.records import Evaluation, RunRecord, RuntimeSettings, load_record, save_record, write_atomic
 from edgeproof.search._explain import explain_infeasible
 from edgeproof.search._measure import HostMeasurer, Measurer, SimulatedMeasurer, board_modes
 from edgeproof.search._records import Candidate, SearchResult, Selection, Skipped, TargetOutcome, VariantInfo, figures_of, worst_slice
@@ -209,28 +211,56 @@ def _build_all(
     tried = ["better-quantization"] if sum(p.recipe.precision.startswith("int8") for p in plan) > 1 else []
     int8 = [b for b in variants.items if b.variant.recipe.precision.startswith("int8")]
     x = _probe_rows(model_path, data)
+    guard = latency_guard(contract, x)
     for i, base in enumerate(int8):
         if out_of_time():
             notes.append("time budget spent before every derived variant was built")
             break
         report(f"per-node speed and mixed precision from {base.name}", _BUILD_SHARE * (0.5 + 0.5 * i / len(int8)))
         try:
-            if _derive(model_path, base, variants, x, _calibration_of(base.variant.recipe, calibrations), cache_dir):
+            if _derive(model_path, base, variants, x, _calibration_of(base.variant.recipe, calibrations), cache_dir, guard):
                 tried = [*dict.fromkeys([*tried, "mixed-precision"])]
         except ModelError as exc:
             notes.append(f"variants derived from {base.name} not built: {exc}")
     return variants.items, notes, tried
 
 
-def _derive(model_path: Path, base: BuiltVariant, variants: _Variants, x: np.ndarray, calib: CalibrationSet | None, cache_dir: Path) -> bool:
+def latency_guard(contract: Contract, x: np.ndarray, samples: int = 200, warmup: int = 30) -> Callable[[Variant], bool] | None:
+    """What mixed precision asks before keeping one more node in float: does the variant still meet
+    the contract's single-stream p95/p99 budgets on this host? One fresh 1-thread session, timed
+    back to back on a real row (``measured:perf_counter_ns``); the full measurement of the survivor
+    comes later in the search. None when the contract sets no latency budget. An energy budget
+    cannot be checked here without a meter, so only latency stops the float-keeping."""
+    budgets = contract.budgets
+    limits = {q: v for q, v in ((0.95, budgets.p95_ms), (0.99, budgets.p99_ms)) if v is not None}
+    if not limits:
+        return None
+    settings = RuntimeSettings(intra_op_threads=1)
+
+    def ok(variant: Variant) -> bool:
+        sess = open_session(variant.path, settings)
+        feeds = [{sess.get_inputs()[0].name: np.ascontiguousarray(x[:1])}]
+        run_checked(sess, feeds[0], str(variant.path))
+        back_to_back(sess.run, feeds, warmup)
+        times = np.asarray(back_to_back(sess.run, feeds, samples))
+        return all(float(np.quantile(times, q)) <= limit for q, limit in limits.items())
+
+    return ok
+
+
+def _derive(
+    model_path: Path, base: BuiltVariant, variants: _Variants, x: np.ndarray, calib: CalibrationSet | None, cache_dir: Path,
+    latency_ok: Callable[[Variant], bool] | None = None,
+) -> bool:
     """Add ``base``'s per-node speed variant and, when it breaks a slice floor, its mixed-precision
-    variant. Returns whether mixed precision ran."""
+    variant (each node kept in float must leave the variant within the latency budget). Returns
+    whether mixed precision ran."""
     speed, note = _speed_variant(model_path, base.variant, x, calib, cache_dir)
     if speed is not None:
         variants.add(speed, "speed", note)
     if not base.failing or variants.judge is None:
         return False
-    mixed = mixed_precision(model_path, base.variant.recipe, variants.judge, calib, cache_dir=cache_dir)
+    mixed = mixed_precision(model_path, base.variant.recipe, variants.judge, calib, latency_ok=latency_ok, cache_dir=cache_dir)
     if mixed.variant.sha256 != base.variant.sha256:
         variants.add(mixed.variant, "mixed", mixed.reason, mixed.evaluation)
     else:

@@ -58,7 +58,9 @@ def plan_variants(contract_precisions: Sequence[str], specs: Sequence[SliceSpec]
 
     fp32 is always built: it is the speed baseline even when the contract does not list it (it
     is then measured but not eligible). Static INT8 needs calibration data (``specs`` is None
-    without data). The per-node speed and mixed-precision variants derive from these later.
+    without data); it covers QDQ vs QOperator, per-tensor vs per-channel, U8 vs S8 activations
+    and MinMax vs Percentile calibration. The per-node speed and mixed-precision variants derive
+    from these later.
     """
     notes = [f"precision {p!r} is listed but edgeproof builds no {p} variant" for p in contract_precisions if p not in _REALISES]
     plan = [PlannedVariant(Recipe(precision="fp32"))]
@@ -74,6 +76,10 @@ def plan_variants(contract_precisions: Sequence[str], specs: Sequence[SliceSpec]
         PlannedVariant(Recipe(precision="int8-static", format="QDQ", per_channel=True), NOMINAL),
         PlannedVariant(Recipe(precision="int8-static", format="QDQ", per_channel=False), NOMINAL),
         PlannedVariant(Recipe(precision="int8-static", format="QOperator", per_channel=True), NOMINAL),
+        # signed activations take other kernels (and suit accelerators that want symmetric int8)
+        PlannedVariant(Recipe(precision="int8-static", format="QDQ", per_channel=True, activation_type="S8"), NOMINAL),
+        # percentile ranges clip outliers that would waste MinMax's int8 steps
+        PlannedVariant(Recipe(precision="int8-static", format="QDQ", per_channel=True, calibrator="percentile"), NOMINAL),
     ]
     broad = broad_calibration_kinds(specs)
     if broad != NOMINAL:

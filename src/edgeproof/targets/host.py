@@ -50,6 +50,9 @@ def fingerprint() -> EnvFingerprint:
     flags = set(cpu_flags())
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "sve") if f in flags]
     extra = {"isa": ",".join(isa), "machine": platform.machine()}
+    build = ort.get_build_info() if hasattr(ort, "get_build_info") else ""
+    if build:
+        extra["onnxruntime_build"] = build.removeprefix("ORT Build Info: ")
     if hasattr(os, "sched_getaffinity"):
         extra["affinity"] = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
     return EnvFingerprint(
