@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import DIGITS_MODEL, make_matmul_model
+from conftest import DIGITS_MODEL, make_matmul_model, run_cli
 from edgeproof.analysis import analyze
 from edgeproof.errors import ModelError
 
@@ -127,3 +129,19 @@ def test_digits_model_costs():
 def test_missing_file_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="no such file"):
         analyze(tmp_path / "absent.onnx")
+
+
+def test_cli_inspect_prints_per_node_costs_and_writes_json(tmp_path):
+    out = tmp_path / "cost.json"
+    r = run_cli("inspect", str(DIGITS_MODEL), "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "/conv1/conv/Conv" in r.stdout and "arithmetic intensity" in r.stdout
+    doc = json.loads(out.read_text())
+    convs = [n for n in doc["nodes"] if n["op_type"] == "Conv"]
+    assert len(convs) == 4 and all(n["macs"] > 0 and n["weight_bytes"] > 0 for n in convs)
+    assert doc["totals"]["flops"] == sum(n["flops"] for n in doc["nodes"])
+    assert doc["provenance"].startswith("estimated:")
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("not a model")
+    r = run_cli("inspect", str(bad))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -461,3 +461,23 @@ def test_a_server_scenario_takes_a_poisson_rate(tmp_path):
     assert load_contract(write(tmp_path, ok)).scenario == "server:50"
     bad = '[budgets]\nscenario = "server"\np95_ms = "20 ms"\n'
     assert_error(tmp_path, bad, "scenario", "scenario 'server' needs a rate: server:HZ")
+
+
+def test_the_model_must_accept_the_inputs_the_contract_declares(tmp_path):
+    from conftest import DIGITS_MODEL
+    from edgeproof.simulate import simulate_run
+
+    record = simulate_run(DIGITS_MODEL, "raspberry-pi-5", sessions=2, samples_per_session=50)
+    base = '[budgets]\np95_ms = "50 ms"\n[model.inputs.input]\ndtype = "float32"\n'
+    cases = {
+        'shape = ["batch", 1, 32, 32]': ("pass", "accepts input as declared"),
+        'shape = [1, 1, 32, 32]': ("pass", "accepts input"),  # a fixed size the model leaves free is accepted
+        'shape = ["batch", 3, 32, 32]': ("fail", "input: shape ['batch', 1, 32, 32], the contract declares ['batch', 3, 32, 32]"),
+    }
+    for shape, (status, note) in cases.items():
+        verdict = evaluate(load_contract(write(tmp_path, base + shape + "\n")), record)
+        clause = next(c for c in verdict.clauses if c.clause == "model.inputs")
+        assert clause.status == status and note in clause.note, clause
+    fp16_io = write(tmp_path, '[budgets]\np95_ms = "50 ms"\n[model.inputs.image]\ndtype = "float16"\nshape = [1, 1, 32, 32]\n')
+    clause = next(c for c in evaluate(load_contract(fp16_io), record).clauses if c.clause == "model.inputs")
+    assert clause.status == "fail" and "image: not an input of the model (it has input)" in clause.note

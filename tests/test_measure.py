@@ -49,6 +49,12 @@ def test_record_whose_summary_disagrees_with_samples_is_refused(digits_record, t
     path.write_text(json.dumps(data))
     with pytest.raises(RecordError, match="p95_ms"):
         load_record(path)
+    # a narrowed interval is caught too
+    data = json.loads(digits_record.model_dump_json())
+    data["latency"]["ci"]["p95"]["high"] = data["latency"]["p95_ms"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecordError, match=r"latency.ci.p95.high"):
+        load_record(path)
 
 
 def test_other_schema_version_is_refused(digits_record, tmp_path):

@@ -112,8 +112,11 @@ def test_cli_lists_the_catalog_as_simulated():
     result = run_cli("targets")
     assert result.returncode == 0, result.stderr
     for board in BOARDS:
-        assert board[:18] in result.stdout
+        assert board in result.stdout  # ids are never cut: they are what users type
     assert "all simulated" in result.stdout
+    shown = run_cli("targets", "--show", "jetson-orin-nano")
+    assert shown.returncode == 0 and "jetson-orin-nano-8gb" in shown.stdout and "simulated profile" in shown.stdout
+    assert "sources" in shown.stdout and "http" in shown.stdout  # every figure is printed with its citation
 
 
 def test_cli_bad_catalog_file_is_one_line_exit_2(tmp_path):

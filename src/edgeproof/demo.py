@@ -33,7 +33,7 @@ def steps(out: Path) -> list[tuple[str, list[str], tuple[int, ...]]]:
         ("Build the BOM of the fp32 baseline (the rollback path)", ["bom", "build", "--run", str(out / "gate" / "baseline.run.json"), "--contract", contract, "--model", model, "-o", str(out / "bom" / "baseline.bom.json")], (0,)),
         ("Sign the release BOM", ["bom", "sign", str(out / "bom" / "release.bom.json"), "--key", str(out / "keys" / "edgeproof-ed25519.pem")], (0,)),
         ("Verify the signature and the model it names", ["bom", "verify", str(out / "bom" / "release.bom.json"), "--pub", str(out / "keys" / "edgeproof-ed25519.pub.pem")], (0,)),
-        ("Write the change record for the release board", ["change-record", "--from", str(out / "bom" / "baseline.bom.json"), "--to", str(out / "bom" / "release.bom.json"), "--why", "INT8 variant chosen by edgeproof optimize to cut latency within every slice floor", "-o", str(out / "change-record")], (0,)),
+        ("Write the change record for the release board", ["change-record", "--from", str(out / "bom" / "baseline.bom.json"), "--to", str(out / "bom" / "release.bom.json"), "--why", "ship the variant edgeproof optimize chose for the host under the contract's budgets and preferences (optimize/search.json)", "-o", str(out / "change-record")], (0,)),
         ("Write the report", ["report", str(out), "-o", str(out / "report.html")], (0,)),
     ]
 

@@ -253,6 +253,12 @@ class RunRecord(_Record):
             stored, fresh = getattr(self.latency, key), getattr(recomputed, key)
             if not math.isclose(stored, fresh, rel_tol=_SUMMARY_RTOL, abs_tol=1e-9):
                 raise ValueError(f"latency.{key} is {stored} but its raw samples give {fresh}")
+        for key, fresh_iv in recomputed.ci.items():
+            stored_iv = self.latency.ci.get(key)
+            for end in ("low", "high"):
+                stored, fresh = (getattr(stored_iv, end), getattr(fresh_iv, end)) if stored_iv else (None, getattr(fresh_iv, end))
+                if stored is None or not math.isclose(stored, fresh, rel_tol=_SUMMARY_RTOL, abs_tol=1e-9):
+                    raise ValueError(f"latency.ci.{key}.{end} is {stored} but its raw samples give {fresh}")
         return self
 
 

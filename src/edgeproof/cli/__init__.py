@@ -12,6 +12,7 @@ from edgeproof.cli import optimize_cmd  # noqa: E402,F401
 from edgeproof.cli import bom_cmd  # noqa: E402,F401
 from edgeproof.cli import simulate  # noqa: E402,F401
 from edgeproof.cli import report_cmd  # noqa: E402,F401
+from edgeproof.cli import inspect_cmd  # noqa: E402,F401
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from edgeproof.contract._fields import parse_scenario
 from edgeproof.contract._model import Contract, HardClause, Waiver
@@ -67,6 +68,8 @@ def evaluate(contract: Contract, record: RunRecord, today: date | None = None, a
 
 def _observe(clause: HardClause, contract: Contract, record: RunRecord) -> _Observed:
     section, _, name = clause.id.partition(".")
+    if section == "model":
+        return _observe_interface(contract, record)
     if section == "slices":
         return _observe_slice(name.removesuffix(".max_drop_pp"), record)
     if name in ("p95_ms", "p99_ms"):
@@ -96,6 +99,42 @@ def _scenario_mismatch(budget_scenario: str, ran: ScenarioResult) -> str | None:
     ran_label = ran.name if ran.rate_hz is None else f"{ran.name}:{ran.rate_hz:g}"
     same = ran.name == name and (rate_hz is None or (ran.rate_hz is not None and math.isclose(ran.rate_hz, rate_hz, rel_tol=1e-6)))
     return None if same else f"budget is for scenario {budget_scenario}, the record ran {ran_label}"
+
+
+# ONNX element types by the names a contract's [model.inputs] uses
+_ONNX_DTYPES = {
+    "FLOAT": "float32", "FLOAT16": "float16", "BFLOAT16": "bfloat16", "DOUBLE": "float64", "INT8": "int8", "UINT8": "uint8",
+    "INT16": "int16", "UINT16": "uint16", "INT32": "int32", "INT64": "int64", "BOOL": "bool",
+}
+
+
+def refused_inputs(declared: dict[str, Any], io: dict[str, list]) -> list[str]:
+    """What keeps the model from accepting each declared input: a missing name, another dtype or
+    rank, a fixed size that differs, or a size the contract leaves free that the model fixes."""
+    graph = {name: (_ONNX_DTYPES.get(dtype, dtype.lower()), dims) for name, dtype, dims in io["inputs"]}
+    problems = []
+    for name, spec in declared.items():
+        if name not in graph:
+            problems.append(f"{name}: not an input of the model (it has {', '.join(graph) or 'none'})")
+            continue
+        dtype, dims = graph[name]
+        if dtype != spec.dtype:
+            problems.append(f"{name}: dtype {dtype}, the contract declares {spec.dtype}")
+        elif len(dims) != len(spec.shape) or any(
+            (isinstance(want, int) and isinstance(have, int) and want != have) or (isinstance(want, str) and isinstance(have, int))
+            for want, have in zip(spec.shape, dims)
+        ):
+            problems.append(f"{name}: shape {dims}, the contract declares {spec.shape}")
+    return problems
+
+
+def _observe_interface(contract: Contract, record: RunRecord) -> _Observed:
+    where = f"measured:onnx-graph({record.model.sha256[:12]})"
+    if record.model.io is None:
+        return _Observed(None, "unavailable:the record does not carry the model's inputs", ("no data: record made before inputs were recorded",))
+    problems = refused_inputs(contract.model.inputs, record.model.io)
+    note = "; ".join(problems) if problems else f"accepts {', '.join(contract.model.inputs)} as declared"
+    return _Observed(float(len(problems)), where, (note,))
 
 
 def _observe_figure(name: str, figure: Figure, run_id: str) -> _Observed:

@@ -225,7 +225,8 @@ class ContractBody(_Section):
 
 
 class HardClause(BaseModel):
-    """A hard budget as the verdict names it: ``budgets.p95_ms`` or ``slices.<name>.max_drop_pp``."""
+    """A hard budget as the verdict names it: ``budgets.p95_ms``, ``slices.<name>.max_drop_pp`` or
+    ``model.inputs`` (the model accepts every input the contract declares)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -251,6 +252,9 @@ class Contract(ContractBody):
         for name, spec in self.slices.items():
             if spec.max_drop_pp is not None:
                 clauses.append(HardClause(id=f"slices.{name}.max_drop_pp", budget=spec.max_drop_pp, unit=u.POINTS.canonical))
+        if self.model.inputs:
+            # every declared input must be accepted: zero refused inputs allowed
+            clauses.append(HardClause(id="model.inputs", budget=0.0, unit="inputs"))
         return clauses
 
     def regression_clause_ids(self) -> list[str]:

@@ -13,7 +13,8 @@ from edgeproof.records import RuntimeSettings
 from edgeproof.simulate.hostprofile import host_profile
 from edgeproof.simulate.run import simulate_run
 
-DIGITS_MODEL = Path("examples/digits/model.onnx")
+# The bundled example lives beside the package in a source checkout (src/edgeproof/simulate → repo root).
+DIGITS_MODEL = Path(__file__).resolve().parents[3] / "examples" / "digits" / "model.onnx"
 TARGET_MAPE = 0.15
 
 Progress = Callable[[str, float], None]
