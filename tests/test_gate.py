@@ -219,3 +219,33 @@ def test_a_baseline_of_another_model_is_refused_by_its_interface_even_when_simul
     other = simulate_run(make_matmul_model(tmp_path / "mlp.onnx"), "raspberry-pi-5", **sim)
     with pytest.raises(RecordError, match=r"is for another model: inputs \['x'\] vs \['input'\] \(baseline vs candidate\)"):
         gate(contract, [digits], [other])
+
+
+def test_the_gate_adds_pairs_only_while_a_latency_clause_is_undecided():
+    from edgeproof.gate import regression_decided
+
+    rng = np.random.default_rng(5)
+    blocks, size = 20, 20
+
+    def sessions(scale: float, n: int = 10) -> list[list[float]]:
+        return [list(scale * (1 + 0.02 * rng.standard_normal()) * rng.lognormal(0, 0.1, blocks * size)) for _ in range(n)]
+
+    decided = regression_decided(3.0, 10.0, blocks, size)
+    base = sessions(1.0)
+    assert decided(base, sessions(1.0))  # no change: settled as a pass
+    assert decided(base, sessions(1.5))  # far past both limits: settled as a regression
+    assert not decided(base, sessions(1.03))  # the centre sits on its 3% limit: measure more
+
+
+def test_an_undecided_gate_measures_up_to_max_pairs(slow_model):
+    from edgeproof.measure.interleaved import interleaved_sessions_until
+    from edgeproof.model import load_model, resolve_inputs, synthetic_feeds
+    from edgeproof.records import RuntimeSettings
+
+    feeds = [synthetic_feeds(resolve_inputs(load_model(DIGITS_MODEL)))]
+    ab = InterleaveOptions(pairs=2, blocks=4, block_size=10, warmup=5, max_pairs=5, step=2)
+    never, always = (lambda a, b: False), (lambda a, b: True)
+    a, b = interleaved_sessions_until((DIGITS_MODEL, slow_model), (feeds, feeds), RuntimeSettings(), ab, never)
+    assert len(a) == len(b) == 5 and all(len(s.samples_ms) == 40 for s in a + b)
+    a, _ = interleaved_sessions_until((DIGITS_MODEL, slow_model), (feeds, feeds), RuntimeSettings(), ab, always)
+    assert len(a) == 2

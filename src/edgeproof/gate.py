@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 from dataclasses import dataclass
 from datetime import date
 
@@ -75,6 +76,22 @@ def paired_ratio_of(base_sessions: list[list[float]], cand_sessions: list[list[f
         half_blocks = (b_hi - b_lo) / 2
         lo, hi = min(lo, mean - half_blocks), max(hi, mean + half_blocks)
     return _exp(metric, mean, lo, hi, f"interleaved, {len(per_pair)} session pairs", len(per_pair))
+
+
+def regression_decided(p50_pct: float, p95_pct: float, blocks: int, block_size: int) -> Callable[[list[list[float]], list[list[float]]], bool]:
+    """Whether interleaved sessions settle the centre and p95 regression clauses: each ratio's
+    interval lies wholly above its limit (a regression) or wholly at or below it (no regression).
+    The gate adds session pairs while this is False (``InterleaveOptions.max_pairs``)."""
+    limits = {0.5: 1.0 + p50_pct / 100.0, 0.95: 1.0 + p95_pct / 100.0}
+
+    def decided(base_sessions: list[list[float]], cand_sessions: list[list[float]]) -> bool:
+        for q, limit in limits.items():
+            est = paired_ratio_of(base_sessions, cand_sessions, blocks, block_size, q)
+            if est.low <= limit < est.high:
+                return False
+        return True
+
+    return decided
 
 
 def paired_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate:

@@ -23,7 +23,8 @@ def gate(
         Optional[tuple[Path, Path]],
         typer.Option("--measure", help="BASELINE_MODEL CANDIDATE_MODEL: measure both here, interleaved in fresh sessions."),
     ] = None,
-    pairs: Annotated[int, typer.Option("--pairs", min=2, help="Session pairs for --measure.")] = 10,
+    pairs: Annotated[int, typer.Option("--pairs", min=2, help="Session pairs for --measure (always run).")] = 10,
+    max_pairs: Annotated[int, typer.Option("--max-pairs", min=2, help="With --measure: add pairs, 5 at a time, up to this many while a latency clause is undecided.")] = 30,
     threads: ThreadsOpt = 1,
     allow_unverified: Annotated[bool, typer.Option("--allow-unverified")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for gate.md, gate.junit.xml, gate.sarif, gate.json (and measured records).")] = None,
@@ -42,9 +43,13 @@ def gate(
         from edgeproof.measure.runner import ProfileOptions
         from edgeproof.records import RuntimeSettings
 
+        from edgeproof.gate import regression_decided
+
+        ab = InterleaveOptions(pairs=pairs, max_pairs=max(pairs, max_pairs))
+        decided = regression_decided(spec.regression.p50_pct, spec.regression.p95_pct, ab.blocks, ab.block_size)
         with progress_bar("interleaved A/B") as update:
             base_rec, cand_rec = interleaved_ab(
-                measure[0], measure[1], RuntimeSettings(intra_op_threads=threads), ProfileOptions(), InterleaveOptions(pairs=pairs), update
+                measure[0], measure[1], RuntimeSettings(intra_op_threads=threads), ProfileOptions(), ab, update, decided
             )
         from edgeproof.accuracy import evaluate_for_contract
 

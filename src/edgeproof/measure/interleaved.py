@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -25,13 +26,22 @@ from edgeproof.records import RunRecord, RuntimeSettings, ScenarioResult, Sessio
 
 @dataclass
 class InterleaveOptions:
-    """Pairs of fresh sessions (one per arm), each timed in ``blocks`` alternating blocks."""
+    """Pairs of fresh sessions (one per arm), each timed in ``blocks`` alternating blocks.
+
+    ``pairs`` always run; while ``decided`` (given to the measuring call) says the verdict is still
+    open, ``step`` more pairs run at a time, up to ``max_pairs``."""
 
     pairs: int = 10
     blocks: int = 20
     block_size: int = 20
     warmup: int = 30
     seed: int = 0
+    max_pairs: int = 30
+    step: int = 5
+
+
+# Given each arm's sessions so far, whether the comparison is settled (no more pairs needed).
+Decided = Callable[[list[list[float]], list[list[float]]], bool]
 
 
 def interleaved_sessions(
@@ -66,6 +76,22 @@ def interleaved_sessions(
     return sessions
 
 
+def interleaved_sessions_until(
+    paths: tuple[Path, Path], feeds: tuple[list, list], settings: RuntimeSettings, ab: InterleaveOptions,
+    decided: Decided | None = None, tallies: tuple[EnergyTally, EnergyTally] | None = None, progress: Progress | None = None,
+) -> tuple[list[SessionSamples], list[SessionSamples]]:
+    """``ab.pairs`` interleaved pairs, then ``ab.step`` more at a time while ``decided`` says the
+    comparison is still open, up to ``ab.max_pairs``. Extending only an undecided comparison keeps
+    the false-positive rate of a settled one (an A/A pair is settled at once) and buys power where a
+    true change sits near the tolerance."""
+    a, b = interleaved_sessions(paths, feeds, settings, ab, tallies, progress)
+    while decided is not None and len(a) < ab.max_pairs and not decided([s.samples_ms for s in a], [s.samples_ms for s in b]):
+        more = replace(ab, pairs=min(ab.step, ab.max_pairs - len(a)), seed=ab.seed + 7919 * len(a))
+        ma, mb = interleaved_sessions(paths, feeds, settings, more, tallies, progress)
+        a, b = a + ma, b + mb
+    return a, b
+
+
 def interleaved_ab(
     model_a: str | Path,
     model_b: str | Path,
@@ -73,9 +99,11 @@ def interleaved_ab(
     options: ProfileOptions | None = None,
     ab: InterleaveOptions | None = None,
     progress: Progress | None = None,
+    decided: Decided | None = None,
 ) -> tuple[RunRecord, RunRecord]:
     """Measure A (baseline) and B (candidate) interleaved and return both records. They name each
-    other in ``extras["interleaved"]`` so the gate can pair their blocks."""
+    other in ``extras["interleaved"]`` so the gate can pair their blocks. With ``decided``, pairs
+    are added while it says the comparison is open (see ``interleaved_sessions_until``)."""
     settings = settings or RuntimeSettings()
     options = options or ProfileOptions()
     ab = ab or InterleaveOptions()
@@ -86,12 +114,14 @@ def interleaved_ab(
     fitness = host_fitness(options, report)
     with energy.opened_meter() as meter, thermal.ThermalSampler() as temps:
         tallies = (EnergyTally(meter), EnergyTally(meter))
-        sessions = interleaved_sessions((preps[0].path, preps[1].path), (preps[0].feeds, preps[1].feeds), settings, ab, tallies, report)
+        sessions = interleaved_sessions_until(
+            (preps[0].path, preps[1].path), (preps[0].feeds, preps[1].feeds), settings, ab, decided, tallies, report
+        )
         peak = temps.peak_c
     records = []
     for arm in (0, 1):
         scen = ScenarioResult(name="single-stream", engine="builtin", batch_size=1)
-        layout = {"arm": "AB"[arm], "block_size": ab.block_size, "blocks": ab.blocks, "pairs": ab.pairs, "seed": ab.seed}
+        layout = {"arm": "AB"[arm], "block_size": ab.block_size, "blocks": ab.blocks, "pairs": len(sessions[arm]), "seed": ab.seed}
         records.append(
             finish_record(preps[arm], settings, options, sessions[arm], scen, tallies[arm], peak, fitness, report, {"interleaved": layout})
         )
