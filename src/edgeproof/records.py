@@ -9,7 +9,7 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -262,18 +262,39 @@ class RunRecord(_Record):
         return self
 
 
-def read_json(path: Path) -> Any:
-    """Parsed JSON of a file; a missing, unreadable or non-JSON file is one RecordError line."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """A file's bytes; a missing, folder or unreadable path is one RecordError line."""
+    path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return path.read_bytes()
     except FileNotFoundError:
         raise RecordError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise RecordError(f"{path}: is a folder, not a file") from None
     except OSError as exc:
         raise RecordError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def read_json(path: Path) -> Any:
+    """Parsed JSON of a file; a missing, unreadable or non-JSON file is one RecordError line."""
+    raw = read_bytes(path)
+    try:
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path}: not JSON ({exc})") from None
+
+
+def validated(cls: type[M], data: Any, where: str) -> M:
+    """``cls`` from JSON data; a validation failure is one RecordError line: ``where: field: why``."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise RecordError(f"{where}: {field}: {err['msg']}") from None
 
 
 def load_record(path: str | Path, cls: type[BaseModel] = RunRecord) -> Any:
@@ -287,12 +308,7 @@ def load_record(path: str | Path, cls: type[BaseModel] = RunRecord) -> Any:
         raise RecordError(
             f"{path}: schema_version {raw['schema_version']!r}, this edgeproof reads {expected.default!r}"
         )
-    try:
-        return cls.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise RecordError(f"{path}: {where}: {err['msg']}") from None
+    return validated(cls, raw, str(path))
 
 
 def load_verdicts(path: str | Path) -> list[Verdict]:
@@ -305,12 +321,7 @@ def load_verdicts(path: str | Path) -> list[Verdict]:
     for i, item in enumerate(raw["verdicts"]):
         if not isinstance(item, dict) or item.get("schema_version", VERDICT_SCHEMA) != VERDICT_SCHEMA:
             raise RecordError(f"{path}: verdicts.{i}: not an {VERDICT_SCHEMA} verdict")
-        try:
-            out.append(Verdict.model_validate(item))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            raise RecordError(f"{path}: verdicts.{i}.{where}: {err['msg']}") from None
+        out.append(validated(Verdict, item, f"{path}: verdicts.{i}"))
     if not out:
         raise RecordError(f"{path}: verdicts: empty")
     return out

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from pydantic import ValidationError
 
 from edgeproof.errors import ModelError, RecordError
 from edgeproof.model import sha256_file
-from edgeproof.records import RunRecord, Verdict, load_record, load_verdicts
+from edgeproof.records import RunRecord, Verdict, load_record, load_verdicts, validated
 from edgeproof.variants.recipe import Recipe
 
 
@@ -47,12 +46,7 @@ def recipe_of(record: RunRecord) -> Recipe | None:
 
 def parse_recipe(data: Any, where: str) -> Recipe:
     """A Recipe from JSON data; a malformed one is one RecordError line starting with ``where``."""
-    try:
-        return Recipe.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise RecordError(f"{where}: {field}: {err['msg']}") from None
+    return validated(Recipe, data, where)
 
 
 def check_runs(runs: Sequence[RunRecord]) -> Recipe | None:

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from edgeproof.bom import _schema as s
 from edgeproof.bom._figures import Stated
 from edgeproof.errors import RecordError
+from edgeproof.records import read_bytes
 
 
 @dataclass(frozen=True)
@@ -61,19 +62,6 @@ class BomFacts:
     @property
     def contract_path(self) -> str:
         return self.meta["contract.path"]
-
-
-def read_bytes(path: str | Path) -> bytes:
-    """A file's bytes; a missing, folder or unreadable path is one RecordError line."""
-    path = Path(path)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise RecordError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise RecordError(f"{path}: is a folder, not a file") from None
-    except OSError as exc:
-        raise RecordError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
 def parse_json(path: str | Path, raw: bytes | None = None) -> tuple[bytes, Any]:

@@ -29,11 +29,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgeproof.bom._read import BomFacts, facts_of, parse_json, read_bytes
+from edgeproof.bom._read import BomFacts, facts_of, parse_json
 from edgeproof.bom._schema import canonical_bytes
 from edgeproof.errors import EdgeproofError, ModelError, RecordError
 from edgeproof.model import sha256_file
-from edgeproof.records import write_atomic
+from edgeproof.records import read_bytes, write_atomic
 
 SIGNATURE_FORMAT = "edgeproof.bom-signature/1"
 PRIVATE_KEY_NAME = "edgeproof-ed25519.pem"
