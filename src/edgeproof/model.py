@@ -61,24 +61,35 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     return model
 
 
-def model_ref(path: str | Path) -> ModelRef:
+def model_ref(path: str | Path, model: onnx.ModelProto | None = None) -> ModelRef:
+    """What a record says of its model file; pass ``model`` when it is already loaded, so the file
+    is not parsed a second time for its interface."""
     path = Path(path)
-    return ModelRef(path=str(path), name=path.stem, sha256=sha256_file(path), size_bytes=path.stat().st_size, io=io_signature(path))
+    io = io_signature(model if model is not None else path)
+    return ModelRef(path=str(path), name=path.stem, sha256=sha256_file(path), size_bytes=path.stat().st_size, io=io)
+
+
+def dtype_name(elem_type: int) -> str:
+    """An ONNX element type by the name contracts use: numpy's (``float32``, ``bool``), else ONNX's in lower case (``bfloat16``)."""
+    np_type = _NP_DTYPES.get(elem_type)
+    return np.dtype(np_type).name if np_type is not None else onnx.TensorProto.DataType.Name(elem_type).lower()
 
 
 def _value_signature(v: onnx.ValueInfoProto) -> list:
     t = v.type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
-    return [v.name, onnx.TensorProto.DataType.Name(t.elem_type), dims]
+    return [v.name, dtype_name(t.elem_type), dims]
 
 
-def io_signature(path: str | Path) -> dict[str, list] | None:
-    """The model's interface: ``{"inputs": [[name, dtype, dims], ...], "outputs": [...]}``, read from
-    the graph alone (no weights). Variants of one model share it; None when the file does not parse."""
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, OSError, ValueError):
-        return None
+def io_signature(model: onnx.ModelProto | str | Path) -> dict[str, list] | None:
+    """The model's interface: ``{"inputs": [[name, dtype, dims], ...], "outputs": [...]}``, from a
+    loaded model or read from the graph alone (no weights). Variants of one model share it; None when
+    the file does not parse."""
+    if not isinstance(model, onnx.ModelProto):
+        try:
+            model = onnx.load(str(model), load_external_data=False)
+        except (DecodeError, OSError, ValueError):
+            return None
     return {"inputs": [_value_signature(v) for v in graph_inputs(model)], "outputs": [_value_signature(v) for v in model.graph.output]}
 
 

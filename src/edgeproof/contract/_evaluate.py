@@ -101,17 +101,10 @@ def _scenario_mismatch(budget_scenario: str, ran: ScenarioResult) -> str | None:
     return None if same else f"budget is for scenario {budget_scenario}, the record ran {ran_label}"
 
 
-# ONNX element types by the names a contract's [model.inputs] uses
-_ONNX_DTYPES = {
-    "FLOAT": "float32", "FLOAT16": "float16", "BFLOAT16": "bfloat16", "DOUBLE": "float64", "INT8": "int8", "UINT8": "uint8",
-    "INT16": "int16", "UINT16": "uint16", "INT32": "int32", "INT64": "int64", "BOOL": "bool",
-}
-
-
 def refused_inputs(declared: dict[str, Any], io: dict[str, list]) -> list[str]:
     """What keeps the model from accepting each declared input: a missing name, another dtype or
     rank, a fixed size that differs, or a size the contract leaves free that the model fixes."""
-    graph = {name: (_ONNX_DTYPES.get(dtype, dtype.lower()), dims) for name, dtype, dims in io["inputs"]}
+    graph = {name: (dtype, dims) for name, dtype, dims in io["inputs"]}  # dtypes by the contract's names (model.dtype_name)
     problems = []
     for name, spec in declared.items():
         if name not in graph:

@@ -99,7 +99,7 @@ def prepare(model_path: str | Path, options: ProfileOptions) -> Prepared:
         batch = resolve_inputs(model, options.shapes, batch=options.offline_batch)[0].shape[0]
         if batch > 1:
             feeds = batched_feeds(feeds, batch)
-    return Prepared(Path(model_path), model, model_ref(model_path), scenario, specs, feeds, batch)
+    return Prepared(Path(model_path), model, model_ref(model_path, model), scenario, specs, feeds, batch)
 
 
 def host_fitness(options: ProfileOptions, report: Progress) -> HostFitness | None:
