@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from edgeproof.records import write_atomic
@@ -18,7 +18,7 @@ def write_result(name: str, result: dict) -> Path:
     """Write one benchmark's JSON result, stamped with when and where it ran."""
     payload = {
         "benchmark": name,
-        "ran_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "ran_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": fingerprint().model_dump(),
         **result,
     }

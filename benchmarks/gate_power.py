@@ -99,13 +99,17 @@ def run_trials(base: Path, cand: Path, n: int, seed0: int) -> tuple[list[dict], 
         ab = replace(DEFAULT, seed=seed0 + i)
         a, b = _sessions(base, cand, ab, adaptive=True)
         full, first = judge(a, b, ab), judge(a[: ab.pairs], b[: ab.pairs], ab)
-        rows.append({
-            **{k: full[k] for k in ("p50_ratio", "p50_fail", "p95_ratio", "p95_fail")},
-            "fixed_p50_fail": first["p50_fail"], "fixed_p95_fail": first["p95_fail"],
-            # the naive rules see what a fixed design sees: the first pairs
-            "naive_pooled_fail": first["naive_pooled_fail"], "naive_single_fail": first["naive_single_fail"],
-            "pairs": len(a),
-        })
+        rows.append(
+            {
+                **{k: full[k] for k in ("p50_ratio", "p50_fail", "p95_ratio", "p95_fail")},
+                "fixed_p50_fail": first["p50_fail"],
+                "fixed_p95_fail": first["p95_fail"],
+                # the naive rules see what a fixed design sees: the first pairs
+                "naive_pooled_fail": first["naive_pooled_fail"],
+                "naive_single_fail": first["naive_single_fail"],
+                "pairs": len(a),
+            }
+        )
     return rows, (time.perf_counter() - t0) / n
 
 

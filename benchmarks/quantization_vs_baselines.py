@@ -77,7 +77,11 @@ def ort_default(model: Path, calibration: np.ndarray, out: Path) -> dict:
             return None if row is None else {"input": row[None]}
 
     quantize_static(str(model), str(out), Rows())
-    return {"status": "ok", "call": "onnxruntime.quantization.quantize_static(model, out, reader) with defaults", "calibration_rows": len(calibration)}
+    return {
+        "status": "ok",
+        "call": "onnxruntime.quantization.quantize_static(model, out, reader) with defaults",
+        "calibration_rows": len(calibration),
+    }
 
 
 def nncf_default(model: Path, calibration: np.ndarray, out: Path) -> dict:
@@ -90,7 +94,12 @@ def nncf_default(model: Path, calibration: np.ndarray, out: Path) -> dict:
 
     dataset = nncf.Dataset(list(calibration), lambda row: {"input": row[None]})
     onnx.save(nncf.quantize(onnx.load(str(model)), dataset), str(out))
-    return {"status": "ok", "call": "nncf.quantize(onnx_model, nncf.Dataset(rows)) with defaults", "nncf": version("nncf"), "calibration_rows": len(calibration)}
+    return {
+        "status": "ok",
+        "call": "nncf.quantize(onnx_model, nncf.Dataset(rows)) with defaults",
+        "nncf": version("nncf"),
+        "calibration_rows": len(calibration),
+    }
 
 
 def interleaved_p50(arms: dict[str, Path], feeds: list[dict], settings: RuntimeSettings, seed: int = 0) -> dict[str, dict]:
@@ -116,7 +125,11 @@ def interleaved_p50(arms: dict[str, Path], feeds: list[dict], settings: RuntimeS
             pooled[name].extend(samples[name])
         del sessions
     return {
-        n: {"p50_ms_per_round": per_round[n], "pooled_p50_ms": float(np.median(pooled[n])), "pooled_p95_ms": float(np.quantile(pooled[n], 0.95))}
+        n: {
+            "p50_ms_per_round": per_round[n],
+            "pooled_p50_ms": float(np.median(pooled[n])),
+            "pooled_p95_ms": float(np.quantile(pooled[n], 0.95)),
+        }
         for n in names
     }
 
@@ -159,8 +172,13 @@ def main() -> None:
             "speedup_vs_fp32_median": float(np.median(speedups)),
             "speedup_vs_fp32_range": [float(speedups.min()), float(speedups.max())],
             "slices": {
-                s: {"accuracy": m.accuracy, "reference_accuracy": m.reference_accuracy, "drop_pp": m.drop_pp,
-                    "max_drop_pp": contract.slices[s].max_drop_pp, "within_floor": s not in failing}
+                s: {
+                    "accuracy": m.accuracy,
+                    "reference_accuracy": m.reference_accuracy,
+                    "drop_pp": m.drop_pp,
+                    "max_drop_pp": contract.slices[s].max_drop_pp,
+                    "within_floor": s not in failing,
+                }
                 for s, m in evaluation.slices.items()
             },
             "every_slice_within_contract": not failing,
@@ -185,8 +203,14 @@ def main() -> None:
             "contract": str(CONTRACT.relative_to(ROOT)),
             "quick": QUICK,
             "settings": settings.model_dump(),
-            "timing_design": {"rounds": ROUNDS, "blocks": BLOCKS, "block_size": BLOCK_SIZE, "warmup": WARMUP,
-                              "timer": "perf_counter_ns", "feeds": "8 test rows, batch 1, cycled"},
+            "timing_design": {
+                "rounds": ROUNDS,
+                "blocks": BLOCKS,
+                "block_size": BLOCK_SIZE,
+                "warmup": WARMUP,
+                "timer": "perf_counter_ns",
+                "feeds": "8 test rows, batch 1, cycled",
+            },
             "edgeproof_choice": chosen,
             "baselines": baselines,
             "arms": results,
@@ -194,8 +218,10 @@ def main() -> None:
         },
     )
     for name, r in results.items():
-        print(f"{name:30s} p50 {r['pooled_p50_ms']:.4f} ms  speed-up ×{r['speedup_vs_fp32_median']:.2f} "
-              f"[{r['speedup_vs_fp32_range'][0]:.2f}–{r['speedup_vs_fp32_range'][1]:.2f}]  within contract: {r['every_slice_within_contract']}")
+        print(
+            f"{name:30s} p50 {r['pooled_p50_ms']:.4f} ms  speed-up ×{r['speedup_vs_fp32_median']:.2f} "
+            f"[{r['speedup_vs_fp32_range'][0]:.2f}–{r['speedup_vs_fp32_range'][1]:.2f}]  within contract: {r['every_slice_within_contract']}"
+        )
     print(f"target met: {verdict['target_met']} ({verdict['rule']})")
 
 

@@ -30,7 +30,9 @@ def main() -> int:
         report = validate_host(variants, (1, 2), profile_path, progress=lambda msg, frac: print(f"  measure: {msg}", flush=True))
         report["variants_sha256"] = {name: sha256_file(p) for name, p in variants.items()}
     for c in report["cases"]:
-        print(f"{c['variant']:12s} threads={c['threads']}  predicted {c['predicted_ms']:.3f} ms  measured {c['measured_p50_ms']:.3f} ms  error {c['error']:+.1%}  (load {c['load_avg_1m']:.2f})")
+        print(
+            f"{c['variant']:12s} threads={c['threads']}  predicted {c['predicted_ms']:.3f} ms  measured {c['measured_p50_ms']:.3f} ms  error {c['error']:+.1%}  (load {c['load_avg_1m']:.2f})"
+        )
     for note in report["notes"]:
         print(f"note: {note}")
     verdict = "meets" if report["meets_target"] else "misses"

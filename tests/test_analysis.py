@@ -131,6 +131,7 @@ def test_missing_file_is_a_model_error(tmp_path):
         analyze(tmp_path / "absent.onnx")
 
 
+@pytest.mark.slow
 def test_cli_inspect_prints_per_node_costs_and_writes_json(tmp_path):
     out = tmp_path / "cost.json"
     r = run_cli("inspect", str(DIGITS_MODEL), "--json", str(out))

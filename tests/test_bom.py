@@ -14,12 +14,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
-
 from typer.testing import CliRunner
 
-from conftest import DIGITS_CONTRACT, DIGITS_MODEL, run_cli
+from conftest import DIGITS_CONTRACT, DIGITS_MODEL, run_cli, variant_ref
 from edgeproof.bom import (
+    NO_RECIPE,
     KeyFileError,
+    StatedClause,
     build_bom,
     generate_keypair,
     read_bom,
@@ -32,7 +33,7 @@ from edgeproof.cli import app
 from edgeproof.contract import evaluate, load_contract
 from edgeproof.data import calibration_set, load_dataset
 from edgeproof.errors import ModelError, RecordError
-from edgeproof.records import load_record, save_record
+from edgeproof.records import Verdict, load_record, save_record
 from edgeproof.simulate.run import simulate_run
 from edgeproof.variants import ExcludedNode, Recipe, build_variant
 
@@ -55,7 +56,7 @@ def release(tmp_path_factory):
     calibration = calibration_set(dataset, contract.slice_specs(), ("nominal",))
     variant = build_variant(DIGITS_MODEL, Recipe(precision="int8-static", per_channel=True), calibration, work / "cache")
     measured = load_record(_profile(Path(variant.path), work / "raw.json", work / "home"))
-    run = measured.model_copy(update={"variant": variant.model_dump(mode="json")})
+    run = measured.model_copy(update={"variant": variant_ref(variant)})
     run_path = save_record(run, work / "run.json")
     verdict_path = save_record(evaluate(contract, run), work / "verdict.json")
     return {"work": work, "variant": variant, "run": run_path, "verdict": verdict_path, "contract": contract, "calibration": calibration}
@@ -71,6 +72,10 @@ def bom_path(release):
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
     return generate_keypair(tmp_path_factory.mktemp("keys") / "k")
+
+
+# Written by edgeproof before the BOM facts were typed: a signed BOM of the digits model as given, a static INT8 one.
+V1 = Path(__file__).parent / "data" / "release_v1"
 
 
 def _props(items: list[dict]) -> dict[str, str]:
@@ -111,7 +116,7 @@ def test_bom_states_runtime_firmware_and_gate_per_target_without_inventing(bom_p
     assert host["edgeproof:runtime.driver"].startswith("unavailable:")
     assert host["edgeproof:firmware.version"].startswith("unavailable:")
     verdict = load_record(release["verdict"], type(evaluate(release["contract"], load_record(release["run"]))))
-    assert host["edgeproof:gate.verdict"] == ("pass" if verdict.passed else "fail")
+    assert host["edgeproof:gate.verdict"] == verdict.outcome
     clauses = {c["clause"]: c["status"] for c in json.loads(host["edgeproof:gate.clauses"])}
     assert clauses == {c.clause: c.status for c in verdict.clauses}
 
@@ -123,7 +128,7 @@ def test_a_gate_json_with_a_verdict_per_target_is_read_as_those_verdicts(release
     gate_json = tmp_path / "gate.json"
     gate_json.write_text(to_json([verdict]))
     facts = build_bom([release["run"]], tmp_path / "bom.json", [gate_json], DIGITS_CONTRACT)
-    assert facts.targets["host"].props["gate.verdict"] == ("pass" if verdict.passed else "fail")
+    assert facts.targets["host"].props["gate.verdict"] == verdict.outcome
     gate_json.write_text(json.dumps({"passed": True, "verdicts": [{"schema_version": "edgeproof.verdict/0"}]}))
     with pytest.raises(RecordError, match=r"gate.json: verdicts.0: not an edgeproof.verdict/"):
         build_bom([release["run"]], tmp_path / "bom2.json", [gate_json], DIGITS_CONTRACT)
@@ -133,7 +138,7 @@ def test_a_gate_json_with_a_verdict_per_target_is_read_as_those_verdicts(release
 def test_simulated_board_states_firmware_and_says_it_was_never_measured(release, tmp_path):
     variant = release["variant"]
     simulated = simulate_run(variant.path, "raspberry-pi-5", sessions=2, samples_per_session=50)
-    simulated = simulated.model_copy(update={"variant": variant.model_dump(mode="json")})
+    simulated = simulated.model_copy(update={"variant": variant_ref(variant)})
     board_run = save_record(simulated, tmp_path / "rpi5.json")
     facts = build_bom([release["run"], board_run], tmp_path / "bom.json", [release["verdict"]], DIGITS_CONTRACT)
     board = facts.targets["raspberry-pi-5"]
@@ -154,13 +159,38 @@ def test_float_kept_nodes_are_listed_with_their_reasons(release, tmp_path):
     recipe = Recipe(precision="int8-static", per_channel=True, excluded_nodes=(kept,))
     variant = build_variant(DIGITS_MODEL, recipe, release["calibration"], tmp_path / "cache")
     simulated = simulate_run(variant.path, "raspberry-pi-5", sessions=2, samples_per_session=50)
-    run = save_record(simulated.model_copy(update={"variant": variant.model_dump(mode="json")}), tmp_path / "run.json")
+    run = save_record(simulated.model_copy(update={"variant": variant_ref(variant)}), tmp_path / "run.json")
     facts = build_bom([run], tmp_path / "bom.json")
     assert json.loads(facts.recipe_props["recipe.excluded_nodes"]) == [kept.model_dump()]
     assert facts.recipe_props["recipe.label"].endswith("+1 float")
     tradeoffs = facts.doc["metadata"]["component"]["modelCard"]["considerations"]["performanceTradeoffs"]
     assert "node /conv1/conv/Conv kept in float (accuracy: first conv sees raw pixels)" in tradeoffs
     assert facts.contract_sha256.startswith("unavailable:")
+
+
+def test_read_back_recipe_and_clauses_are_the_records_that_went_in(bom_path, release):
+    facts = read_bom(bom_path)
+    verdict = load_record(release["verdict"], Verdict)
+    assert facts.recipe == release["variant"].recipe and facts.recipe_label == release["variant"].recipe.label()
+    host = facts.targets["host"]
+    assert [c.clause for c in host.clauses] == [c.clause for c in verdict.clauses]
+    assert host.clauses[0] == StatedClause.model_validate(verdict.clauses[0].model_dump(include=set(StatedClause.model_fields)))
+    assert host.verdict == verdict.outcome and host.gated and host.run_kind == "measured"
+    assert facts.sha256 == hashlib.sha256(bom_path.read_bytes()).hexdigest()
+
+
+def test_boms_written_before_the_facts_were_typed_still_read_and_verify():
+    """BOMs built and signed by the version before typed BOM facts: `bom verify` still passes, the facts read typed."""
+    public = V1 / "edgeproof-ed25519.pub.pem"
+    code, out, err = _invoke("bom", "verify", str(V1 / "a.bom.json"), "--pub", str(public), "--model", str(DIGITS_MODEL))
+    assert code == 0 and "signature OK" in out, err
+    given, int8 = read_bom(V1 / "a.bom.json"), read_bom(V1 / "b.bom.json")
+    assert given.recipe is None and given.recipe_label == NO_RECIPE
+    assert int8.recipe is not None and int8.recipe.precision == "int8-static" and int8.recipe.per_channel
+    regressions = int8.targets["host"].regressions
+    assert [r.clause for r in regressions][:3] == ["regression.p50", "regression.p95", "regression.p99"]
+    assert all(isinstance(c, StatedClause) for c in int8.targets["host"].clauses)
+    assert given.targets["host"].verdict == "pass" and int8.targets["host"].binding_clause == "model.inputs"
 
 
 def test_every_figure_carries_its_provenance_and_unavailable_is_never_zero(bom_path, release):
@@ -285,7 +315,7 @@ def test_rebuild_reproduces_the_int8_variant(bom_path, tmp_path):
 def test_rebuild_of_an_fp32_reference_is_the_identity(release, tmp_path):
     variant = build_variant(DIGITS_MODEL, Recipe(precision="fp32"), cache_dir=tmp_path / "cache")
     run = load_record(release["run"])
-    ref = run.model_copy(update={"variant": variant.model_dump(mode="json"), "model": run.model.model_copy(
+    ref = run.model_copy(update={"variant": variant_ref(variant), "model": run.model.model_copy(
         update={"sha256": variant.sha256, "path": variant.path, "size_bytes": variant.size_bytes})})
     bom = tmp_path / "fp32.json"
     build_bom([save_record(ref, tmp_path / "fp32-run.json")], bom)

@@ -327,7 +327,7 @@ def test_record_units_are_converted(tmp_path):
         evaluate(contract, make_record(peak_rss=Figure.measured(2.0, "ms", "psutil")))
 
 
-def test_unverified_energy_fails_unless_allowed(tmp_path):
+def test_unverified_energy_leaves_the_verdict_undecided_unless_allowed(tmp_path):
     contract = load_contract(write(tmp_path, BASE.replace("p99_ms = 0.1", 'p99_ms = "200 ms"')))
     record = make_record()  # no power meter: energy unavailable, never 0
     strict = evaluate(contract, record)
@@ -335,9 +335,13 @@ def test_unverified_energy_fails_unless_allowed(tmp_path):
     assert energy.status == "unverified" and energy.value is None and energy.margin is None
     assert energy.provenance.startswith("unavailable:")
     assert not strict.passed and strict.binding_clause == "budgets.energy_mj_per_inference"
+    # nothing fails on evidence, so the verdict is "could not decide", saying what would decide it
+    assert strict.outcome == "undecided"
+    [why] = strict.undecided_because
+    assert why.startswith("budgets.energy_mj_per_inference: no data (") and "power meter" in why and "--allow-unverified" in why
 
     lenient = evaluate(contract, record, allow_unverified=True)
-    assert lenient.passed and lenient.allow_unverified
+    assert lenient.passed and lenient.outcome == "pass" and lenient.allow_unverified and lenient.undecided_because == []
     assert clause(lenient, "budgets.energy_mj_per_inference").status == "unverified"
     assert "unverified clauses are allowed" in clause(lenient, "budgets.energy_mj_per_inference").note
 
@@ -354,14 +358,15 @@ def test_active_waiver_waives_and_expired_waiver_does_not(tmp_path):
 
     active = evaluate(contract, record, today=date(2027, 6, 30))  # the expiry day itself still counts
     energy = clause(active, "budgets.energy_mj_per_inference")
-    assert energy.status == "waived" and energy.waiver["owner"] == "ops" and energy.waiver["expires"] == "2027-06-30"
+    assert energy.status == "waived" and energy.waiver.owner == "ops" and energy.waiver.expires == date(2027, 6, 30)
     assert active.passed and active.waivers_applied == [energy.waiver] and active.waivers_expired == []
 
     expired = evaluate(contract, record, today=date(2027, 7, 1))
     energy = clause(expired, "budgets.energy_mj_per_inference")
     assert energy.status == "unverified" and energy.waiver is None and "expired on 2027-06-30" in energy.note
     assert not expired.passed and expired.waivers_applied == []
-    assert [w["clause"] for w in expired.waivers_expired] == ["budgets.energy_mj_per_inference"]
+    assert [w.clause for w in expired.waivers_expired] == ["budgets.energy_mj_per_inference"]
+    assert expired.outcome == "undecided"
 
 
 def test_waiver_scoped_to_another_target_does_not_apply(tmp_path):
@@ -417,10 +422,10 @@ def test_cpu_fallback_prefers_time_fraction(tmp_path):
     by_nodes = Placement(nodes=nodes, primary_provider="NPU", fallback_node_frac=0.5, fallback_flop_frac=None,
                          fallback_time_frac=None, provenance="simulated:board-a@1")
     result = clause(evaluate(contract, make_record(placement=by_nodes)), "budgets.cpu_fallback_frac")
-    assert result.status == "fail" and result.value == 0.5 and "fraction of nodes" in result.note
+    assert result.status == "fail" and result.value == 0.5 and result.provenance == "simulated:board-a@1 (by node count)"
     by_time = by_nodes.model_copy(update={"fallback_time_frac": 0.02})
     result = clause(evaluate(contract, make_record(placement=by_time)), "budgets.cpu_fallback_frac")
-    assert result.status == "pass" and result.value == 0.02 and "node time" in result.note
+    assert result.status == "pass" and result.value == 0.02 and result.provenance == "simulated:board-a@1"
     assert clause(evaluate(contract, make_record()), "budgets.cpu_fallback_frac").status == "unverified"
 
 
@@ -430,8 +435,8 @@ def test_digits_example_passes_on_host_with_its_energy_waiver():
     verdict = evaluate(contract, record, today=date(2026, 11, 25), allow_unverified=False)
     statuses = {c.clause: c.status for c in verdict.clauses}
     assert statuses["budgets.energy_mj_per_inference"] == "waived"
-    # no evaluation in this record, so the slice floors are unverified and the verdict fails honestly
-    assert statuses["slices.nominal.max_drop_pp"] == "unverified" and not verdict.passed
+    # no evaluation in this record, so the slice floors are unverified and the verdict is honestly undecided
+    assert statuses["slices.nominal.max_drop_pp"] == "unverified" and not verdict.passed and verdict.outcome == "undecided"
     assert all(statuses[c] == "pass" for c in ("budgets.p95_ms", "budgets.p99_ms", "budgets.peak_rss_mib",
                                               "budgets.load_time_ms", "budgets.model_size_mib"))
 

@@ -17,7 +17,8 @@ from edgeproof.gate_output import to_junit, to_markdown, to_sarif
 from edgeproof.measure.interleaved import InterleaveOptions, interleaved_ab
 from edgeproof.measure.runner import ProfileOptions, profile_model
 from edgeproof.measure.stats import summarize
-from edgeproof.records import RunRecord, SessionSamples
+from edgeproof.contract import evaluate
+from edgeproof.records import Figure, RunRecord, SessionSamples, WaiverUse, load_verdicts, save_record
 from edgeproof.slowdown import add_busy_branch
 
 CONTRACT = """
@@ -56,6 +57,7 @@ def test_busy_branch_keeps_outputs(slow_model):
     np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_same_model_twice_passes(contract):
     base, cand = interleaved_ab(DIGITS_MODEL, DIGITS_MODEL, options=ProfileOptions(**QUICK), ab=InterleaveOptions(pairs=4))
     [verdict] = gate(contract, [cand], [base])
@@ -69,6 +71,7 @@ def slow_pair(slow_model):
     return interleaved_ab(DIGITS_MODEL, slow_model, options=ProfileOptions(**QUICK), ab=InterleaveOptions(pairs=4))
 
 
+@pytest.mark.slow
 def test_injected_slowdown_fails_on_latency(contract, slow_pair):
     base, cand = slow_pair
     [verdict] = gate(contract, [cand], [base])
@@ -79,6 +82,7 @@ def test_injected_slowdown_fails_on_latency(contract, slow_pair):
     assert verdict.binding_clause == "regression.p50"
 
 
+@pytest.mark.slow
 def test_a_waiver_on_a_regression_clause_applies_until_it_expires(tmp_path, slow_pair):
     base, cand = slow_pair
     waivers = "".join(
@@ -90,14 +94,15 @@ def test_a_waiver_on_a_regression_clause_applies_until_it_expires(tmp_path, slow
     [verdict] = gate(load_contract(path), [cand], [base])
     p50 = next(c for c in verdict.clauses if c.clause == "regression.p50")
     assert p50.status == "waived" and verdict.passed
-    assert "regression.p50" in {w["clause"] for w in verdict.waivers_applied}
+    assert "regression.p50" in {w.clause for w in verdict.waivers_applied}
     [expired] = gate(load_contract(path), [cand], [base], today=date(2099, 1, 2))
     assert not expired.passed and next(c for c in expired.clauses if c.clause == "regression.p50").status == "fail"
+    assert expired.outcome == "fail" and "regression.p50" in {w.clause for w in expired.waivers_expired}
 
 
 def _record(samples_per_session, base: RunRecord) -> RunRecord:
     sessions = [SessionSamples(warmup_ms=[], samples_ms=s, started_at="2026-11-25T00:00:00+00:00") for s in samples_per_session]
-    return base.model_copy(update={"sessions": sessions, "latency": summarize(samples_per_session), "extras": base.extras | {"interleaved": None}})
+    return base.model_copy(update={"sessions": sessions, "latency": summarize(samples_per_session), "interleave": None})
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +129,7 @@ def test_mcnemar_paired_accuracy():
 
 
 def test_baseline_for_another_model_is_refused(contract, host_record):
-    other = host_record.model_copy(update={"extras": {**host_record.extras, "inputs": {"x": [1, 16]}}, "run_id": "other"})
+    other = host_record.model_copy(update={"inputs": {"x": [1, 16]}, "run_id": "other"})
     with pytest.raises(RecordError, match="another model"):
         gate(contract, [host_record], [other])
 
@@ -158,7 +163,7 @@ def test_cli_gate_bad_input_is_one_line(tmp_path, host_record):
     del missing["latency"]
     (tmp_path / "missing.json").write_text(json.dumps(missing))
     other = json.loads(host_record.model_dump_json())
-    other["extras"]["inputs"] = {"tokens": [1, 8]}
+    other["inputs"] = {"tokens": [1, 8]}
     other["run_id"] = "other"
     (tmp_path / "other.json").write_text(json.dumps(other))
     cases = [
@@ -249,3 +254,103 @@ def test_an_undecided_gate_measures_up_to_max_pairs(slow_model):
     assert len(a) == len(b) == 5 and all(len(s.samples_ms) == 40 for s in a + b)
     a, _ = interleaved_sessions_until((DIGITS_MODEL, slow_model), (feeds, feeds), RuntimeSettings(), ab, always)
     assert len(a) == 2
+
+
+NO_ENERGY = {"energy_mj_per_inference": Figure.unavailable("mJ", "no power meter in this test")}
+ENERGY_BUDGET = 'peak_rss_mib = "2000 MiB"\nenergy_mj_per_inference = "5 mJ"'
+
+
+def _waiver_notes(result) -> list[str]:
+    return [part for part in result.note.split("; ") if "waive" in part or "allowed" in part]
+
+
+def test_the_contract_and_the_gate_apply_a_waiver_by_the_same_rule(tmp_path, host_record):
+    """The same waiver on a contract clause (energy, no meter) and on regression clauses (one session
+    a side, so no interval): waived alike while active; alike unverified, noted and listed once expired."""
+    clauses = ["budgets.energy_mj_per_inference", "regression.p50", "regression.p95", "regression.p99"]
+    waivers = "".join(
+        f'[[waivers]]\nclause = "{c}"\ntarget = "host"\nowner = "ops"\nreason = "known gap"\nexpires = 2030-01-01\n' for c in clauses
+    )
+    path = tmp_path / "c.toml"
+    path.write_text(CONTRACT.replace('peak_rss_mib = "2000 MiB"', ENERGY_BUDGET) + waivers)
+    contract = load_contract(path)
+    samples = [list(np.linspace(1.0, 1.2, 50))]
+    one_session = [SessionSamples(warmup_ms=[], samples_ms=samples[0], started_at="2026-11-25T00:00:00+00:00")]
+    base = host_record.model_copy(update={"sessions": one_session, "latency": summarize(samples), **NO_ENERGY})
+    cand = base.model_copy(update={"run_id": "cand"})
+
+    [active] = gate(contract, [cand], [base], today=date(2029, 12, 31))
+    judged = {c.clause: c for c in active.clauses}
+    assert active.outcome == "pass" and {w.clause for w in active.waivers_applied} == set(clauses)
+    for clause in clauses:
+        use = judged[clause].waiver
+        assert judged[clause].status == "waived" and use == WaiverUse(clause=clause, owner="ops", reason="known gap", expires=date(2030, 1, 1), target="host")
+        assert _waiver_notes(judged[clause]) == ["waived by ops until 2030-01-01: known gap"]
+    assert judged["budgets.energy_mj_per_inference"] == evaluate(contract, cand, today=date(2029, 12, 31)).clauses[-1]
+
+    # expired: every clause is back to unverified, noted, listed, and the verdict says what would decide it
+    [expired] = gate(contract, [cand], [base], today=date(2030, 1, 2))
+    judged = {c.clause: c for c in expired.clauses}
+    assert expired.outcome == "undecided" and not expired.passed and expired.waivers_applied == []
+    assert [w.clause for w in expired.waivers_expired] == clauses
+    for clause in clauses:
+        assert judged[clause].status == "unverified" and judged[clause].waiver is None
+        assert _waiver_notes(judged[clause]) == ["waiver by ops expired on 2030-01-01, not applied"]
+    assert [why.split(":")[0] for why in expired.undecided_because] == clauses
+    assert "gate --measure" in expired.undecided_because[1]
+
+    [allowed] = gate(contract, [cand], [base], allow_unverified=True, today=date(2030, 1, 2))
+    assert allowed.outcome == "pass" and allowed.undecided_because == []
+    assert all("counted as passing only because unverified clauses are allowed" in c.note for c in allowed.clauses if c.clause in clauses)
+
+
+def test_cli_gate_that_cannot_decide_exits_3_and_every_output_says_so(tmp_path, host_record):
+    contract_path = tmp_path / "c.toml"
+    contract_path.write_text(CONTRACT.replace('peak_rss_mib = "2000 MiB"', ENERGY_BUDGET))
+    cand = tmp_path / "cand.json"
+    save_record(host_record.model_copy(update=NO_ENERGY), cand)
+    out = tmp_path / "g"
+    proc = run_cli("gate", "--contract", str(contract_path), "--candidate", str(cand), "--out", str(out))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "COULD NOT DECIDE (1 target)" in proc.stdout and "could not decide: budgets.energy_mj_per_inference: no data" in proc.stdout
+
+    doc = json.loads((out / "gate.json").read_text())
+    assert doc["outcome"] == "undecided" and doc["passed"] is False
+    [verdict] = load_verdicts(out / "gate.json")
+    assert verdict.outcome == "undecided" and "power meter" in verdict.undecided_because[0]
+    assert "## edgeproof gate: COULD NOT DECIDE" in (out / "gate.md").read_text()
+    suite = ET.fromstring((out / "gate.junit.xml").read_text().split("?>", 1)[1]).find("testsuite")
+    assert suite.get("failures") == "0" and suite.get("errors") == "1"
+    [energy] = [r for r in json.loads((out / "gate.sarif").read_text())["runs"][0]["results"]]
+    assert energy["ruleId"] == "budgets.energy_mj_per_inference" and energy["properties"]["outcome"] == "undecided"
+    assert "could not decide" in energy["message"]["text"]
+
+    allowed = run_cli("gate", "--contract", str(contract_path), "--candidate", str(cand), "--allow-unverified")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+
+
+def test_a_verdict_written_before_outcomes_existed_still_loads(tmp_path):
+    """A gate.json of the first release: waivers and regressions as plain objects, no outcome."""
+    clause = {"clause": "budgets.energy_mj_per_inference", "status": "unverified", "value": None, "budget": 5.0, "unit": "mJ",
+              "margin": None, "interval": None, "provenance": "unavailable:no meter", "hard": True, "note": "", "waiver": None}
+    waived = {**clause, "clause": "budgets.p95_ms", "status": "waived",
+              "waiver": {"clause": "budgets.p95_ms", "owner": "ops", "reason": "lab", "expires": "2027-06-30", "target": None}}
+    old = {"schema_version": "edgeproof.verdict/1", "target": "host", "passed": False, "clauses": [clause, waived],
+           "binding_clause": clause["clause"], "allow_unverified": False, "waivers_applied": [waived["waiver"]], "waivers_expired": [],
+           "regressions": [{"clause": "regression.p50", "status": "pass", "ratio": 1.01, "interval": [0.99, 1.02], "limit": 1.03, "note": ""}],
+           "contract_sha256": None}
+    path = tmp_path / "gate.json"
+    path.write_text(json.dumps({"passed": False, "verdicts": [old]}))
+    [verdict] = load_verdicts(path)
+    assert verdict.outcome == "undecided" and verdict.waivers_applied[0].sentence() == "budgets.p95_ms on every target, owner ops, until 2027-06-30: lab"
+    assert verdict.regressions[0].interval == (0.99, 1.02)
+    path.write_text(json.dumps({"passed": False, "verdicts": [{**old, "clauses": [{**clause, "status": "fail", "value": 9.0}, waived]}]}))
+    assert load_verdicts(path)[0].outcome == "fail"
+
+
+def test_over_several_targets_a_failure_outranks_could_not_decide():
+    from edgeproof.outcome import EXIT_FAIL, EXIT_PASS, EXIT_UNDECIDED, exit_code, overall
+
+    assert exit_code(overall(["pass", "undecided", "fail"])) == EXIT_FAIL
+    assert exit_code(overall(["pass", "undecided"])) == EXIT_UNDECIDED
+    assert exit_code(overall(["pass", "pass"])) == EXIT_PASS

@@ -66,6 +66,7 @@ def test_other_schema_version_is_refused(digits_record, tmp_path):
         load_record(path)
 
 
+@pytest.mark.slow
 def test_periodic_scenario_reports_deadline_misses_and_queueing(tmp_path):
     model = make_matmul_model(tmp_path / "m.onnx")
     r = profile_model(model, options=ProfileOptions(scenario="periodic:200", **QUICK, profile_nodes=False))
@@ -78,6 +79,7 @@ def test_periodic_scenario_reports_deadline_misses_and_queueing(tmp_path):
     assert r.latency.p95_ms >= sc.queueing_delay_p95_ms and r.latency.p50_ms >= sc.queueing_delay_p50_ms
 
 
+@pytest.mark.slow
 def test_overloaded_server_scenario_misses_deadlines(tmp_path):
     r = profile_model(DIGITS_MODEL, options=ProfileOptions(scenario="server:20000", deadline_ms=0.5, **{**QUICK, "profile_nodes": False}))
     assert r.scenario.deadline_miss_rate > 0.5
@@ -138,6 +140,7 @@ def test_history_lists_changes_between_runs(digits_record, tmp_path):
     assert rows[1]["changes"]["p50_ms"] is None
 
 
+@pytest.mark.slow
 def test_cli_profile_json_holds_the_acceptance_fields(tmp_path):
     out = tmp_path / "r.json"
     proc = run_cli("profile", str(DIGITS_MODEL), "--json", str(out), "--sessions", "2", "--samples", "50", "--time-budget", "5")
@@ -154,6 +157,7 @@ def test_cli_profile_json_holds_the_acceptance_fields(tmp_path):
     assert hist.returncode == 0 and r["run_id"] in hist.stdout
 
 
+@pytest.mark.slow
 def test_cli_missing_symbolic_dim_is_one_line(tmp_path):
     model = make_matmul_model(tmp_path / "m.onnx", symbolic=("batch", "seq"))
     proc = run_cli("profile", str(model))

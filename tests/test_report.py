@@ -337,6 +337,7 @@ def colour_stats(png: bytes) -> tuple[int, float]:
 # --- tests ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_writes_one_self_contained_file_and_prints_its_path(demo):
     html = demo["html"].read_text()
     assert str(demo["html"].resolve()) in demo["stdout"].replace("\n", "")
@@ -349,6 +350,7 @@ def test_cli_writes_one_self_contained_file_and_prints_its_path(demo):
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
+@pytest.mark.slow
 def test_report_reads_every_record_kind_by_content(demo):
     inputs = collect(demo["out"])
     kinds = {kind for _, kind in inputs.read}
@@ -363,6 +365,7 @@ def test_report_reads_every_record_kind_by_content(demo):
     assert "unavailable" in energy_row and "0 mJ" not in energy_row
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium_offline(demo):
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (the Makefile's test target installs it: apt-get install -y chromium)")
@@ -380,6 +383,7 @@ def test_report_renders_in_headless_chromium_offline(demo):
     assert colours > 50 and ink > 0.05, (colours, ink)
 
 
+@pytest.mark.slow
 def test_absent_sections_say_so(tmp_path, demo):
     """A folder with a single profile run: every other section states it is absent, nothing is invented."""
     (tmp_path / "out").mkdir()
@@ -407,6 +411,7 @@ def test_bad_folder_is_one_line_exit_2(tmp_path):
     assert result.exit_code == 2 and "no such folder" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_unreadable_record_is_listed_not_fatal(tmp_path, demo):
     out = tmp_path / "out"
     shutil.copytree(demo["out"] / "gate", out)
@@ -416,6 +421,7 @@ def test_unreadable_record_is_listed_not_fatal(tmp_path, demo):
     assert "broken.run.json" in sources and "Not read" in sources
 
 
+@pytest.mark.slow
 def test_bom_changed_after_signing_is_flagged(tmp_path, demo):
     out = tmp_path / "out"
     shutil.copytree(demo["out"] / "bom", out)
@@ -426,3 +432,18 @@ def test_bom_changed_after_signing_is_flagged(tmp_path, demo):
     section = build_report(out, tmp_path / "r.html").read_text().split('<section id="bom">', 1)[1].split("</section>", 1)[0]
     assert "the BOM changed after it was signed" in section
     assert section.count("the signature's digest is this BOM's bytes") == 0
+
+
+def test_release_written_by_version_1_renders(tmp_path):
+    """BOMs, a signature and a change record written before they were typed: the release sections still show them."""
+    shutil.copytree(Path(__file__).parent / "data" / "release_v1", tmp_path / "out")
+    inputs = collect(tmp_path / "out")
+    assert not inputs.skipped, inputs.skipped
+    assert {kind for _, kind in inputs.read} == {"CycloneDX BOM", "BOM signature", "change record"}
+    html = build_report(tmp_path / "out", tmp_path / "r.html").read_text()
+    bom = html.split('<section id="bom">', 1)[1].split("</section>", 1)[0]
+    assert bom.count("the signature's digest is this BOM's bytes") == 1 and "Recipe: no recipe (the model as given)" in bom
+    change = html.split('<section id="change-record">', 1)[1].split("</section>", 1)[0]
+    assert "int8 to meet the energy budget" in change and "no recipe (the model as given)" in change
+    assert "Rollback path" in change and "a.bom.json.sig" in change
+    assert change.count('<span class="over">yes</span>') == 5  # the five figures the /1 record bolded

@@ -12,16 +12,20 @@ from onnx import TensorProto
 from onnx import helper as oh
 from onnx import numpy_helper as nh
 
+import edgeproof.model
 from conftest import run_cli
 from edgeproof import history
-from edgeproof.contract import load_contract
+from edgeproof.contract import load_contract, undecided_because
+from edgeproof.model import sha256_file
 from edgeproof.records import ClauseResult, Figure, RunRecord, Verdict, load_record
 from edgeproof.search import (
     Candidate,
     SearchOptions,
     SearchResult,
+    Skipped,
     choose,
     clause_kind,
+    decide_target,
     escalation_for,
     explain_infeasible,
     off_front_note,
@@ -242,6 +246,31 @@ def test_escalation_without_a_matching_step_says_so(tmp_path):
     assert advice is not None and advice.owner == "ml-team" and advice.options == ["better-quantization", "smaller-backbone"]
 
 
+def test_a_target_is_undecided_not_infeasible_when_nothing_was_measured_or_a_candidate_lacks_data():
+    failing = cand("a", p95=9.0)
+    assert decide_target("host", [failing], None, [], 240.0, 30.0) == ("fail", [])
+    assert decide_target("host", [cand("b", p95=1.0)], "b", [], 240.0, 30.0) == ("pass", [])
+
+    # "b" fails nothing on evidence but has no energy figure: the target cannot be called infeasible
+    no_data = ClauseResult(clause="budgets.energy_mj_per_inference", status="unverified", value=None, budget=5.0, unit="mJ", provenance=NO_METER)
+    clauses = [*cand("b", p95=1.0).verdict.clauses, no_data]
+    verdict = Verdict(target="host", outcome="undecided", passed=False, clauses=clauses, undecided_because=undecided_because(clauses, False))
+    open_ = cand("b", p95=1.0).model_copy(update={"feasible": False, "verdict": verdict})
+    outcome, why = decide_target("host", [failing, open_], None, [], 240.0, 30.0)
+    assert outcome == "undecided" and len(why) == 1
+    assert why[0].startswith("nothing fails on evidence for b, but budgets.energy_mj_per_inference: no data (no power meter on this host)")
+    # a candidate the contract's precisions rule out decides nothing
+    assert decide_target("host", [failing, open_.model_copy(update={"eligible": False})], None, [], 240.0, 30.0)[0] == "fail"
+
+    # nothing measured on the target: the candidates left and the time budget that would measure more
+    skipped = [Skipped(id=f"c0{i}", name=f"v{i} [host t1 all]", target="host", reason="time budget 1 s spent") for i in range(1, 6)]
+    skipped.append(Skipped(id="c09", name="v9 [raspberry-pi-5 @default]", target="raspberry-pi-5", reason="time budget 1 s spent"))
+    outcome, [why] = decide_target("host", [], None, [s for s in skipped if s.target == "host"], 1.0, 12.4)
+    assert outcome == "undecided" and "time budget (1 s) was spent before any candidate on host" in why
+    assert "5 not measured: c01 v1 [host t1 all], c02 v2 [host t1 all], c03 v3 [host t1 all] and 2 more" in why
+    assert "--time-budget above 13" in why
+
+
 # ---------------------------------------------------------------- a tiny task, end to end
 
 
@@ -348,6 +377,7 @@ def write_task(folder: Path, p95: str = "50 ms", precisions: str = '["fp32", "fp
 QUICK = ("--threads", "1", "--opt-levels", "all", "--sessions", "1", "--samples", "20")
 
 
+@pytest.mark.slow
 def test_optimize_end_to_end_then_every_variant_from_cache(tmp_path):
     contract = write_task(tmp_path / "task")
     out, cache = tmp_path / "out", tmp_path / "cache"
@@ -392,12 +422,13 @@ def test_optimize_end_to_end_then_every_variant_from_cache(tmp_path):
     assert [v.sha256 for v in again.variants] == [v.sha256 for v in result.variants]
 
 
+@pytest.mark.slow
 def test_infeasible_contract_exits_1_naming_binding_clause_and_closest(tmp_path):
     contract = write_task(tmp_path / "task", p95="0.0001 ms", precisions='["fp32"]')
     proc = run_cli("optimize", str(tmp_path / "task" / "tiny.onnx"), "--contract", str(contract), *QUICK,
                    "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"))
     assert proc.returncode == 1, proc.stderr + proc.stdout
-    assert "no candidate on host meets the contract" in proc.stdout
+    assert "no candidate on host meets the contract" in proc.stdout and "could not decide" not in proc.stdout
     assert "binding clause: budgets.p95_ms" in proc.stdout
     assert "closest candidate: c01" in proc.stdout
     assert "escalate to ml-team: better-quantization, smaller-backbone" in proc.stdout
@@ -407,6 +438,22 @@ def test_infeasible_contract_exits_1_naming_binding_clause_and_closest(tmp_path)
     assert not list((tmp_path / "out").glob("chosen-*.onnx"))
 
 
+def test_a_time_budget_spent_before_anything_was_measured_is_undecided_exit_3_not_1(tmp_path):
+    contract = write_task(tmp_path / "task")
+    out = tmp_path / "out"
+    proc = run_cli("optimize", str(tmp_path / "task" / "tiny.onnx"), "--contract", str(contract), *QUICK, "--time-budget", "1",
+                   "--cache-dir", str(tmp_path / "cache"), "--out", str(out))
+    assert proc.returncode == 3, proc.stderr + proc.stdout
+    assert "could not decide whether a candidate on host meets the contract" in proc.stdout
+    assert "no candidate on host meets the contract" not in proc.stdout
+    result = load_record(out / "search.json", SearchResult)
+    [outcome] = result.outcomes
+    assert not result.candidates and result.skipped and outcome.outcome == "undecided" and result.outcome == "undecided"
+    [why] = outcome.undecided_because
+    assert f"{len(result.skipped)} not measured" in why and "--time-budget above" in why and why in proc.stdout
+
+
+@pytest.mark.slow
 def test_a_simulated_board_is_one_more_candidate_target(tmp_path):
     contract = load_contract(write_task(tmp_path / "task", precisions='["fp32"]'))
     options = SearchOptions(targets=("host", "jetson-orin-nano-8gb"), power_modes=("7W",), threads=(1,), opt_levels=("all",), sessions=1, samples=20,
@@ -421,6 +468,27 @@ def test_a_simulated_board_is_one_more_candidate_target(tmp_path):
     assert "energy_mj_per_inference" in board.pareto_axes and "energy_mj_per_inference" not in host.pareto_axes
     assert board.selection.chosen == sim.id and host.selection.chosen is not None
 
+
+
+def test_optimize_reads_and_parses_the_source_model_once(tmp_path, monkeypatch):
+    """Data check, reference, every variant (fp32, INT8, per-node speed, mixed) and the result's
+    model reference all use the one loaded Model; variants are read from their own files."""
+    source = tmp_path / "task" / "tiny.onnx"
+    contract = load_contract(write_task(tmp_path / "task", precisions='["fp32", "int8"]'))
+    parsed: list[Path] = []
+    real_parse = edgeproof.model._parse
+
+    def counting_parse(data: bytes, path: Path) -> onnx.ModelProto:
+        parsed.append(Path(path).resolve())
+        return real_parse(data, path)
+
+    monkeypatch.setattr(edgeproof.model, "_parse", counting_parse)
+    options = SearchOptions(threads=(1,), opt_levels=("all",), sessions=1, samples=20, cold_start_repeats=1, max_candidates=1,
+                            cache_dir=tmp_path / "cache")
+    result = optimize(source, contract, options).result
+    assert len(result.candidates) == 1 and any(v.precision.startswith("int8") for v in result.variants)
+    assert parsed.count(source.resolve()) == 1
+    assert result.model.sha256 == sha256_file(source) and result.model.io is not None
 
 # ---------------------------------------------------------------- bad input: one line, exit 2
 
@@ -438,6 +506,7 @@ def _bad_npz(folder: Path, **arrays) -> None:
         ("missing_part", "no array 'x_night'"),
     ],
 )
+@pytest.mark.slow
 def test_bad_data_is_one_line_and_exit_2(tmp_path, case, expected):
     extra = '[slices.night]\nkind = "tail"\npart = "night"\nmax_drop_pp = 10.0\n' if case == "missing_part" else ""
     contract = write_task(tmp_path, npz="bad.npz", extra_slice=extra)
@@ -459,6 +528,7 @@ def test_bad_data_is_one_line_and_exit_2(tmp_path, case, expected):
     assert not (tmp_path / "out" / "search.json").exists()
 
 
+@pytest.mark.slow
 def test_data_flag_overrides_the_contract_and_is_checked_too(tmp_path):
     contract = write_task(tmp_path / "task")
     xc, yc = quadrant_data(16, seed=1)

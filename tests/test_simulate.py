@@ -40,31 +40,31 @@ def test_record_is_a_valid_simulated_run_labelled_everywhere():
 
 def test_energy_is_the_integral_of_power_over_time():
     record = simulate_run(DIGITS_MODEL, "coral-usb-rpi5", **FAST)
-    rows = record.extras["timeline"]
-    assert {r["device"] for r in rows} >= {"cpu"}
-    end_us = rows[-1]["start_us"] + rows[-1]["duration_us"]
+    rows = record.simulation.timeline
+    assert {r.device for r in rows} >= {"cpu"}
+    end_us = rows[-1].start_us + rows[-1].duration_us
     t = np.linspace(0.0, end_us, 200_001)
     power = np.zeros_like(t)
     for r in rows:
-        inside = (t >= r["start_us"]) & (t < r["start_us"] + r["duration_us"])
-        power[inside] = r["power_w"]
-    power[-1] = rows[-1]["power_w"]
+        inside = (t >= r.start_us) & (t < r.start_us + r.duration_us)
+        power[inside] = r.power_w
+    power[-1] = rows[-1].power_w
     integral_mj = float(np.sum((power[1:] + power[:-1]) / 2 * np.diff(t))) / 1e3  # W·µs → mJ
     assert record.energy_mj_per_inference.value == pytest.approx(integral_mj, rel=1e-3)
-    assert end_us / 1e3 == pytest.approx(record.extras["latency_model_ms"])
+    assert end_us / 1e3 == pytest.approx(record.simulation.latency_model_ms)
 
 
 def test_a_higher_clock_gives_lower_latency_and_higher_power():
     fast = simulate_run(DIGITS_MODEL, "raspberry-pi-5", power_mode="default", **FAST)
     slow = simulate_run(DIGITS_MODEL, "raspberry-pi-5", power_mode="eco", **FAST)
-    assert fast.extras["operating_point"]["cpu_clock_ghz"] > slow.extras["operating_point"]["cpu_clock_ghz"]
-    assert fast.extras["latency_model_ms"] < slow.extras["latency_model_ms"]
-    mean_w = lambda r: r.energy_mj_per_inference.value / r.extras["latency_model_ms"]  # noqa: E731
+    assert fast.simulation.operating_point.cpu_clock_ghz > slow.simulation.operating_point.cpu_clock_ghz
+    assert fast.simulation.latency_model_ms < slow.simulation.latency_model_ms
+    mean_w = lambda r: r.energy_mj_per_inference.value / r.simulation.latency_model_ms  # noqa: E731
     assert mean_w(fast) > mean_w(slow)
     # the accelerator clock too: Jetson 15 W vs 7 W (fewer TPCs, lower GPU clock)
     j15 = simulate_run(DIGITS_MODEL, "jetson-orin-nano-8gb", power_mode="15W", **FAST)
     j7 = simulate_run(DIGITS_MODEL, "jetson-orin-nano-8gb", power_mode="7W", **FAST)
-    assert j15.extras["latency_model_ms"] < j7.extras["latency_model_ms"]
+    assert j15.simulation.latency_model_ms < j7.simulation.latency_model_ms
     assert mean_w(j15) > mean_w(j7)
 
 
@@ -72,7 +72,7 @@ def test_int8_only_accelerator_puts_float_ops_on_the_cpu(int8_models):
     fp32 = simulate_run(DIGITS_MODEL, "coral-usb-rpi5", **FAST)
     assert {n.provider for n in fp32.placement.nodes} == {"CPU (fallback)"}
     assert fp32.placement.fallback_node_frac == 1.0 and fp32.placement.fallback_flop_frac == 1.0
-    assert all("no fp32 support" in f["reason"] for f in fp32.extras["partitions"]["fallback"])
+    assert all("no fp32 support" in f.reason for f in fp32.simulation.partitions.fallback)
     int8 = simulate_run(int8_models["supported"], "coral-usb-rpi5", **FAST)
     convs = [n for n in int8.placement.nodes if n.op_type == "Conv"]
     assert convs and {n.provider for n in convs} == {"Edge TPU"}
@@ -96,18 +96,18 @@ def test_unsupported_op_fragments_the_graph_and_costs_latency(int8_models):
 
 def test_soak_at_high_ambient_throttles_a_passive_board_and_latency_rises():
     record = simulate_run(DIGITS_MODEL, "raspberry-pi-5", soak_s=1200, ambient_c=35, **FAST)
-    soak = record.extras["soak"]
-    assert soak["requested"] and 0 < soak["first_trip_s"] < 1200
-    trip = next(e for e in soak["throttle_events"] if e["event"] == "trip")
-    assert trip["temperature_c"] >= 80.0
-    assert soak["mean_latency_after_trip_ms"] > soak["mean_latency_before_trip_ms"]
-    assert max(soak["temperature_c"]) == pytest.approx(record.temperature_c.value)
+    soak = record.simulation.soak
+    assert soak.requested and 0 < soak.first_trip_s < 1200
+    trip = next(e for e in soak.throttle_events if e.event == "trip")
+    assert trip.temperature_c >= 80.0
+    assert soak.mean_latency_after_trip_ms > soak.mean_latency_before_trip_ms
+    assert max(soak.temperature_c) == pytest.approx(record.temperature_c.value)
     first, last = (np.median(s.samples_ms) for s in (record.sessions[0], record.sessions[-1]))
     assert last > first  # samples follow the soak over time
-    assert soak["idle_w_at_end"] > soak["idle_w_at_ambient"]  # leakage rises with temperature
-    assert soak["ramp_up"]["time_ms"] > record.load_time_ms.value
+    assert soak.idle_w_at_end > soak.idle_w_at_ambient  # leakage rises with temperature
+    assert soak.ramp_up.time_ms > record.load_time_ms.value
     cool = simulate_run(DIGITS_MODEL, "jetson-orin-nano-8gb", soak_s=1200, ambient_c=25, **FAST)
-    assert cool.extras["soak"]["first_trip_s"] is None  # actively cooled, room temperature
+    assert cool.simulation.soak.first_trip_s is None  # actively cooled, room temperature
 
 
 def test_firmware_profile_changes_behaviour_and_is_recorded(tmp_path):
@@ -118,15 +118,15 @@ def test_firmware_profile_changes_behaviour_and_is_recorded(tmp_path):
     lab = simulate_run(DIGITS_MODEL, "raspberry-pi-5", firmware=early, soak_s=600, ambient_c=25, **FAST)
     assert lab.target.firmware["version"] == "lab-60c" and lab.target.firmware["governor"]["trip_c"] == 60.0
     assert "fw-lab-60c" in lab.latency_provenance and "fw-stock-2025.01" in base.latency_provenance
-    assert lab.extras["soak"]["first_trip_s"] < base.extras["soak"]["first_trip_s"]
+    assert lab.simulation.soak.first_trip_s < base.simulation.soak.first_trip_s
     assert lab.latency.p50_ms > base.latency.p50_ms
     capped = tmp_path / "capped.toml"
     capped.write_text(stock.replace('power_mode = "default"', 'power_mode = "default"\ncpu_clock_cap_ghz = 1.2'))
-    assert simulate_run(DIGITS_MODEL, "raspberry-pi-5", firmware=capped, **FAST).extras["latency_model_ms"] > base.extras["latency_model_ms"]
+    assert simulate_run(DIGITS_MODEL, "raspberry-pi-5", firmware=capped, **FAST).simulation.latency_model_ms > base.simulation.latency_model_ms
     watchdog = tmp_path / "watchdog.toml"
     watchdog.write_text(stock.replace('power_mode = "default"', 'power_mode = "default"\nwatchdog_timeout_ms = 0.5'))
     warned = simulate_run(DIGITS_MODEL, "raspberry-pi-5", firmware=watchdog, **FAST)
-    assert any("watchdog" in w for w in warned.extras["warnings"])
+    assert any("watchdog" in w for w in warned.warnings)
 
 
 def test_a_power_cap_lowers_the_clocks(tmp_path):
@@ -138,11 +138,11 @@ def test_a_power_cap_lowers_the_clocks(tmp_path):
     fw.write_text((CATALOG_DIR.parent / "firmware" / "jetson-orin-nano-8gb.toml").read_text().replace('board = "jetson-orin-nano-8gb"', 'board = "orin-capped"'))
     free = simulate_run(DIGITS_MODEL, "jetson-orin-nano-8gb", **FAST)
     held = simulate_run(DIGITS_MODEL, "orin-capped", catalog_dirs=[tmp_path], **FAST)  # stock firmware found beside the board
-    assert held.extras["operating_point"]["cap_factor"] == pytest.approx(((6.0 - 3.5) / 7.0) ** 0.5)
-    assert any("caps power" in w for w in held.extras["warnings"])
-    assert held.extras["latency_model_ms"] > free.extras["latency_model_ms"]
-    leakage_w = held.extras["soak"]["idle_w_at_ambient"] - 3.5  # the cap holds at the 25 °C reference
-    assert max(r["power_w"] for r in held.extras["timeline"]) - leakage_w == pytest.approx(6.0)
+    assert held.simulation.operating_point.cap_factor == pytest.approx(((6.0 - 3.5) / 7.0) ** 0.5)
+    assert any("caps power" in w for w in held.warnings)
+    assert held.simulation.latency_model_ms > free.simulation.latency_model_ms
+    leakage_w = held.simulation.soak.idle_w_at_ambient - 3.5  # the cap holds at the 25 °C reference
+    assert max(r.power_w for r in held.simulation.timeline) - leakage_w == pytest.approx(6.0)
 
 
 def test_jitter_is_seeded_and_partitions_are_reported():
@@ -150,11 +150,11 @@ def test_jitter_is_seeded_and_partitions_are_reported():
     b = simulate_run(DIGITS_MODEL, "hailo-8-rpi5", seed=1, **FAST)
     c = simulate_run(DIGITS_MODEL, "hailo-8-rpi5", seed=2, **FAST)
     assert a.sessions[0].samples_ms == b.sessions[0].samples_ms != c.sessions[0].samples_ms
-    parts = a.extras["partitions"]
-    assert parts["segment_count"] == 1 and parts["cpu_nodes"] > 0  # fp32 on an INT8 NPU: all on the CPU
+    parts = a.simulation.partitions
+    assert parts.segment_count == 1 and parts.cpu_nodes > 0  # fp32 on an INT8 NPU: all on the CPU
     int8 = simulate_run(DIGITS_MODEL, "hailo-8-rpi5", precision="int8", **FAST)
-    assert int8.extras["partitions"]["accelerator_nodes"] > 0
-    assert int8.extras["latency_model_ms"] < a.extras["latency_model_ms"]
+    assert int8.simulation.partitions.accelerator_nodes > 0
+    assert int8.simulation.latency_model_ms < a.simulation.latency_model_ms
 
 
 def test_bad_arguments_are_target_errors():
@@ -178,7 +178,7 @@ def test_host_profile_predicts_and_has_no_power_model(quick_host_profile):
     assert record.target.id == "host" and record.kind == "simulated"
     assert record.latency_provenance.startswith("simulated:host@")
     assert not record.energy_mj_per_inference.available and not record.sustained_w.available
-    predicted = record.extras["latency_model_ms"]
+    predicted = record.simulation.latency_model_ms
     assert 0.005 < predicted < 50.0
     assert record.placement.fallback_node_frac == 0.0
 
@@ -196,13 +196,14 @@ def test_host_profile_knows_when_it_is_stale(quick_host_profile, tmp_path):
         load_profile(broken)
 
 
+@pytest.mark.slow
 def test_cli_simulate_and_compat(tmp_path):
     out = tmp_path / "run.json"
     result = run_cli("simulate", str(DIGITS_MODEL), "--target", "jetson-orin-nano-8gb", "--power-mode", "7W", "--soak", "2m", "--ambient", "45", "--json", str(out))
     assert result.returncode == 0, result.stderr
     assert "simulated:jetson-orin-nano-8gb@" in result.stdout
     record = load_record(out)
-    assert record.target.power_mode == "7W" and record.extras["soak"]["duration_s"] == pytest.approx(120)
+    assert record.target.power_mode == "7W" and record.simulation.soak.duration_s == pytest.approx(120)
     matrix = tmp_path / "compat.json"
     result = run_cli("compat", str(DIGITS_MODEL), "--targets", "all", "--json", str(matrix))
     assert result.returncode == 0, result.stderr
@@ -224,6 +225,7 @@ def test_host_validation_compares_prediction_with_measurement(quick_host_profile
     assert report["meets_target"] == (report["mape"] <= 0.15)
 
 
+@pytest.mark.slow
 def test_check_on_a_board_runs_the_contract_scenario_power_mode_and_firmware(tmp_path):
     contract = tmp_path / "periodic.toml"
     contract.write_text('[budgets]\nscenario = "periodic:30"\np95_ms = "50 ms"\n')

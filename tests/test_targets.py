@@ -108,6 +108,7 @@ def test_firmware_errors(tmp_path):
         resolve_firmware(target, bad_mode)
 
 
+@pytest.mark.slow
 def test_cli_lists_the_catalog_as_simulated():
     result = run_cli("targets")
     assert result.returncode == 0, result.stderr
@@ -119,6 +120,7 @@ def test_cli_lists_the_catalog_as_simulated():
     assert "sources" in shown.stdout and "http" in shown.stdout  # every figure is printed with its citation
 
 
+@pytest.mark.slow
 def test_cli_bad_catalog_file_is_one_line_exit_2(tmp_path):
     _write(tmp_path, _board_text().replace("max_clock_ghz = 2.4", "max_clock_ghz = -1"), "broken.toml")
     result = run_cli("targets", "--catalog", str(tmp_path))

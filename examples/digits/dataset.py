@@ -76,10 +76,7 @@ def load_all() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     images = (upsample(digits.images.astype(np.float64)) / _PIXEL_MAX).astype(np.float32)
     images = images[:, None, :, :]
     labels = digits.target.astype(np.int64)
-    return {
-        name: (np.ascontiguousarray(images[idx]), labels[idx].copy())
-        for name, idx in split_indices(labels).items()
-    }
+    return {name: (np.ascontiguousarray(images[idx]), labels[idx].copy()) for name, idx in split_indices(labels).items()}
 
 
 def load(split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -71,9 +71,7 @@ def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     pad = MAX_SHIFT_PX
     padded = nn.functional.pad(images, (pad, pad, pad, pad))
     offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen)
-    shifted = torch.stack(
-        [padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())]
-    )
+    shifted = torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
     noise = torch.randn(shifted.shape, generator=gen) * NOISE_STD
     return (shifted + noise).clamp_(0.0, 1.0)
 
@@ -85,9 +83,7 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> None:
     gen = torch.Generator().manual_seed(TRAIN_SEED)
     steps_per_epoch = -(-len(x) // BATCH_SIZE)
     optimiser = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=LEARNING_RATE, epochs=EPOCHS, steps_per_epoch=steps_per_epoch
-    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=LEARNING_RATE, epochs=EPOCHS, steps_per_epoch=steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     for epoch in range(EPOCHS):
@@ -158,7 +154,10 @@ def count_params(proto: onnx.ModelProto) -> int:
     """Weight elements in the graph: initializers plus tensors held in Constant nodes."""
     tensors = list(proto.graph.initializer)
     tensors += [
-        attr.t for node in proto.graph.node if node.op_type == "Constant" for attr in node.attribute
+        attr.t
+        for node in proto.graph.node
+        if node.op_type == "Constant"
+        for attr in node.attribute
         if attr.type == onnx.AttributeProto.TENSOR
     ]
     return sum(int(np.prod(t.dims, dtype=np.int64)) for t in tensors)
@@ -206,8 +205,10 @@ def main() -> int:
     }
     write_atomic(MODEL_PATH, model_bytes)
     write_atomic(MODEL_JSON_PATH, json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {MODEL_PATH.name} ({len(model_bytes)} bytes, {summary['params']} params); "
-          f"ONNX Runtime test accuracy {accuracy:.4f} on {summary['n_test']} images")
+    print(
+        f"wrote {MODEL_PATH.name} ({len(model_bytes)} bytes, {summary['params']} params); "
+        f"ONNX Runtime test accuracy {accuracy:.4f} on {summary['n_test']} images"
+    )
     return 0
 
 

@@ -10,7 +10,7 @@ from onnx import numpy_helper
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeproof.errors import ModelError, first_line
-from edgeproof.model import load_model
+from edgeproof.model import Model, as_model
 
 # Element types by ONNX enum, as (name, bytes per element).
 _ELEM = {
@@ -142,8 +142,8 @@ class ModelCost(BaseModel):
         return self.total_flops / moved if moved else 0.0
 
 
-def _load(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
-    return model if isinstance(model, onnx.ModelProto) else load_model(model)
+def _load(model: Model | onnx.ModelProto | str | Path) -> onnx.ModelProto:
+    return model if isinstance(model, onnx.ModelProto) else as_model(model).proto
 
 
 def _fix_symbolic_inputs(model: onnx.ModelProto, assumptions: list[str]) -> onnx.ModelProto:
@@ -249,8 +249,8 @@ def _flops(node: onnx.NodeProto, macs: int, shapes: dict[str, tuple[int, ...]]) 
     return None
 
 
-def analyze(model: onnx.ModelProto | str | Path) -> ModelCost:
-    """Cost every node of a model (a ModelProto or a path) after shape inference.
+def analyze(model: Model | onnx.ModelProto | str | Path) -> ModelCost:
+    """Cost every node of a model (a loaded Model, a ModelProto or a path) after shape inference.
 
     Symbolic input dimensions are taken as 1 and listed in ``assumptions``, as are nodes whose
     FLOPs or bytes could not be counted (an unknown op or an unknown shape counts as 0).

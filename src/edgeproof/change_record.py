@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+import os
+from pathlib import Path, PurePath
+from typing import Any, Final, Literal
 
-from edgeproof.bom import BomFacts, Stated, TargetFacts, figure_for_clause, read_bom, signature_path
-from edgeproof.records import write_atomic
+from pydantic import model_validator
 
-SCHEMA = "edgeproof.change-record/1"
+from edgeproof.bom import NO_RECIPE, BomFacts, Stated, StatedClause, TargetFacts, figure_for_clause, read_bom, signature_path
+from edgeproof.records import _Record, load_record, save_record, write_atomic
+
+CHANGE_RECORD_SCHEMA: Final = "edgeproof.change-record/2"
+# /1 was written as a plain dict with a "schema" key; ChangeRecord reads it and converts it to /2
+CHANGE_RECORD_SCHEMA_V1 = "edgeproof.change-record/1"
+_V1_NO_RECIPE = "none (model as given)"
 WHY_PLACEHOLDER = "TO BE FILLED BY AUTHOR"
+NOT_GATED = "not gated"
 # Per-target facts whose change a board must see: runtime, provider, compiler, driver, firmware, power mode.
 TARGET_FIELDS = (
     "target.kind",
@@ -40,15 +45,15 @@ ACCURACY_PROXY = "confidence_mean (accuracy proxy)"
 BUDGETED_SECTIONS = ("budgets.", "slices.")
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(_Record):
+    """One BOM field that differs between the two releases."""
+
     field: str
     before: str
     after: str
 
 
-@dataclass(frozen=True)
-class BudgetDelta:
+class BudgetDelta(_Record):
     """One budgeted figure on one target, before and after, with intervals and gate status where known."""
 
     target: str
@@ -60,19 +65,166 @@ class BudgetDelta:
     after_interval: tuple[float, float] | None
     interval_level: float | None
     delta_pct: float | None
+    # changed beyond the stated intervals (or at all, where a side has none)
     moved: bool
     budget: float | None
     budget_unit: str | None
+    # a clause status, or "not gated" where that side's BOM holds no verdict judging the figure
     status_before: str
     status_after: str
     provenance_before: str
     provenance_after: str
     text: str
 
+    @property
+    def status_changed(self) -> bool:
+        """Both sides were gated and the gate judged them differently; "not gated → pass" is no change."""
+        return NOT_GATED not in (self.status_before, self.status_after) and self.status_before != self.status_after
+
+    @property
+    def changed(self) -> bool:
+        """What the board must look at (bold in the record): moved beyond the intervals, or a different gate status."""
+        return self.moved or self.status_changed
+
+
+class ReleaseSide(_Record):
+    """One BOM of the comparison: its file (relative to the record) and sha256, its model and recipe."""
+
+    bom: str
+    bom_sha256: str | None = None  # records converted from /1 did not state it
+    model: str
+    model_sha256: str
+    recipe: str
+
+
+class RegressionResult(_Record):
+    """One test of the candidate against the baseline release, as the gate ran it on one target."""
+
+    target: str
+    clause: str
+    status: str
+    note: str = ""
+
+    @property
+    def text(self) -> str:
+        return f"{self.target}: {self.clause} {self.status}" + (f": {self.note}" if self.note else "")
+
+
+class GateSummary(_Record):
+    """One target's gate results in the candidate BOM, next to its verdict in the previous one."""
+
+    target: str
+    kind: str
+    verdict: str
+    previous_verdict: str
+    binding_clause: str | None
+    clause_counts: dict[str, int]
+    not_passing: list[str]  # a waived clause with its waiver: who, until when, why
+
+
+class Rollback(_Record):
+    """How to go back to the release in the field: its BOM, model file and signature."""
+
+    bom: str  # relative to the record
+    bom_sha256: str | None = None  # records converted from /1 did not state it
+    model_file: str  # the file name (records converted from /1: the path the BOM recorded)
+    model_sha256: str
+    recipe: str
+    signature: str | None  # relative to the record; None where the BOM has no signature next to it
+
+
+class WatchField(_Record):
+    """A fleet telemetry field to watch during the rollout, and the change that calls for it."""
+
+    field: str
+    why: str
+
+
+class ChangeRecord(_Record):
+    """The change from the release in the field (``previous``, the rollback target) to the ``candidate``."""
+
+    schema_version: Literal["edgeproof.change-record/2"] = CHANGE_RECORD_SCHEMA
+    previous: ReleaseSide
+    candidate: ReleaseSide
+    what_changed: list[Change]
+    unchanged: list[str]
+    why: str
+    budgets_impacted: list[BudgetDelta]
+    regressions: list[RegressionResult]
+    tests_run: list[GateSummary]
+    rollback: Rollback
+    telemetry_to_watch: list[WatchField]
+    hardware_caveats: list[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_v1(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("schema") == CHANGE_RECORD_SCHEMA_V1:
+            try:
+                return _upgrade_v1(data)
+            except (KeyError, TypeError, AttributeError, ValueError) as exc:
+                raise ValueError(f"not a readable {CHANGE_RECORD_SCHEMA_V1} record ({type(exc).__name__}: {exc})") from None
+        return data
+
+    @property
+    def bold(self) -> list[BudgetDelta]:
+        """The budget rows a board must look at: see ``BudgetDelta.changed``."""
+        return [d for d in self.budgets_impacted if d.changed]
+
+
+def _v1_label(text: str) -> str:
+    return NO_RECIPE if text == _V1_NO_RECIPE else text
+
+
+def _v1_regression(line: str) -> dict[str, str]:
+    """``host: regression.p50 pass: 3.1% slower …`` (how /1 wrote a regression) as its fields."""
+    target, rest = line.split(": ", 1)
+    clause, status_note = rest.split(" ", 1)
+    status, _, note = status_note.partition(": ")
+    return {"target": target, "clause": clause, "status": status, "note": note}
+
+
+def _upgrade_v1(doc: dict[str, Any]) -> dict[str, Any]:
+    """A /1 record in the /2 shape: same facts, typed; the paths stay as /1 stated them."""
+
+    def side(s: dict[str, Any]) -> dict[str, Any]:
+        return {"bom": s["bom"], "model": s["model"], "model_sha256": s["model_sha256"], "recipe": _v1_label(s["recipe"])}
+
+    rb = doc["rollback"]
+    changes = [
+        {**c, "before": _v1_label(c["before"]), "after": _v1_label(c["after"])} if c["field"] == "recipe" else c
+        for c in doc["what_changed"]
+    ]
+    return {
+        "previous": side(doc["from"]),
+        "candidate": side(doc["to"]),
+        "what_changed": changes,
+        "unchanged": doc["unchanged"],
+        "why": doc["why"],
+        "budgets_impacted": doc["budgets_impacted"],
+        "regressions": [_v1_regression(line) for line in doc["regressions"]],
+        "tests_run": doc["tests_run"],
+        "rollback": {
+            "bom": rb["bom"],
+            "model_file": rb["model_path"],
+            "model_sha256": rb["model_sha256"],
+            "recipe": _v1_label(rb["recipe"]),
+            "signature": rb["signature"],
+        },
+        "telemetry_to_watch": doc["telemetry_to_watch"],
+        "hardware_caveats": doc["hardware_caveats"],
+    }
+
+
+def load_change_record(path: str | Path) -> ChangeRecord:
+    """Read a change record JSON file (/2, or /1 converted); a bad file is one RecordError line."""
+    record: ChangeRecord = load_record(path, ChangeRecord)
+    return record
+
 
 def _diff(field: str, before: str | None, after: str | None) -> Change | None:
     before, after = before or "absent", after or "absent"
-    return None if before == after else Change(field, before, after)
+    return None if before == after else Change(field=field, before=before, after=after)
 
 
 def what_changed(a: BomFacts, b: BomFacts) -> tuple[list[Change], list[str]]:
@@ -83,9 +235,10 @@ def what_changed(a: BomFacts, b: BomFacts) -> tuple[list[Change], list[str]]:
         ("contract.sha256", a.contract_sha256, b.contract_sha256),
     ]
     if a.recipe is None or b.recipe is None:
-        pairs.append(("recipe", _recipe_label(a), _recipe_label(b)))
+        pairs.append(("recipe", a.recipe_label, b.recipe_label))
     else:
-        keys = sorted((set(a.recipe_props) | set(b.recipe_props)) - {"recipe"})
+        # where the source model happened to be is no fact of the release; recipe.source_sha256 says which it was
+        keys = sorted((set(a.recipe_props) | set(b.recipe_props)) - {"recipe", "recipe.source_path"})
         pairs += [(key, a.recipe_props.get(key), b.recipe_props.get(key)) for key in keys]
     for tid in sorted(set(a.targets) | set(b.targets)):
         ta, tb = a.targets.get(tid), b.targets.get(tid)
@@ -103,16 +256,12 @@ def what_changed(a: BomFacts, b: BomFacts) -> tuple[list[Change], list[str]]:
     return changes, same
 
 
-def _recipe_label(facts: BomFacts) -> str:
-    return facts.recipe_props.get("recipe.label", "none (model as given)")
-
-
-def _clause_status(target: TargetFacts) -> dict[str, dict[str, Any]]:
+def _clause_status(target: TargetFacts) -> dict[str, StatedClause]:
     """Budget and slice clauses of a target's gate verdict, keyed by the figure each judges.
 
     Regression clauses compare with a baseline rather than judge one figure; ``regressions`` reports them.
     """
-    return {figure_for_clause(c["clause"]): c for c in target.clauses if c["clause"].startswith(BUDGETED_SECTIONS)}
+    return {figure_for_clause(c.clause): c for c in target.clauses if c.clause.startswith(BUDGETED_SECTIONS)}
 
 
 def _fmt(value: float | None) -> str:
@@ -128,17 +277,23 @@ def _interval_text(stated: Stated | None) -> str:
 
 
 def budget_delta(
-    target: str, key: str, before: Stated | None, after: Stated | None, clause_a: dict | None, clause_b: dict | None
+    target: str,
+    key: str,
+    before: Stated | None,
+    after: Stated | None,
+    clause_a: StatedClause | None,
+    clause_b: StatedClause | None,
 ) -> BudgetDelta:
     """Compare one figure across two BOMs; ``moved`` means it changed beyond the stated intervals (or at all, without them)."""
     fa, fb = (before.figure if before else None), (after.figure if after else None)
     va, vb = (fa.value if fa else None), (fb.value if fb else None)
-    clause = clause_b or clause_a or {}
-    unit = (fb or fa).unit if (fb or fa) else clause.get("unit", "")
+    clause = clause_b or clause_a
+    stated = fb or fa
+    unit = stated.unit if stated else (clause.unit if clause else "")
     delta_pct = None
     moved = va != vb
     note = ""
-    if va is not None and vb is not None:
+    if fa is not None and fb is not None and va is not None and vb is not None:
         if fa.unit != fb.unit:
             moved, note = True, f"units differ ({fa.unit} vs {fb.unit}): not compared"
         else:
@@ -148,10 +303,12 @@ def budget_delta(
                 moved = moved and not overlap
                 note = f"{_interval_text(before)} → {_interval_text(after)}" + ("; intervals overlap" if overlap else "; intervals apart")
     pct = "" if delta_pct is None else f"{delta_pct:+.1f}%".replace("-", "−") + "; "
-    status_a = clause_a["status"] if clause_a else "not gated"
-    status_b = clause_b["status"] if clause_b else "not gated"
-    budget = f"; budget {clause['budget']:.4g} {clause['unit']}: {status_a} → {status_b}" if clause.get("budget") is not None else ""
-    text = f"{key} on {target}: {_fmt(va)} → {_fmt(vb)} {unit} ({pct}{note or 'no interval'}){budget}"
+    status_a = clause_a.status if clause_a else NOT_GATED
+    status_b = clause_b.status if clause_b else NOT_GATED
+    budget = clause.budget if clause else None
+    budget_text = f"; budget {budget:.4g} {clause.unit}: {status_a} → {status_b}" if clause and budget is not None else ""
+    text = f"{key} on {target}: {_fmt(va)} → {_fmt(vb)} {unit} ({pct}{note or 'no interval'}){budget_text}"
+    level_from = after or before
     return BudgetDelta(
         target=target,
         figure=key,
@@ -160,11 +317,11 @@ def budget_delta(
         after=vb,
         before_interval=fa.interval if fa else None,
         after_interval=fb.interval if fb else None,
-        interval_level=(after or before).level if (after or before) else None,
+        interval_level=level_from.level if level_from else None,
         delta_pct=delta_pct,
         moved=moved,
-        budget=clause.get("budget"),
-        budget_unit=clause.get("unit"),
+        budget=budget,
+        budget_unit=clause.unit if clause else None,
         status_before=status_a,
         status_after=status_b,
         provenance_before=fa.provenance if fa else "absent",
@@ -185,36 +342,42 @@ def budgets_impacted(a: BomFacts, b: BomFacts) -> list[BudgetDelta]:
     return deltas
 
 
-def regressions(b: BomFacts) -> list[str]:
-    """The gate's regression tests against the baseline, per target of the new BOM (ratios with their intervals)."""
-    lines = []
-    for tid, target in sorted(b.targets.items()):
-        for r in target.regressions:
-            lines.append(f"{tid}: {r['clause']} {r['status']}" + (f": {r['note']}" if r.get("note") else ""))
-    return lines
+def regressions(b: BomFacts) -> list[RegressionResult]:
+    """The gate's regression tests against the baseline, per target of the new BOM."""
+    return [
+        RegressionResult(target=tid, clause=c.clause, status=c.status, note=c.note)
+        for tid, target in sorted(b.targets.items())
+        for c in target.regressions
+    ]
 
 
-def tests_run(a: BomFacts, b: BomFacts) -> list[dict[str, Any]]:
+def tests_run(a: BomFacts, b: BomFacts) -> list[GateSummary]:
     """Gate results per target of the new BOM, next to the old one's."""
     rows = []
     for tid, tb in sorted(b.targets.items()):
         ta = a.targets.get(tid)
         counts: dict[str, int] = {}
         for clause in tb.clauses:
-            counts[clause["status"]] = counts.get(clause["status"], 0) + 1
-        rows.append({
-            "target": tid,
-            "kind": tb.kind,
-            "verdict": tb.props.get("gate.verdict", "not gated"),
-            "previous_verdict": ta.props.get("gate.verdict", "not gated") if ta else "target absent",
-            "binding_clause": tb.props.get("gate.binding_clause"),
-            "clause_counts": counts,
-            "not_passing": [f"{c['clause']}: {c['status']}" for c in tb.clauses if c["status"] != "pass"],
-        })
+            counts[clause.status] = counts.get(clause.status, 0) + 1
+        rows.append(GateSummary(
+            target=tid,
+            kind=tb.kind,
+            verdict=tb.verdict,
+            previous_verdict=ta.verdict if ta else "target absent",
+            binding_clause=tb.binding_clause,
+            clause_counts=counts,
+            not_passing=[_not_passing(tb, c) for c in tb.clauses if c.status != "pass"],
+        ))
     return rows
 
 
-def telemetry_to_watch(changes: list[Change], deltas: list[BudgetDelta]) -> list[dict[str, str]]:
+def _not_passing(target: TargetFacts, clause: StatedClause) -> str:
+    """A clause that did not pass; a waived one names who waived it, until when and why."""
+    waiver = target.waiver_of(clause.clause) if clause.status == "waived" else None
+    return f"{clause.clause}: {clause.status}" + (f" ({waiver.sentence()})" if waiver else "")
+
+
+def telemetry_to_watch(changes: list[Change], deltas: list[BudgetDelta]) -> list[WatchField]:
     """Fleet fields to watch in the rollout, each with the change that calls for it."""
     reasons: dict[str, list[str]] = {}
 
@@ -224,8 +387,7 @@ def telemetry_to_watch(changes: list[Change], deltas: list[BudgetDelta]) -> list
             reasons[field].append(why)
 
     for d in deltas:
-        gated_both = "not gated" not in (d.status_before, d.status_after)
-        if not (d.moved or (gated_both and d.status_before != d.status_after)):
+        if not d.changed:
             continue
         field = ACCURACY_PROXY if d.figure.startswith("slices.") else TELEMETRY_FIELDS.get(d.figure)
         if field is not None:
@@ -241,7 +403,7 @@ def telemetry_to_watch(changes: list[Change], deltas: list[BudgetDelta]) -> list
         if key.startswith(("runtime.", "firmware.", "target.power_mode")):
             for field in ("latency_p95_ms", "cpu_fallback_frac", "crash_frac"):
                 watch(field, f"{key} changed on {tid}")
-    return [{"field": field, "why": "; ".join(why)} for field, why in reasons.items()]
+    return [WatchField(field=field, why="; ".join(why)) for field, why in reasons.items()]
 
 
 def hardware_caveats(a: BomFacts, b: BomFacts, deltas: list[BudgetDelta]) -> list[str]:
@@ -257,35 +419,51 @@ def hardware_caveats(a: BomFacts, b: BomFacts, deltas: list[BudgetDelta]) -> lis
     return caveats
 
 
-def build_change_record(a: BomFacts, b: BomFacts, why: str | None = None) -> dict[str, Any]:
-    """The change record from BOM ``a`` (the release in the field) to BOM ``b`` (the candidate), as JSON-ready data."""
+def _relative(path: Path, base: Path) -> str:
+    """``path`` relative to the record's folder, so the record names no folder of the machine that wrote it."""
+    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+
+
+def _side(facts: BomFacts, base: Path) -> ReleaseSide:
+    return ReleaseSide(
+        bom=_relative(facts.path, base),
+        bom_sha256=facts.sha256,
+        model=facts.model_name,
+        model_sha256=facts.model_sha256,
+        recipe=facts.recipe_label,
+    )
+
+
+def build_change_record(a: BomFacts, b: BomFacts, why: str | None = None, base: str | Path | None = None) -> ChangeRecord:
+    """The change record from BOM ``a`` (the release in the field) to BOM ``b`` (the candidate).
+
+    ``base`` is the folder the record is written to (default: the working directory); the files
+    it names are relative to it, and the model by file name and sha256.
+    """
+    folder = Path.cwd() if base is None else Path(base)
     changes, same = what_changed(a, b)
     deltas = budgets_impacted(a, b)
     sig = signature_path(a.path)
-    return {
-        "schema": SCHEMA,
-        "from": _side(a),
-        "to": _side(b),
-        "what_changed": [asdict(c) for c in changes],
-        "unchanged": same,
-        "why": why.strip() if why and why.strip() else WHY_PLACEHOLDER,
-        "budgets_impacted": [asdict(d) for d in deltas],
-        "regressions": regressions(b),
-        "tests_run": tests_run(a, b),
-        "rollback": {
-            "bom": str(a.path.resolve()),
-            "model_path": a.model_path,
-            "model_sha256": a.model_sha256,
-            "recipe": _recipe_label(a),
-            "signature": str(sig.resolve()) if sig.is_file() else None,
-        },
-        "telemetry_to_watch": telemetry_to_watch(changes, deltas),
-        "hardware_caveats": hardware_caveats(a, b, deltas),
-    }
-
-
-def _side(facts: BomFacts) -> dict[str, str]:
-    return {"bom": str(facts.path), "model": facts.model_name, "model_sha256": facts.model_sha256, "recipe": _recipe_label(facts)}
+    return ChangeRecord(
+        previous=_side(a, folder),
+        candidate=_side(b, folder),
+        what_changed=changes,
+        unchanged=same,
+        why=why.strip() if why and why.strip() else WHY_PLACEHOLDER,
+        budgets_impacted=deltas,
+        regressions=regressions(b),
+        tests_run=tests_run(a, b),
+        rollback=Rollback(
+            bom=_relative(a.path, folder),
+            bom_sha256=a.sha256,
+            model_file=PurePath(a.model_path).name,
+            model_sha256=a.model_sha256,
+            recipe=a.recipe_label,
+            signature=_relative(sig, folder) if sig.is_file() else None,
+        ),
+        telemetry_to_watch=telemetry_to_watch(changes, deltas),
+        hardware_caveats=hardware_caveats(a, b, deltas),
+    )
 
 
 def _short(value: str) -> str:
@@ -293,69 +471,73 @@ def _short(value: str) -> str:
     return value if len(value) <= 80 else value[:77] + "…"
 
 
-def render_markdown(record: dict[str, Any]) -> str:
+def _file(name: str, sha256: str | None) -> str:
+    return f"`{name}`" + (f" (sha256 `{sha256[:12]}…`)" if sha256 else "")
+
+
+def render_markdown(record: ChangeRecord) -> str:
     """The change record as the Markdown a release board reads."""
-    src, dst = record["from"], record["to"]
+    src, dst = record.previous, record.candidate
     lines = [
-        f"# Change record: {src['model']} {src['model_sha256'][:12]} → {dst['model']} {dst['model_sha256'][:12]}",
+        f"# Change record: {src.model} {src.model_sha256[:12]} → {dst.model} {dst.model_sha256[:12]}",
         "",
-        f"From `{src['bom']}` ({src['recipe']}) to `{dst['bom']}` ({dst['recipe']}).",
+        f"From {_file(src.bom, src.bom_sha256)}: {src.recipe}.",
+        f"To {_file(dst.bom, dst.bom_sha256)}: {dst.recipe}.",
         "",
         "## What changed",
         "",
     ]
-    if record["what_changed"]:
+    if record.what_changed:
         lines += ["| field | from | to |", "|---|---|---|"]
-        lines += [f"| {c['field']} | `{_short(c['before'])}` | `{_short(c['after'])}` |" for c in record["what_changed"]]
+        lines += [f"| {c.field} | `{_short(c.before)}` | `{_short(c.after)}` |" for c in record.what_changed]
     else:
         lines.append("Nothing in the BOMs differs.")
-    lines += ["", f"Unchanged: {', '.join(record['unchanged']) or 'nothing'}.", "", "## Why", "", record["why"]]
+    lines += ["", f"Unchanged: {', '.join(record.unchanged) or 'nothing'}.", "", "## Why", "", record.why]
     lines += ["", "## Budgets impacted", ""]
-    moved = [d for d in record["budgets_impacted"] if d["moved"] or d["status_before"] != d["status_after"]]
-    bullets = [f"- **{d['text']}**" if d in moved else f"- {d['text']}" for d in record["budgets_impacted"]]
-    lines += bullets or ["- no target is in both BOMs"]
-    lines += ["", f"{len(moved)} of {len(record['budgets_impacted'])} moved beyond their intervals or changed gate status (bold)."]
-    if record["regressions"]:
-        lines += ["", "Regression vs the baseline, as the gate measured it:", ""] + [f"- {r}" for r in record["regressions"]]
+    lines += [f"- **{d.text}**" if d.changed else f"- {d.text}" for d in record.budgets_impacted] or ["- no target is in both BOMs"]
+    lines += ["", f"{len(record.bold)} of {len(record.budgets_impacted)} moved beyond their intervals or changed gate status (bold)."]
+    if record.regressions:
+        lines += ["", "Regression vs the baseline, as the gate measured it:", ""] + [f"- {r.text}" for r in record.regressions]
     lines += ["", "## Tests run", ""]
-    for t in record["tests_run"]:
-        counts = ", ".join(f"{n} {status}" for status, n in sorted(t["clause_counts"].items())) or "no clauses"
-        binding = f"; binding {t['binding_clause']}" if t["binding_clause"] else ""
-        lines.append(f"- {t['target']} ({t['kind']}): gate {t['verdict']} (previously {t['previous_verdict']}); {counts}{binding}")
-        lines += [f"  - {item}" for item in t["not_passing"]]
-    rb = record["rollback"]
+    for t in record.tests_run:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(t.clause_counts.items())) or "no clauses"
+        binding = f"; binding {t.binding_clause}" if t.binding_clause else ""
+        lines.append(f"- {t.target} ({t.kind}): gate {t.verdict} (previously {t.previous_verdict}); {counts}{binding}")
+        lines += [f"  - {item}" for item in t.not_passing]
+    rb = record.rollback
     lines += [
         "",
         "## Rollback path",
         "",
-        f"Redeploy the previous release: BOM `{rb['bom']}`, model `{rb['model_path']}` (sha256 `{rb['model_sha256']}`, {rb['recipe']}).",
-        f"Its signature: `{rb['signature']}`."
-        if rb["signature"]
-        else "The previous BOM has no signature next to it: sign it before relying on it.",
+        f"Redeploy the previous release: model `{rb.model_file}` (sha256 `{rb.model_sha256}`, {rb.recipe}), "
+        f"as its BOM {_file(rb.bom, rb.bom_sha256)} states it.",
+        f"Its signature: `{rb.signature}`." if rb.signature else "The previous BOM has no signature next to it: sign it before relying on it.",
         "",
         "## Telemetry fields to watch",
         "",
     ]
-    watch = [f"- `{t['field']}`: {t['why']}" for t in record["telemetry_to_watch"]]
-    lines += watch or ["- none derived: no budget moved and no recipe or runtime changed"]
+    lines += [f"- `{t.field}`: {t.why}" for t in record.telemetry_to_watch] or ["- none derived: no budget moved and no recipe or runtime changed"]
     lines += ["", "## Hardware caveats", ""]
-    lines += [f"- {c}" for c in record["hardware_caveats"]] or ["- none"]
+    lines += [f"- {c}" for c in record.hardware_caveats] or ["- none"]
     return "\n".join(lines) + "\n"
 
 
 def write_change_record(
     from_bom: str | Path, to_bom: str | Path, why: str | None = None, out: str | Path | None = None
-) -> tuple[str, dict[str, Any], list[Path]]:
+) -> tuple[str, ChangeRecord, list[Path]]:
     """Build the change record of two BOM files; with ``out``, write ``OUT.md`` and ``OUT.json``.
 
-    Returns the Markdown, the JSON data and the files written.
+    Returns the Markdown, the record and the files written. The files the record names are
+    relative to ``out``'s folder (else to the working directory).
     """
-    record = build_change_record(read_bom(from_bom), read_bom(to_bom), why)
-    markdown = render_markdown(record)
-    written: list[Path] = []
+    stem = None
     if out is not None:
         out = Path(out)
         stem = out.with_suffix("") if out.suffix in (".md", ".json") else out
+    record = build_change_record(read_bom(from_bom), read_bom(to_bom), why, stem.parent if stem is not None else None)
+    markdown = render_markdown(record)
+    written: list[Path] = []
+    if stem is not None:
         written.append(write_atomic(stem.with_name(stem.name + ".md"), markdown))
-        written.append(write_atomic(stem.with_name(stem.name + ".json"), json.dumps(record, indent=2) + "\n"))
+        written.append(save_record(record, stem.with_name(stem.name + ".json")))
     return markdown, record, written

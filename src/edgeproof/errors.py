@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+from edgeproof.outcome import EXIT_BAD_INPUT
+
 
 class EdgeproofError(Exception):
     """Bad input. The CLI prints ``str(err)`` on one line and exits 2."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class ContractError(EdgeproofError):
@@ -35,6 +40,12 @@ class TelemetryError(EdgeproofError):
 
 class HostUnfitError(EdgeproofError):
     """The host failed its fitness check and --strict was asked for."""
+
+
+def suggest(word: str, options: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest option, or an empty string."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def first_line(exc: BaseException) -> str:

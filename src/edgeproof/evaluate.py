@@ -11,7 +11,7 @@ import numpy as np
 from edgeproof.data.slices import Slice
 from edgeproof.errors import DataError, ModelError
 from edgeproof.measure.session import open_session, run_checked
-from edgeproof.model import sha256_file
+from edgeproof.model import Model, as_model
 from edgeproof.records import Evaluation, RuntimeSettings, SliceMetrics
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
@@ -73,11 +73,10 @@ class Reference:
     outputs: dict[str, np.ndarray]
 
 
-def reference_outputs(model_path: str | Path, slices: Sequence[Slice], batch_size: int = 64) -> Reference:
-    """Run the float reference on every slice."""
-    return Reference(
-        sha256=sha256_file(model_path), outputs={s.name: infer(model_path, s.x, batch_size) for s in slices}
-    )
+def reference_outputs(model: Model | str | Path, slices: Sequence[Slice], batch_size: int = 64) -> Reference:
+    """Run the float reference (loaded, or a path) on every slice."""
+    model = as_model(model)
+    return Reference(sha256=model.sha256, outputs={s.name: infer(model.path, s.x, batch_size) for s in slices})
 
 
 def compare(
@@ -168,14 +167,14 @@ class SliceEvaluator:
     @classmethod
     def for_reference(
         cls,
-        reference_path: str | Path,
+        reference: Model | str | Path,
         slices: Sequence[Slice],
         dataset_id: str,
         metric: Metric | None = None,
         metric_name: str = "user",
     ) -> SliceEvaluator:
         """Run the float reference once on every slice and keep its outputs."""
-        return cls(tuple(slices), reference_outputs(reference_path, slices), dataset_id, metric, metric_name)
+        return cls(tuple(slices), reference_outputs(reference, slices), dataset_id, metric, metric_name)
 
     def __call__(self, model_path: str | Path) -> Evaluation:
         return evaluate(model_path, self.reference, self.slices, self.dataset_id, self.metric, self.metric_name)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy import stats as sps
 
 from edgeproof.errors import RecordError
-from edgeproof.model import same_interface
-from edgeproof.records import ClauseResult, RunRecord, Verdict
+from edgeproof.measure.interleaved import InterleaveOptions
+from edgeproof.model import Model, same_interface
+from edgeproof.records import ClauseResult, GateRegression, RunRecord, RuntimeSettings, Verdict, outcome_of
 
+Progress = Callable[[str, float], None]
 CONFIDENCE = 0.95
 # Accuracy: a slice fails when the paired test says the candidate is worse at this level.
 ACCURACY_ALPHA = 0.05
@@ -51,8 +54,8 @@ def _exp(metric: str, mean: float, lo: float, hi: float, method: str, units: int
 
 
 def is_interleaved_pair(base: RunRecord, cand: RunRecord) -> bool:
-    a, b = base.extras.get("interleaved"), cand.extras.get("interleaved")
-    return bool(a and b and a.get("partner_run_id") == cand.run_id and b.get("partner_run_id") == base.run_id)
+    a, b = base.interleave, cand.interleave
+    return a is not None and b is not None and a.partner_run_id == cand.run_id and b.partner_run_id == base.run_id
 
 
 def paired_ratio_of(base_sessions: list[list[float]], cand_sessions: list[list[float]], blocks: int, block_size: int, q: float) -> RatioEstimate:
@@ -95,10 +98,9 @@ def regression_decided(p50_pct: float, p95_pct: float, blocks: int, block_size: 
 
 
 def paired_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate:
-    layout = base.extras["interleaved"]
-    return paired_ratio_of(
-        [s.samples_ms for s in base.sessions], [s.samples_ms for s in cand.sessions], layout["blocks"], layout["block_size"], q
-    )
+    layout = base.interleave
+    assert layout is not None, "paired_ratio needs an interleaved pair (is_interleaved_pair)"
+    return paired_ratio_of([s.samples_ms for s in base.sessions], [s.samples_ms for s in cand.sessions], layout.blocks, layout.block_size, q)
 
 
 def unpaired_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate | None:
@@ -122,10 +124,11 @@ def latency_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate |
     return paired_ratio(base, cand, q) if is_interleaved_pair(base, cand) else unpaired_ratio(base, cand, q)
 
 
-def ratio_clause(est: RatioEstimate | None, tolerance_pct: float, provenance: str) -> ClauseResult:
-    """Fail only when the whole interval lies above 1 + tolerance; unverified when there is no interval."""
+def ratio_clause(metric: str, est: RatioEstimate | None, tolerance_pct: float, provenance: str) -> ClauseResult:
+    """``regression.<metric>`` (p50, p95, p99): fail only when the whole interval lies above 1 + tolerance;
+    unverified when there is no interval (named all the same, so a waiver for it applies)."""
     limit = 1.0 + tolerance_pct / 100.0
-    clause = f"regression.{est.metric if est else 'latency'}"
+    clause = f"regression.{metric}"
     if est is None:
         return ClauseResult(
             clause=clause, status="unverified", value=None, budget=limit, unit="x", provenance=provenance,
@@ -134,7 +137,7 @@ def ratio_clause(est: RatioEstimate | None, tolerance_pct: float, provenance: st
     status = "fail" if est.low > limit else "pass"
     verdict = "regression" if status == "fail" else ("not significant" if est.low <= 1.0 <= est.high else "within tolerance")
     return ClauseResult(
-        clause=f"regression.{est.metric}",
+        clause=clause,
         status=status,
         value=est.ratio,
         budget=limit,
@@ -255,27 +258,12 @@ def check_baseline(base: RunRecord, cand: RunRecord) -> None:
         raise RecordError(f"{where} is for target {base.target.id!r}, the candidate for {cand.target.id!r}")
     if base.scenario.name != cand.scenario.name or base.scenario.rate_hz != cand.scenario.rate_hz:
         raise RecordError(f"{where} ran scenario {base.scenario.name}, the candidate {cand.scenario.name}")
-    bi, ci = base.extras.get("inputs"), cand.extras.get("inputs")
-    if bi is not None and ci is not None and bi != ci:
+    bi, ci = base.inputs, cand.inputs
+    if bi and ci and bi != ci:
         raise RecordError(f"{where} is for another model: inputs {bi} vs the candidate's {ci}")
     differs = same_interface(base.model.io, cand.model.io)
     if differs:
         raise RecordError(f"{where} is for another model: {differs} (baseline vs candidate)")
-
-
-def _apply_waivers(results: list[ClauseResult], contract, target: str, today: date) -> tuple[list[ClauseResult], list[dict]]:
-    applied = []
-    out = []
-    for r in results:
-        waiver = next(
-            (w for w in contract.waivers if w.clause == r.clause and w.covers(target) and w.active_on(today)), None
-        )
-        if waiver is not None and r.status in ("fail", "unverified"):
-            info = waiver.model_dump(mode="json")
-            r = r.model_copy(update={"status": "waived", "waiver": info})
-            applied.append(info)
-        out.append(r)
-    return out, applied
 
 
 def gate_target(
@@ -285,8 +273,13 @@ def gate_target(
     allow_unverified: bool = False,
     today: date | None = None,
 ) -> Verdict:
-    """One target's verdict: every contract clause, then regressions vs the baseline (if given)."""
-    from edgeproof.contract import evaluate
+    """One target's verdict: every contract clause, then regressions vs the baseline (if given).
+
+    Waivers, the outcome and what would decide an undecided verdict follow the same rules as the
+    contract's own clauses (``edgeproof.contract.apply_waivers``, ``edgeproof.records.outcome_of``).
+    A baseline that fails its contract on evidence is refused; one that leaves it undecided is not.
+    """
+    from edgeproof.contract import apply_waivers, evaluate, undecided_because
 
     today = today or date.today()
     verdict = evaluate(contract, cand, today=today, allow_unverified=allow_unverified)
@@ -294,34 +287,39 @@ def gate_target(
         return verdict
     check_baseline(base, cand)
     base_verdict = evaluate(contract, base, today=today, allow_unverified=allow_unverified)
-    if not base_verdict.passed:
+    if base_verdict.outcome == "fail":
         raise RecordError(
             f"baseline {base.run_id} fails its own contract (binding clause {base_verdict.binding_clause}); refused as a baseline"
         )
     tol = contract.regression
     regressions: list[ClauseResult] = [
-        ratio_clause(latency_ratio(base, cand, 0.50), tol.p50_pct, cand.latency_provenance),
-        ratio_clause(latency_ratio(base, cand, 0.95), tol.p95_pct, cand.latency_provenance),
-        ratio_clause(latency_ratio(base, cand, 0.99), tol.p99_pct, cand.latency_provenance),
+        ratio_clause("p50", latency_ratio(base, cand, 0.50), tol.p50_pct, cand.latency_provenance),
+        ratio_clause("p95", latency_ratio(base, cand, 0.95), tol.p95_pct, cand.latency_provenance),
+        ratio_clause("p99", latency_ratio(base, cand, 0.99), tol.p99_pct, cand.latency_provenance),
     ]
     regressions += [c for c in (memory_clause(base, cand, tol.peak_rss_pct), energy_clause(base, cand, tol.energy_pct), fallback_clause(base, cand)) if c]
     regressions += accuracy_clauses(base, cand)
-    regressions, applied = _apply_waivers(regressions, contract, cand.target.id, today)
-    ok = verdict.passed and all(r.status in ("pass", "waived") or (allow_unverified and r.status == "unverified") for r in regressions)
+    regressions, applied, expired = apply_waivers(regressions, contract.waivers, cand.target.id, today, allow_unverified)
+    clauses = verdict.clauses + regressions
+    outcome = outcome_of(clauses, allow_unverified)
     binding = verdict.binding_clause
-    failing = [r for r in regressions if r.status == "fail"]
-    if verdict.passed and failing:
-        binding = failing[0].clause
+    failing = [r.clause for r in regressions if r.status == "fail"]
+    without_data = [r.clause for r in regressions if r.status == "unverified" and not allow_unverified]
+    if verdict.outcome != "fail" and failing:
+        # a regression shown by evidence outranks a contract clause without data
+        binding = failing[0]
+    elif verdict.outcome == "pass" and without_data:
+        binding = without_data[0]
     return verdict.model_copy(
         update={
-            "passed": ok,
-            "clauses": verdict.clauses + regressions,
+            "outcome": outcome,
+            "passed": outcome == "pass",
+            "clauses": clauses,
             "binding_clause": binding,
+            "undecided_because": undecided_because(clauses, allow_unverified),
             "waivers_applied": verdict.waivers_applied + applied,
-            "regressions": [
-                {"clause": r.clause, "status": r.status, "ratio": r.value, "interval": r.interval, "limit": r.budget, "note": r.note}
-                for r in regressions
-            ],
+            "waivers_expired": verdict.waivers_expired + expired,
+            "regressions": [GateRegression.of(r) for r in regressions],
         }
     )
 
@@ -343,3 +341,46 @@ def gate(contract, candidates: list[RunRecord], baselines: list[RunRecord] | Non
     if orphan:
         raise RecordError(f"baseline(s) for target(s) {sorted(orphan)} have no candidate")
     return [gate_target(contract, c, by_target.get(c.target.id), allow_unverified, today) for c in candidates]
+
+
+def measure_pair(
+    contract,
+    baseline_model: Model | str | Path,
+    candidate_model: Model | str | Path,
+    target: str = "host",
+    settings: RuntimeSettings | None = None,
+    ab: InterleaveOptions | None = None,
+    power_mode: str | None = None,
+    firmware: str | Path | None = None,
+    progress: Progress | None = None,
+) -> tuple[RunRecord, RunRecord]:
+    """Measure a baseline and a candidate model interleaved on ``target``'s runner (fresh session
+    pairs, more pairs while a latency regression clause is still open) and attach the contract's
+    per-slice evaluation to each record. Returns (baseline, candidate), ready for ``gate``."""
+    from edgeproof.accuracy import evaluate_for_contract
+    from edgeproof.measure.runner import ProfileOptions
+    from edgeproof.runners import runner_for
+
+    ab = ab or InterleaveOptions()
+    decided = regression_decided(contract.regression.p50_pct, contract.regression.p95_pct, ab.blocks, ab.block_size)
+    options = ProfileOptions()
+    with runner_for(target, power_mode=power_mode, firmware=firmware) as runner:
+        models = (runner.prepare(baseline_model, options), runner.prepare(candidate_model, options))
+        records = runner.run_ab(models[0], models[1], settings, options, ab, decided, progress)
+    base, cand = (r.model_copy(update={"evaluation": evaluate_for_contract(contract, m.model)}) for r, m in zip(records, models))
+    return base, cand
+
+
+def measure_and_gate(
+    contract,
+    baseline_model: Model | str | Path,
+    candidate_model: Model | str | Path,
+    target: str = "host",
+    settings: RuntimeSettings | None = None,
+    ab: InterleaveOptions | None = None,
+    allow_unverified: bool = False,
+    progress: Progress | None = None,
+) -> tuple[Verdict, RunRecord, RunRecord]:
+    """``measure_pair`` then ``gate_target``: the verdict and the two records it rests on."""
+    base, cand = measure_pair(contract, baseline_model, candidate_model, target, settings, ab, progress=progress)
+    return gate_target(contract, cand, base, allow_unverified), base, cand

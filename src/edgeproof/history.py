@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 
+from edgeproof.figures import figures_of
 from edgeproof.records import RunRecord
 
 DEFAULT_DIR = ".edgeproof"
@@ -52,17 +53,13 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
 
 
 def _variant_label(record: RunRecord) -> str:
-    if not record.variant:
-        return "as-given"
-    return str(record.variant.get("name") or record.variant.get("precision") or "variant")
+    return record.variant.name if record.variant is not None else "as-given"
 
 
 def append(record: RunRecord, root: str | Path | None = None) -> Path:
     """Add one run to the history (idempotent on run_id)."""
     path = history_path(root)
-    worst = None
-    if record.evaluation and record.evaluation.slices:
-        worst = max(s.drop_pp for s in record.evaluation.slices.values())
+    figures = figures_of(record)
     row = (
         record.run_id,
         record.created_at,
@@ -74,14 +71,14 @@ def append(record: RunRecord, root: str | Path | None = None) -> Path:
         record.settings.provider,
         record.settings.intra_op_threads,
         record.scenario.name + (f":{record.scenario.rate_hz:g}" if record.scenario.rate_hz else ""),
-        record.latency.p50_ms,
-        record.latency.p95_ms,
-        record.latency.p99_ms,
-        record.peak_rss_mib.value,
-        record.load_time_ms.value,
-        record.energy_mj_per_inference.value,
-        record.energy_mj_per_inference.provenance,
-        worst,
+        figures["p50_ms"].value,
+        figures["p95_ms"].value,
+        figures["p99_ms"].value,
+        figures["peak_rss_mib"].value,
+        figures["load_time_ms"].value,
+        figures["energy_mj_per_inference"].value,
+        figures["energy_mj_per_inference"].provenance,
+        figures["accuracy_drop_pp"].value,
         record.model_dump_json(),
     )
     con = _connect(path)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
+from onnx.external_data_helper import load_external_data_for_model
 
 from edgeproof.errors import DataError, ModelError, first_line
 from edgeproof.records import ModelRef
@@ -37,28 +39,107 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def load_model(path: str | Path) -> onnx.ModelProto:
-    """Load and check an ONNX model; any problem becomes one ModelError line naming the file."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"{path}: no such file")
-    if not path.is_file():
-        raise ModelError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise ModelError(f"{path}: empty file, not an ONNX model")
+def _parse(data: bytes, path: Path) -> onnx.ModelProto:
+    """The one place a model file's bytes become a ModelProto (tests count its calls)."""
     try:
-        model = onnx.load(str(path), load_external_data=True)
+        return onnx.load_model_from_string(data)
     except DecodeError:
         raise ModelError(f"{path}: not an ONNX model (protobuf does not parse; truncated or not a model file)") from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot be read as ONNX ({first_line(exc)})") from None
-    if not model.graph.node and not model.graph.output:
-        raise ModelError(f"{path}: not an ONNX model (no graph inside; truncated or not a model file)")
+
+
+def _read(path: Path) -> bytes:
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    if not path.is_file():
+        raise ModelError(f"{path}: not a file")
     try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ModelError(f"{path}: invalid ONNX model ({first_line(exc)})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot be read ({first_line(exc)})") from None
+    if not data:
+        raise ModelError(f"{path}: empty file, not an ONNX model")
+    return data
+
+
+def _with_external_data(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+    try:
+        load_external_data_for_model(model, str(path.parent))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: external weights cannot be read ({first_line(exc)})") from None
     return model
+
+
+def load_proto(path: str | Path, *, external_data: bool = True) -> onnx.ModelProto:
+    """Parse an ONNX file without validating it: for artifacts edgeproof wrote itself (variants,
+    prepared graphs). ``external_data=False`` reads the graph alone, leaving large weights on disk.
+    A file that does not parse is one ModelError line. User models go through ``Model.load``."""
+    path = Path(path)
+    model = _parse(_read(path), path)
+    return _with_external_data(model, path) if external_data else model
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A model file loaded once, validated and hashed; every stage takes this instead of re-reading
+    the path. ``proto`` is shared: a stage that edits the graph works on its own copy."""
+
+    path: Path
+    proto: onnx.ModelProto
+    sha256: str
+    size_bytes: int
+
+    @classmethod
+    def load(cls, path: str | Path) -> Model:
+        """Read, parse and check a model; any problem becomes one ModelError line naming the file."""
+        path = Path(path)
+        data = _read(path)
+        proto = _parse(data, path)
+        if not proto.graph.node and not proto.graph.output:
+            raise ModelError(f"{path}: not an ONNX model (no graph inside; truncated or not a model file)")
+        _with_external_data(proto, path)
+        try:
+            onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as exc:
+            raise ModelError(f"{path}: invalid ONNX model ({first_line(exc)})") from None
+        return cls(path=path, proto=proto, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+
+    @cached_property
+    def io(self) -> dict[str, list]:
+        """The interface: ``{"inputs": [[name, dtype, dims], ...], "outputs": [...]}``."""
+        return _io_of(self.proto)
+
+    @cached_property
+    def ref(self) -> ModelRef:
+        """What a record says of this model."""
+        return ModelRef(path=str(self.path), name=self.path.stem, sha256=self.sha256, size_bytes=self.size_bytes, io=self.io)
+
+    @property
+    def opset(self) -> int:
+        return opset_version(self.proto)
+
+    def proto_copy(self) -> onnx.ModelProto:
+        """A copy of the graph for a stage that edits it (converters and optimisers work in place)."""
+        copy = onnx.ModelProto()
+        copy.CopyFrom(self.proto)
+        return copy
+
+
+def as_model(model: Model | str | Path) -> Model:
+    """A loaded Model as is, or a path loaded now: lets an API take either."""
+    return model if isinstance(model, Model) else Model.load(model)
+
+
+def graph_of(model: Model | str | Path) -> onnx.ModelProto:
+    """A loaded Model's proto, or a file's graph read without its weights (for node names and the
+    interface of an artifact edgeproof wrote, such as a prepared or quantized variant)."""
+    return model.proto if isinstance(model, Model) else load_proto(model, external_data=False)
+
+
+def load_model(path: str | Path) -> onnx.ModelProto:
+    """Load and check an ONNX model; any problem becomes one ModelError line naming the file."""
+    return Model.load(path).proto
 
 
 def model_ref(path: str | Path, model: onnx.ModelProto | None = None) -> ModelRef:
@@ -87,9 +168,13 @@ def io_signature(model: onnx.ModelProto | str | Path) -> dict[str, list] | None:
     the file does not parse."""
     if not isinstance(model, onnx.ModelProto):
         try:
-            model = onnx.load(str(model), load_external_data=False)
-        except (DecodeError, OSError, ValueError):
+            model = load_proto(model, external_data=False)
+        except ModelError:
             return None
+    return _io_of(model)
+
+
+def _io_of(model: onnx.ModelProto) -> dict[str, list]:
     return {"inputs": [_value_signature(v) for v in graph_inputs(model)], "outputs": [_value_signature(v) for v in model.graph.output]}
 
 

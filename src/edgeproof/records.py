@@ -7,15 +7,20 @@ import math
 import os
 import tempfile
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeproof.errors import RecordError
+from edgeproof.measure.stats import Interval, LatencyStats, summarize
+from edgeproof.outcome import Outcome
+from edgeproof.recipe import Recipe
 
-RUN_SCHEMA = "edgeproof.run/1"
+RUN_SCHEMA = "edgeproof.run/2"
+RUN_SCHEMA_V1 = "edgeproof.run/1"
 VERDICT_SCHEMA = "edgeproof.verdict/1"
 
 # How close a stored summary must be to the one recomputed from its raw samples.
@@ -75,29 +80,6 @@ class Figure(_Record):
         if self.value is None:
             return f"unavailable ({self.provenance.split(':', 1)[1]})"
         return f"{self.value:.{digits}g} {self.unit} ({self.provenance})"
-
-
-class Interval(_Record):
-    low: float
-    high: float
-    level: float = 0.95
-
-
-class LatencyStats(_Record):
-    """Latency summary over all timed samples of all sessions; intervals span sessions (see measure.stats)."""
-
-    n_samples: int
-    n_sessions: int
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
-    mean_ms: float
-    min_ms: float
-    max_ms: float
-    ci: dict[str, Interval]
-    ci_method: str
-    warnings: list[str] = Field(default_factory=list)
 
 
 class SessionSamples(_Record):
@@ -187,11 +169,6 @@ class FitnessCheck(_Record):
     detail: str = ""
 
 
-class HostFitness(_Record):
-    fit: bool
-    checks: list[FitnessCheck]
-
-
 class SliceMetrics(_Record):
     slice_id: str
     n: int
@@ -215,18 +192,239 @@ class Evaluation(_Record):
     labels: dict[str, list[int]] = Field(default_factory=dict)
 
 
+class HostFitness(_Record):
+    fit: bool
+    checks: list[FitnessCheck]
+    # when the checks ran, where not just before this run (a search checks once, at its start)
+    checked: str | None = None
+
+
+class ColdStart(_Record):
+    """One cold start in a fresh process: import, session creation, first inference and memory."""
+
+    import_ms: float
+    session_ms: float
+    first_inference_ms: float
+    load_time_ms: float
+    rss_before_session_mib: float
+    peak_rss_mib: float
+
+
+class InterleaveLayout(_Record):
+    """How an interleaved A/B run was laid out, so a gate can pair the two arms' blocks."""
+
+    arm: Literal["A", "B"]
+    block_size: int
+    blocks: int
+    pairs: int
+    seed: int
+    partner_run_id: str | None = None
+
+
+class VariantRef(_Record):
+    """The variant a run measured: its recipe, content hash and, inside a search, where it came from."""
+
+    name: str
+    sha256: str
+    recipe: Recipe
+    origin: str | None = None  # plan | speed | mixed
+    cache_hit: bool | None = None
+
+
+class OperatingPointRecord(_Record):
+    """Effective clocks of a simulated board after firmware caps, power cap and governor."""
+
+    power_mode: str
+    cpu_clock_ghz: float
+    cpu_cores: int
+    threads: int
+    accel_clock_mhz: float | None
+    accel_units_frac: float
+    memory_bandwidth_gbs: float
+    cap_factor: float = 1.0
+    throttle_factor: float = 1.0
+
+
+class SegmentRow(_Record):
+    """A run of consecutive kernels on one device."""
+
+    index: int
+    device: str
+    kernels: list[str]
+    nodes: int
+    time_ms: float
+    flops: float
+
+
+class BoundaryRow(_Record):
+    """A copy between two segments (-1: the host side)."""
+
+    src: int
+    dst: int
+    tensors: list[str]
+    bytes: float
+    time_ms: float
+
+
+class FallbackKernel(_Record):
+    """A kernel the accelerator could not run, and why."""
+
+    kernel: str
+    op_type: str
+    precision: str | None
+    reason: str
+
+
+class Partitions(_Record):
+    """Fragmentation of a simulated graph: segments, the copies between them and the kernels that fell back."""
+
+    accelerator: str | None
+    segment_count: int
+    accelerator_nodes: int
+    cpu_nodes: int
+    bytes_copied: float
+    copy_ms: float
+    segments: list[SegmentRow]
+    boundaries: list[BoundaryRow]
+    fallback: list[FallbackKernel]
+
+
+class TimelinePhase(_Record):
+    """One phase (kernel or copy) of a simulated inference."""
+
+    kind: str
+    device: str
+    name: str
+    start_us: float
+    duration_us: float
+    bound: str | None = None
+    power_w: float | None = None
+
+
+class ThrottleEvent(_Record):
+    t_s: float
+    event: str
+    level: int | float | str | None = None
+    temperature_c: float
+
+
+class RampUp(_Record):
+    """Time and energy from process start to the first inference."""
+
+    time_ms: float
+    energy_mj: float
+    includes: str
+
+
+class SoakTrace(_Record):
+    """A simulated thermal soak: traces over time, throttle events, and what they did to latency."""
+
+    duration_s: float
+    step_s: float
+    ambient_c: float
+    rate_hz: float | None
+    t_s: list[float]
+    temperature_c: list[float]
+    power_w: list[float]
+    latency_ms: list[float]
+    clock_factor: list[float]
+    throughput_ips: list[float]
+    throttle_events: list[ThrottleEvent]
+    first_trip_s: float | None
+    throttled_s: float
+    peak_temperature_c: float
+    sustained_w: float
+    mean_latency_before_trip_ms: float | None
+    mean_latency_after_trip_ms: float | None
+    idle_w_at_ambient: float
+    idle_w_at_end: float
+    ramp_up: RampUp
+    requested: bool
+
+
+class MemoryResidency(_Record):
+    """RAM a simulated board holds while the model runs."""
+
+    weights_mib: float
+    activations_peak_mib: float
+    runtime_mib: float
+    accel_arena_mib: float | None
+    resident_mib: float
+    fits_ram: bool
+    fits_accel: bool
+
+
+class LoadBreakdown(_Record):
+    """Simulated time from process start to a ready model."""
+
+    runtime_init_ms: float
+    storage_read_ms: float
+    accelerator_upload_ms: float
+    total_ms: float
+    boot_s: float | None = None
+
+
+class JitterModel(_Record):
+    """The latency noise model the simulated samples were drawn from."""
+
+    sigma: float
+    session_sigma: float
+    spike_prob: float
+    spike_ms: float
+    seed: int
+
+
+class ModelCost(_Record):
+    flops: float
+    macs: float
+    weight_bytes: float
+    intensity_flop_per_byte: float | None
+
+
+class HostProfileRef(_Record):
+    """Which calibration of this host a host simulation used."""
+
+    created_at: str
+    cpu_model: str
+    onnxruntime: str
+
+
+class Simulation(_Record):
+    """What the board simulator modelled to produce a simulated run."""
+
+    profile: str  # board@version/fw-version, or host@version
+    target_name: str | None = None
+    precision_override: str | None = None
+    operating_point: OperatingPointRecord | None = None
+    latency_model_ms: float
+    partitions: Partitions
+    timeline: list[TimelinePhase]
+    soak: SoakTrace | None = None
+    memory: MemoryResidency | None = None
+    load: LoadBreakdown | None = None
+    jitter: JitterModel
+    model_cost: ModelCost
+    assumptions: list[str] = Field(default_factory=list)
+    host_profile: HostProfileRef | None = None
+
+
 class RunRecord(_Record):
-    """One measurement or simulation of (variant, target, runtime settings, power mode)."""
+    """One measurement or simulation of (variant, target, runtime settings, power mode).
+
+    Version 2 holds in typed fields what version 1 kept in ``extras``; ``load_record`` still reads
+    version 1 files (see ``upgrade_run_v1``)."""
 
     schema_version: str = RUN_SCHEMA
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     kind: Literal["measured", "simulated"]
     model: ModelRef
-    variant: dict[str, Any] | None = None
+    variant: VariantRef | None = None
     target: TargetRef
     settings: RuntimeSettings
     scenario: ScenarioResult
+    # the shape fed to each input (free dims resolved)
+    inputs: dict[str, list[int]] = Field(default_factory=dict)
     sessions: list[SessionSamples]
     latency: LatencyStats
     latency_provenance: str
@@ -236,16 +434,18 @@ class RunRecord(_Record):
     energy_mj_per_inference: Figure
     sustained_w: Figure
     temperature_c: Figure
+    cold_start: list[ColdStart] = Field(default_factory=list)
+    interleave: InterleaveLayout | None = None
     placement: Placement | None = None
+    simulation: Simulation | None = None
     evaluation: Evaluation | None = None
     env: EnvFingerprint
     fitness: HostFitness | None = None
-    extras: dict[str, Any] = Field(default_factory=dict)
+    # what the runner noticed about this run beyond latency statistics (simulator warnings, …)
+    warnings: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _summary_matches_samples(self) -> RunRecord:
-        from edgeproof.measure.stats import summarize
-
         if self.schema_version != RUN_SCHEMA:
             raise ValueError(f"schema_version {self.schema_version!r} is not {RUN_SCHEMA!r}")
         recomputed = summarize([s.samples_ms for s in self.sessions])
@@ -260,6 +460,87 @@ class RunRecord(_Record):
                 if stored is None or not math.isclose(stored, fresh, rel_tol=_SUMMARY_RTOL, abs_tol=1e-9):
                     raise ValueError(f"latency.ci.{key}.{end} is {stored} but its raw samples give {fresh}")
         return self
+
+    @property
+    def simulated_profile(self) -> str | None:
+        return self.simulation.profile if self.simulation is not None else None
+
+
+# Version-1 ``extras`` keys that described a simulation, now fields of ``Simulation``.
+_V1_SIMULATION_KEYS = (
+    "target_name", "precision_override", "operating_point", "latency_model_ms", "partitions", "timeline", "soak",
+    "memory", "load", "jitter", "model_cost", "assumptions", "host_profile",
+)
+
+
+def _v1_variant(variant: Any) -> Any:
+    """The five shapes a version-1 run held its variant in (a search's flat recipe + name, a Variant,
+    a bare recipe, either with a ``label``) become one ``VariantRef``."""
+    if not isinstance(variant, dict):
+        return variant
+    recipe_fields = set(Recipe.model_fields)
+    recipe = variant.get("recipe")
+    if not isinstance(recipe, dict):
+        recipe = {k: v for k, v in variant.items() if k in recipe_fields}
+    name = variant.get("name") or variant.get("label")
+    if not name:
+        try:
+            name = Recipe.model_validate(recipe).label()
+        except ValidationError:
+            name = str(recipe.get("precision", "variant"))
+    out: dict[str, Any] = {"name": name, "sha256": variant.get("sha256", ""), "recipe": recipe}
+    for key in ("origin", "cache_hit"):
+        if key in variant:
+            out[key] = variant[key]
+    return out
+
+
+def upgrade_run_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 run record's JSON as version 2: ``extras`` keys move into their typed fields.
+
+    A key this edgeproof does not know is kept as a warning on the record, not dropped silently."""
+    out = {k: v for k, v in raw.items() if k != "extras"}
+    out["schema_version"] = RUN_SCHEMA
+    extras = dict(raw.get("extras") or {})
+    if "variant" in out:
+        out["variant"] = _v1_variant(out["variant"])
+    warnings = list(extras.pop("warnings", []) or [])
+    if "cold_start" in extras:
+        out["cold_start"] = extras.pop("cold_start")
+    if "inputs" in extras:
+        out["inputs"] = extras.pop("inputs")
+    if "interleaved" in extras:
+        out["interleave"] = extras.pop("interleaved")
+    checked = extras.pop("fitness_checked", None)
+    if checked is not None and isinstance(out.get("fitness"), dict):
+        out["fitness"] = {**out["fitness"], "checked": checked}
+    profile = extras.pop("simulated_profile", None)
+    if profile is not None:
+        sim = {k: extras.pop(k) for k in _V1_SIMULATION_KEYS if k in extras}
+        sim["profile"] = profile
+        parts = sim.get("partitions")
+        if isinstance(parts, dict):
+            sim["partitions"] = {
+                **parts,
+                "boundaries": [
+                    {("src" if k == "from" else "dst" if k == "to" else k): v for k, v in b.items()} for b in parts.get("boundaries", [])
+                ],
+            }
+        out["simulation"] = sim
+    warnings += [f"version-1 record field extras.{key} is not read by this edgeproof" for key in sorted(extras)]
+    if warnings:
+        out["warnings"] = warnings
+    return out
+
+
+# Readers of older schema versions: (record class, version on disk) -> converter to the current JSON.
+_UPGRADES: dict[tuple[str, str], Any] = {("RunRecord", RUN_SCHEMA_V1): upgrade_run_v1}
+
+
+def upgrade(cls: type[BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` in ``cls``'s current schema, converting an older version this edgeproof still reads."""
+    convert = _UPGRADES.get((cls.__name__, raw.get("schema_version", "")))
+    return convert(raw) if convert is not None else raw
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -303,6 +584,7 @@ def load_record(path: str | Path, cls: type[BaseModel] = RunRecord) -> Any:
     raw = read_json(path)
     if not isinstance(raw, dict):
         raise RecordError(f"{path}: expected a JSON object")
+    raw = upgrade(cls, raw)
     expected = cls.model_fields.get("schema_version")
     if expected is not None and "schema_version" in raw and raw["schema_version"] != expected.default:
         raise RecordError(
@@ -351,6 +633,22 @@ def save_record(record: BaseModel, path: str | Path) -> Path:
     return write_atomic(path, record.model_dump_json(indent=2))
 
 
+class WaiverUse(_Record):
+    """A contract waiver as a verdict lists it: applied to a clause, or expired and so not applied."""
+
+    clause: str
+    owner: str
+    reason: str
+    expires: date
+    target: str | None = None  # None: the waiver covers every target
+
+    def sentence(self, expired: bool = False) -> str:
+        """``budgets.p95_ms on host, owner X, until 2027-01-31: reason`` (``expired on`` for an expired one)."""
+        scope = f"on {self.target}" if self.target else "on every target"
+        until = "expired on" if expired else "until"
+        return f"{self.clause} {scope}, owner {self.owner}, {until} {self.expires.isoformat()}: {self.reason}"
+
+
 class ClauseResult(_Record):
     """One contract clause judged against one target's figures."""
 
@@ -364,19 +662,78 @@ class ClauseResult(_Record):
     provenance: str
     hard: bool = True
     note: str = ""
-    waiver: dict[str, Any] | None = None
+    waiver: WaiverUse | None = None
+
+
+class GateRegression(_Record):
+    """One gate clause against the baseline, as the verdict sums it up.
+
+    ``ratio`` is the clause's value: candidate / baseline for latency, memory and energy, the new
+    fallback node count, or the candidate's accuracy on a slice; ``limit`` is what it is judged against.
+    """
+
+    clause: str
+    status: Literal["pass", "fail", "unverified", "waived"]
+    ratio: float | None
+    interval: tuple[float, float] | None = None
+    limit: float | None
+    note: str = ""
+
+    @classmethod
+    def of(cls, result: ClauseResult) -> GateRegression:
+        return cls(clause=result.clause, status=result.status, ratio=result.value, interval=result.interval, limit=result.budget, note=result.note)
+
+
+def _outcome_of_statuses(statuses: Iterable[str], allow_unverified: bool) -> Outcome:
+    seen = set(statuses)
+    if "fail" in seen:
+        return "fail"
+    if "unverified" in seen and not allow_unverified:
+        return "undecided"
+    return "pass"
+
+
+def outcome_of(clauses: Iterable[ClauseResult], allow_unverified: bool) -> Outcome:
+    """The one rule for a verdict: fail when a clause fails on evidence (a waived one reads ``waived``);
+    else undecided when a clause has no data and unverified clauses are not allowed; else pass."""
+    return _outcome_of_statuses((c.status for c in clauses), allow_unverified)
 
 
 class Verdict(_Record):
-    """A contract verdict for one target: pass/fail per clause and the clause that binds."""
+    """A contract verdict for one target: its outcome, every clause, and the clause that binds.
+
+    ``outcome`` follows ``outcome_of``; when it is ``undecided``, ``undecided_because`` says per
+    clause why it has no data and what would decide it. ``passed`` is ``outcome == "pass"``, kept
+    for readers of verdicts written before ``outcome`` existed (those load with it derived).
+    """
 
     schema_version: str = VERDICT_SCHEMA
     target: str
+    outcome: Outcome
     passed: bool
     clauses: list[ClauseResult]
     binding_clause: str | None = None
+    undecided_because: list[str] = Field(default_factory=list)
     allow_unverified: bool = False
-    waivers_applied: list[dict[str, Any]] = Field(default_factory=list)
-    waivers_expired: list[dict[str, Any]] = Field(default_factory=list)
-    regressions: list[dict[str, Any]] = Field(default_factory=list)
+    waivers_applied: list[WaiverUse] = Field(default_factory=list)
+    waivers_expired: list[WaiverUse] = Field(default_factory=list)
+    regressions: list[GateRegression] = Field(default_factory=list)
     contract_sha256: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _outcome_of_an_older_verdict(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "outcome" in data:
+            return data
+        clauses = data.get("clauses") or []
+        statuses = [c.get("status") if isinstance(c, dict) else getattr(c, "status", None) for c in clauses]
+        return {**data, "outcome": _outcome_of_statuses(statuses, bool(data.get("allow_unverified", False)))}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Verdict:
+        rule = outcome_of(self.clauses, self.allow_unverified)
+        if self.outcome != rule:
+            raise ValueError(f"outcome is {self.outcome!r} but its clauses give {rule!r}")
+        if self.passed != (self.outcome == "pass"):
+            raise ValueError(f"passed is {self.passed} but the outcome is {self.outcome!r}")
+        return self

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from edgeproof.bom._build import build_document
 from edgeproof.bom._figures import Stated, figure_for_clause, run_figures
 from edgeproof.bom._inputs import BomInputs, FileRef, gather_inputs, recipe_of
-from edgeproof.bom._read import BomFacts, TargetFacts, facts_of, read_bom
+from edgeproof.bom._read import NO_RECIPE, BomFacts, StatedClause, TargetFacts, facts_of, read_bom
 from edgeproof.bom._rebuild import Rebuild, rebuild_variant
 from edgeproof.bom._schema import BOM_SCHEMA, canonical_bytes
 from edgeproof.bom._sign import (
+    SIGNATURE_FORMAT,
+    BomSignature,
     KeyFileError,
     Verification,
     generate_keypair,
     key_id,
     load_private_key,
     load_public_key,
+    load_signature,
     sign_bom,
     signature_path,
     verify_bom,
@@ -34,18 +37,23 @@ def build_bom(
 ) -> BomFacts:
     """Build the BOM of one model's runs (and verdicts, contract), write it to ``out`` in canonical form, return its facts."""
     doc = build_document(gather_inputs(run_paths, verdict_paths, contract_path, model_path))
-    write_atomic(out, canonical_bytes(doc))
-    return facts_of(out, doc)
+    raw = canonical_bytes(doc)
+    write_atomic(out, raw)
+    return facts_of(out, doc, raw)
 
 
 __all__ = [
     "BOM_SCHEMA",
     "BomFacts",
     "BomInputs",
+    "BomSignature",
     "FileRef",
     "KeyFileError",
+    "NO_RECIPE",
+    "SIGNATURE_FORMAT",
     "Rebuild",
     "Stated",
+    "StatedClause",
     "TargetFacts",
     "Verification",
     "build_bom",
@@ -57,6 +65,7 @@ __all__ = [
     "key_id",
     "load_private_key",
     "load_public_key",
+    "load_signature",
     "read_bom",
     "rebuild_variant",
     "recipe_of",

@@ -15,6 +15,7 @@ import edgeproof
 from edgeproof.bom import _schema as s
 from edgeproof.bom._figures import Stated, run_figures
 from edgeproof.bom._inputs import BomInputs, FileRef
+from edgeproof.bom._read import StatedClause
 from edgeproof.records import RunRecord, Verdict
 from edgeproof.variants.recipe import Recipe
 
@@ -257,14 +258,13 @@ def _target_component(target_id: str, run: RunRecord | None, verdict: Verdict | 
 def _gate_properties(verdict: Verdict | None) -> dict[str, str]:
     if verdict is None:
         return {"gate.verdict": "not gated: no verdict given for this target"}
-    kept = {"clause", "status", "value", "budget", "unit", "margin", "provenance", "note"}
-    clauses = [c.model_dump(mode="json", include=kept) for c in verdict.clauses]
+    clauses = [c.model_dump(mode="json", include=set(StatedClause.model_fields)) for c in verdict.clauses]
     return {
-        "gate.verdict": "pass" if verdict.passed else "fail",
+        "gate.verdict": verdict.outcome,
         "gate.binding_clause": verdict.binding_clause or s.NOT_APPLICABLE,
         "gate.clauses": json.dumps(clauses, sort_keys=True),
-        "gate.waivers_applied": json.dumps(verdict.waivers_applied, sort_keys=True, default=str),
-        "gate.regressions": json.dumps(verdict.regressions, sort_keys=True, default=str),
+        "gate.waivers_applied": json.dumps([w.model_dump(mode="json") for w in verdict.waivers_applied], sort_keys=True),
+        "gate.regressions": json.dumps([r.model_dump(mode="json") for r in verdict.regressions], sort_keys=True),
     }
 
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeproof.records import Figure, Placement, RunRecord
-
-LATENCY_QUANTILES = ("p50", "p95", "p99")
-RECORD_FIGURES = ("load_time_ms", "peak_rss_mib", "model_size_mib", "energy_mj_per_inference", "sustained_w", "temperature_c")
-SLICE_METRICS = {"accuracy": "fraction", "drop_pp": "pp", "agreement": "fraction"}
+from edgeproof.figures import LATENCY_FIGURES, figures_of, slice_figures
+from edgeproof.records import Figure, RunRecord
 
 
 @dataclass(frozen=True)
@@ -29,38 +26,19 @@ class Stated:
 
 
 def run_figures(record: RunRecord) -> dict[str, Stated]:
-    """Every figure of ``record``: latency quantiles, resources, CPU fallback and per-slice accuracy.
+    """Every figure of ``record`` (``edgeproof.figures``): latency quantiles, resources, CPU fallback and per-slice accuracy.
 
     Keys follow the contract's clause names without their section (``p95_ms``,
-    ``slices.<name>.drop_pp``), so a verdict's clause finds its figure.
+    ``slices.<name>.drop_pp``), so a verdict's clause finds its figure. The worst-slice drop is
+    left out: the BOM states every slice's own.
     """
-    figures: dict[str, Stated] = {}
-    for q in LATENCY_QUANTILES:
-        ci = record.latency.ci.get(q)
-        value = getattr(record.latency, f"{q}_ms")
-        interval = (ci.low, ci.high) if ci is not None else None
-        figure = Figure(value=value, unit="ms", provenance=record.latency_provenance, interval=interval)
-        figures[f"{q}_ms"] = Stated(figure, ci.level if ci is not None else None)
-    for name in RECORD_FIGURES:
-        figures[name] = Stated(getattr(record, name))
-    figures["cpu_fallback_frac"] = Stated(fallback_figure(record.placement))
-    if record.evaluation is not None:
-        for name, metrics in record.evaluation.slices.items():
-            # the same provenance the contract gives a slice clause, so BOM and verdict agree
-            provenance = f"measured:evaluate({metrics.slice_id})"
-            for metric, unit in SLICE_METRICS.items():
-                figure = Figure(value=getattr(metrics, metric), unit=unit, provenance=provenance)
-                figures[f"slices.{name}.{metric}"] = Stated(figure)
-    return figures
+    figures = {key: Stated(figure, _level(record, key)) for key, figure in figures_of(record).items() if key != "accuracy_drop_pp"}
+    return figures | {key: Stated(figure) for key, figure in slice_figures(record).items()}
 
 
-def fallback_figure(placement: Placement | None) -> Figure:
-    """Share of the work on the CPU fallback: by node time where per-node times exist, else by node count."""
-    if placement is None:
-        return Figure.unavailable("fraction", "no per-node placement in the run record")
-    if placement.fallback_time_frac is not None:
-        return Figure(value=placement.fallback_time_frac, unit="fraction", provenance=placement.provenance)
-    return Figure(value=placement.fallback_node_frac, unit="fraction", provenance=f"{placement.provenance} (by node count)")
+def _level(record: RunRecord, key: str) -> float | None:
+    ci = record.latency.ci.get(key.removesuffix("_ms")) if key in LATENCY_FIGURES else None
+    return ci.level if ci is not None else None
 
 
 def figure_for_clause(clause: str) -> str:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
-
 
 from edgeproof.errors import ModelError, RecordError
 from edgeproof.model import sha256_file
-from edgeproof.records import RunRecord, Verdict, load_record, load_verdicts, validated
+from edgeproof.records import RunRecord, Verdict, load_record, load_verdicts
 from edgeproof.variants.recipe import Recipe
 
 
@@ -35,18 +34,8 @@ class BomInputs:
 
 
 def recipe_of(record: RunRecord) -> Recipe | None:
-    """The recipe a run's variant was built from; None when the run measured a model as given.
-
-    A record's ``variant`` holds either a Variant (with a ``recipe`` inside) or the recipe itself.
-    """
-    if record.variant is None:
-        return None
-    return parse_recipe(record.variant.get("recipe", record.variant), f"run {record.run_id}: variant recipe")
-
-
-def parse_recipe(data: Any, where: str) -> Recipe:
-    """A Recipe from JSON data; a malformed one is one RecordError line starting with ``where``."""
-    return validated(Recipe, data, where)
+    """The recipe a run's variant was built from; None when the run measured a model as given."""
+    return record.variant.recipe if record.variant is not None else None
 
 
 def check_runs(runs: Sequence[RunRecord]) -> Recipe | None:

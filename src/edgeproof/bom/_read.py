@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
 from edgeproof.bom import _schema as s
 from edgeproof.bom._figures import Stated
 from edgeproof.errors import RecordError
-from edgeproof.records import read_bytes
+from edgeproof.records import GateRegression, WaiverUse, _Record, read_bytes, validated
+from edgeproof.variants.recipe import Recipe
+
+R = TypeVar("R", bound=_Record)
+
+
+class StatedClause(_Record):
+    """One judged clause as a BOM's ``gate.clauses`` states it: the verdict's clause result, less its waiver and interval."""
+
+    clause: str
+    status: Literal["pass", "fail", "unverified", "waived"]
+    value: float | None
+    budget: float | None
+    unit: str
+    margin: float | None = None
+    provenance: str
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -22,16 +39,38 @@ class TargetFacts:
     id: str
     props: dict[str, str]
     figures: dict[str, Stated]
-    clauses: list[dict[str, Any]]
-    regressions: list[dict[str, Any]]
+    clauses: list[StatedClause]
+    # the gate's tests against a baseline release (also among ``clauses``), with their ratios and intervals
+    regressions: list[GateRegression]
+    waivers: list[WaiverUse]
 
     @property
     def kind(self) -> str:
         return self.props.get("target.kind", s.unavailable("not stated"))
 
     @property
+    def run_kind(self) -> str | None:
+        """measured or simulated; None where the BOM holds no run for the target."""
+        return self.props.get("run.kind")
+
+    @property
+    def verdict(self) -> str:
+        """pass, fail or undecided, or why the target was not gated."""
+        return self.props.get("gate.verdict", "not gated")
+
+    @property
     def gated(self) -> bool:
-        return self.props.get("gate.verdict") in ("pass", "fail")
+        return self.verdict in ("pass", "fail", "undecided")
+
+    @property
+    def binding_clause(self) -> str | None:
+        return self.props.get("gate.binding_clause")
+
+    def waiver_of(self, clause: str) -> WaiverUse | None:
+        return next((w for w in self.waivers if w.clause == clause), None)
+
+
+NO_RECIPE = "no recipe (the model as given)"
 
 
 @dataclass(frozen=True)
@@ -39,13 +78,23 @@ class BomFacts:
     """What change records, signing and rebuilds need from a BOM file."""
 
     path: Path
+    sha256: str  # of the file's bytes
     doc: dict[str, Any]
     meta: dict[str, str]
     model_name: str
-    recipe: dict[str, Any] | None
+    recipe: Recipe | None
+    # the recipe field by field, as text (``n/a`` where a field does not apply): what a diff compares
     recipe_props: dict[str, str]
     targets: dict[str, TargetFacts]
     caveats: list[str]
+
+    @property
+    def recipe_label(self) -> str:
+        return NO_RECIPE if self.recipe is None else self.recipe_props.get("recipe.label", self.recipe.label())
+
+    @property
+    def schema_validation(self) -> str:
+        return self.meta.get(s.VALIDATION_PROPERTY, "not stated")
 
     @property
     def model_sha256(self) -> str:
@@ -84,12 +133,12 @@ def _edgeproof_props(items: Any) -> dict[str, str]:
     }
 
 
-def facts_of(path: str | Path, doc: Any) -> BomFacts:
-    """Check ``doc`` is an edgeproof CycloneDX BOM of this schema and pull out its facts."""
+def facts_of(path: str | Path, doc: Any, raw: bytes) -> BomFacts:
+    """Check ``doc`` (parsed from the bytes ``raw``) is an edgeproof CycloneDX BOM of this schema and pull out its facts."""
     path = Path(path)
     if not isinstance(doc, dict) or doc.get("bomFormat") != "CycloneDX":
         raise RecordError(f"{path}: not a CycloneDX BOM (no bomFormat 'CycloneDX')")
-    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    metadata = doc["metadata"] if isinstance(doc.get("metadata"), dict) else {}
     meta = _edgeproof_props(metadata.get("properties"))
     schema = meta.get("bom.schema")
     if schema is None:
@@ -114,12 +163,14 @@ def facts_of(path: str | Path, doc: Any) -> BomFacts:
                 id=tid,
                 props=props,
                 figures=_figures(path, card, tid),
-                clauses=_gate_list(path, props, "gate.clauses"),
-                regressions=_gate_list(path, props, "gate.regressions"),
+                clauses=_gate_list(path, props, "gate.clauses", StatedClause),
+                regressions=_gate_list(path, props, "gate.regressions", GateRegression),
+                waivers=_gate_list(path, props, "gate.waivers_applied", WaiverUse),
             )
     considerations = model["modelCard"].get("considerations", {})
     return BomFacts(
         path=path,
+        sha256=hashlib.sha256(raw).hexdigest(),
         doc=doc,
         meta=meta,
         model_name=str(model.get("name", "")),
@@ -132,22 +183,21 @@ def facts_of(path: str | Path, doc: Any) -> BomFacts:
 
 def read_bom(path: str | Path) -> BomFacts:
     """Load an edgeproof BOM file; a missing, non-JSON, foreign or other-schema file is one RecordError line."""
-    _, doc = parse_json(path)
-    return facts_of(path, doc)
+    raw, doc = parse_json(path)
+    return facts_of(path, doc, raw)
 
 
-def _recipe(path: Path, text: str | None) -> dict[str, Any] | None:
+def _recipe(path: Path, text: str | None) -> Recipe | None:
+    where = f"{path}: modelCard.properties: {s.NS}recipe"
     if text is None:
-        raise RecordError(f"{path}: modelCard.properties: {s.NS}recipe is missing")
+        raise RecordError(f"{where} is missing")
     if text.startswith("none:"):
         return None
     try:
-        recipe = json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError:
-        raise RecordError(f"{path}: modelCard.properties: {s.NS}recipe is not JSON") from None
-    if not isinstance(recipe, dict):
-        raise RecordError(f"{path}: modelCard.properties: {s.NS}recipe is not a JSON object")
-    return recipe
+        raise RecordError(f"{where} is not JSON") from None
+    return validated(Recipe, data, where)
 
 
 def _figures(path: Path, card: dict[str, str], target_id: str) -> dict[str, Stated]:
@@ -163,12 +213,13 @@ def _figures(path: Path, card: dict[str, str], target_id: str) -> dict[str, Stat
     return figures
 
 
-def _gate_list(path: Path, props: dict[str, str], key: str) -> list[dict[str, Any]]:
-    """A gate list property (clauses, regressions) of a target: JSON objects, each naming its clause and status."""
+def _gate_list(path: Path, props: dict[str, str], key: str, cls: type[R]) -> list[R]:
+    """A gate list property of a target (clauses, regressions, waivers applied); none where it was not gated."""
+    where = f"{path}: {s.NS}{key}"
     try:
         items = json.loads(props.get(key, "[]"))
     except json.JSONDecodeError:
-        items = None
-    if not isinstance(items, list) or not all(isinstance(i, dict) and {"clause", "status"} <= i.keys() for i in items):
-        raise RecordError(f"{path}: {s.NS}{key} is not a list of clause results")
-    return items
+        raise RecordError(f"{where} is not JSON") from None
+    if not isinstance(items, list):
+        raise RecordError(f"{where} is not a list")
+    return [validated(cls, item, f"{where}.{i}") for i, item in enumerate(items)]

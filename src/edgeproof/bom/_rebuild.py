@@ -6,7 +6,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeproof.bom._inputs import parse_recipe
 from edgeproof.bom._read import BomFacts, read_bom
 from edgeproof.data.dataset import CALIBRATION, EVALUATION, load_dataset
 from edgeproof.data.slices import CalibrationSet, calibration_set
@@ -43,7 +42,7 @@ def rebuild_variant(
     copy of the rebuilt model.
     """
     facts = read_bom(bom_path)
-    recipe = None if facts.recipe is None else parse_recipe(facts.recipe, f"{facts.path}: recipe")
+    recipe = facts.recipe
     if recipe is None or recipe.precision == "fp32":
         return _identity(facts, recipe, source)
     source_path = _source_path(facts, recipe, source)

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -33,12 +33,26 @@ from edgeproof.bom._read import BomFacts, facts_of, parse_json
 from edgeproof.bom._schema import canonical_bytes
 from edgeproof.errors import EdgeproofError, ModelError, RecordError
 from edgeproof.model import sha256_file
-from edgeproof.records import read_bytes, write_atomic
+from edgeproof.records import _Record, read_bytes, validated, write_atomic
 
 SIGNATURE_FORMAT = "edgeproof.bom-signature/1"
 PRIVATE_KEY_NAME = "edgeproof-ed25519.pem"
 PUBLIC_KEY_NAME = "edgeproof-ed25519.pub.pem"
-_SIG_FIELDS = ("format", "algorithm", "public_key", "signature", "bom_sha256", "model_sha256")
+
+
+class BomSignature(_Record):
+    """A detached signature file: the signed digests and the key that signed them; the optional fields are not signed."""
+
+    format: str
+    algorithm: str
+    public_key: str  # raw Ed25519 public key, base64
+    signature: str  # base64, over ``signed_message(bom_sha256, model_sha256)``
+    bom_sha256: str
+    model_sha256: str
+    key_id: str | None = None
+    model_path: str | None = None
+    canonical_form: str | None = None
+    signed_at: str | None = None
 
 
 class KeyFileError(EdgeproofError):
@@ -154,43 +168,42 @@ def sign_bom(bom_path: str | Path, key_path: str | Path, model_path: str | Path 
     """
     key = load_private_key(key_path)
     raw, doc = parse_json(bom_path)
-    facts = facts_of(bom_path, doc)
+    facts = facts_of(bom_path, doc, raw)
     if raw != canonical_bytes(doc):
         raise RecordError(f"{bom_path}: not in canonical form (sorted keys, no whitespace); sign the file `edgeproof bom build` wrote")
     model, model_sha = _model_sha256(facts, model_path)
     if model_sha != facts.model_sha256:
         raise ModelError(f"{model}: sha256 {model_sha[:12]}… is not the model {bom_path} describes ({facts.model_sha256[:12]}…)")
-    bom_sha = hashlib.sha256(raw).hexdigest()
     public = key.public_key()
-    record = {
-        "format": SIGNATURE_FORMAT,
-        "algorithm": "Ed25519",
-        "public_key": base64.b64encode(_raw_public(public)).decode(),
-        "key_id": key_id(public),
-        "signature": base64.b64encode(key.sign(signed_message(bom_sha, model_sha))).decode(),
-        "bom_sha256": bom_sha,
-        "model_sha256": model_sha,
-        "model_path": str(model.resolve()),
-        "canonical_form": "JSON, keys sorted, separators ',' ':', UTF-8, no trailing newline",
-        "signed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    record = BomSignature(
+        format=SIGNATURE_FORMAT,
+        algorithm="Ed25519",
+        public_key=base64.b64encode(_raw_public(public)).decode(),
+        key_id=key_id(public),
+        signature=base64.b64encode(key.sign(signed_message(facts.sha256, model_sha))).decode(),
+        bom_sha256=facts.sha256,
+        model_sha256=model_sha,
+        model_path=str(model.resolve()),
+        canonical_form="JSON, keys sorted, separators ',' ':', UTF-8, no trailing newline",
+        signed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
     target = Path(out) if out is not None else signature_path(bom_path)
-    return write_atomic(target, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return write_atomic(target, json.dumps(record.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
 
 
-def _load_signature(path: Path) -> dict[str, str]:
+def load_signature(path: str | Path) -> BomSignature:
+    """Read a detached signature file; a missing, malformed or foreign one is one RecordError line."""
+    path = Path(path)
     if not path.exists():
         raise RecordError(f"{path}: no such signature file (sign the BOM with `edgeproof bom sign`)")
-    _, sig = parse_json(path)
-    if not isinstance(sig, dict):
+    _, data = parse_json(path)
+    if not isinstance(data, dict):
         raise RecordError(f"{path}: expected a JSON object")
-    for field in _SIG_FIELDS:
-        if not isinstance(sig.get(field), str):
-            raise RecordError(f"{path}: {field} is missing or not a string")
-    if sig["format"] != SIGNATURE_FORMAT:
-        raise RecordError(f"{path}: signature format {sig['format']!r}, this edgeproof reads {SIGNATURE_FORMAT!r}")
-    if sig["algorithm"] != "Ed25519":
-        raise RecordError(f"{path}: algorithm {sig['algorithm']!r}, this edgeproof verifies Ed25519 only")
+    sig = validated(BomSignature, data, str(path))
+    if sig.format != SIGNATURE_FORMAT:
+        raise RecordError(f"{path}: signature format {sig.format!r}, this edgeproof reads {SIGNATURE_FORMAT!r}")
+    if sig.algorithm != "Ed25519":
+        raise RecordError(f"{path}: algorithm {sig.algorithm!r}, this edgeproof verifies Ed25519 only")
     return sig
 
 
@@ -214,22 +227,22 @@ def verify_bom(
     public = load_public_key(public_key_path)
     raw = read_bytes(bom_path)  # hashed before it is parsed: a changed byte fails verification, whatever it breaks
     sig_file = Path(sig_path) if sig_path is not None else signature_path(bom_path)
-    sig = _load_signature(sig_file)
-    if _b64(sig_file, "public_key", sig["public_key"]) != _raw_public(public):
+    sig = load_signature(sig_file)
+    if _b64(sig_file, "public_key", sig.public_key) != _raw_public(public):
         return Verification(False, f"{sig_file}: signed by another key, not by {public_key_path} (key {key_id(public)})")
     try:
-        public.verify(_b64(sig_file, "signature", sig["signature"]), signed_message(sig["bom_sha256"], sig["model_sha256"]))
+        public.verify(_b64(sig_file, "signature", sig.signature), signed_message(sig.bom_sha256, sig.model_sha256))
     except InvalidSignature:
         return Verification(False, f"{sig_file}: signature does not match its digests: the signature file was altered")
     bom_sha = hashlib.sha256(raw).hexdigest()
-    if bom_sha != sig["bom_sha256"]:
-        signed = sig["bom_sha256"]
+    if bom_sha != sig.bom_sha256:
+        signed = sig.bom_sha256
         return Verification(False, f"{bom_path}: changed since it was signed (sha256 {bom_sha[:12]}…, signed {signed[:12]}…)")
     _, doc = parse_json(bom_path, raw)
-    facts = facts_of(bom_path, doc)
+    facts = facts_of(bom_path, doc, raw)
     model, model_sha = _model_sha256(facts, model_path)
-    if model_sha != sig["model_sha256"]:
-        signed = sig["model_sha256"]
+    if model_sha != sig.model_sha256:
+        signed = sig.model_sha256
         return Verification(False, f"{model}: model changed since it was signed (sha256 {model_sha[:12]}…, signed {signed[:12]}…)")
     unchanged = f"BOM and model {model} (sha256 {model_sha[:12]}…) unchanged"
     return Verification(True, f"{bom_path}: signature OK (key {key_id(public)}); {unchanged}")

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from edgeproof.errors import EdgeproofError
+from edgeproof.outcome import EXIT_BAD_INPUT
 
 app = typer.Typer(
     name="edgeproof",
@@ -39,6 +40,6 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             # a full disk): their input to fix, not a bug to trace.
             where = f"{exc.filename}: " if exc.filename else ""
             err_console.print(f"[bold red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True)
-            sys.exit(2)
+            sys.exit(EXIT_BAD_INPUT)
 
     return wrapper

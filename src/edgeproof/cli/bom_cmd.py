@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -16,8 +16,8 @@ bom_app = typer.Typer(help="Inference bill of materials: build, sign, verify, re
 app.add_typer(bom_app, name="bom")
 
 BomArg = Annotated[Path, typer.Argument(help="BOM JSON file written by `edgeproof bom build`.")]
-ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="The model file, where it is not at the path the BOM records.")]
-SigOpt = Annotated[Optional[Path], typer.Option("--sig", help="Signature file (default: BOM.sig next to the BOM).")]
+ModelOpt = Annotated[Path | None, typer.Option("--model", help="The model file, where it is not at the path the BOM records.")]
+SigOpt = Annotated[Path | None, typer.Option("--sig", help="Signature file (default: BOM.sig next to the BOM).")]
 
 
 def _outcome(ok: bool, message: str, failure: str) -> None:
@@ -33,15 +33,15 @@ def _outcome(ok: bool, message: str, failure: str) -> None:
 def build(
     run: Annotated[list[Path], typer.Option("--run", help="Run record JSON (repeatable: one per target).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Where to write the BOM.")],
-    verdict: Annotated[Optional[list[Path]], typer.Option("--verdict", help="A verdict JSON, or the gate.json of `edgeproof gate` (repeatable).")] = None,
-    contract: Annotated[Optional[Path], typer.Option("--contract", help="The budget contract (TOML) the release was gated on.")] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", help="The model file (default: the path the run recorded).")] = None,
+    verdict: Annotated[list[Path] | None, typer.Option("--verdict", help="A verdict JSON, or the gate.json of `edgeproof gate` (repeatable).")] = None,
+    contract: Annotated[Path | None, typer.Option("--contract", help="The budget contract (TOML) the release was gated on.")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="The model file (default: the path the run recorded).")] = None,
 ) -> None:
     """Build a CycloneDX 1.6 ML-BOM (model card, recipe, runtime, firmware, contract, evaluation, verdicts)."""
     facts = build_bom(run, out, verdict or [], contract, model)
     console.print(
         f"wrote {out}: CycloneDX 1.6 ML-BOM of {facts.model_name} (sha256 {facts.model_sha256[:12]}…), "
-        f"{len(facts.targets)} target(s); schema check: {facts.meta['bom.schema_validation']}",
+        f"{len(facts.targets)} target(s); schema check: {facts.schema_validation}",
         markup=False,
         highlight=False,
         soft_wrap=True,
@@ -86,9 +86,9 @@ def verify(
 @user_errors
 def rebuild(
     bom: BomArg,
-    source: Annotated[Optional[Path], typer.Option("--source", help="The fp32 source model (default: the path the BOM records).")] = None,
-    contract: Annotated[Optional[Path], typer.Option("--contract", help="Contract naming the calibration data (default: BOM's).")] = None,
-    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Keep the rebuilt model here.")] = None,
+    source: Annotated[Path | None, typer.Option("--source", help="The fp32 source model (default: the path the BOM records).")] = None,
+    contract: Annotated[Path | None, typer.Option("--contract", help="Contract naming the calibration data (default: BOM's).")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Keep the rebuilt model here.")] = None,
 ) -> None:
     """Regenerate the variant from its recipe and report whether its sha256 matches the BOM (exit 1 if not)."""
     result = rebuild_variant(bom, source, contract, out)
@@ -100,8 +100,8 @@ def rebuild(
 def change_record(
     from_bom: Annotated[Path, typer.Option("--from", help="BOM of the release in the field (the rollback target).")],
     to_bom: Annotated[Path, typer.Option("--to", help="BOM of the candidate release.")],
-    why: Annotated[Optional[str], typer.Option("--why", help="Why the change is made (else a placeholder to fill in).")] = None,
-    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Write OUT.md and OUT.json (else print the Markdown).")] = None,
+    why: Annotated[str | None, typer.Option("--why", help="Why the change is made (else a placeholder to fill in).")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Write OUT.md and OUT.json (else print the Markdown).")] = None,
 ) -> None:
     """Write the change record a release board reviews: BOM diff, why, budgets, tests, rollback, telemetry, caveats."""
     markdown, _, written = write_change_record(from_bom, to_bom, why, out)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -14,10 +15,12 @@ from edgeproof import history
 from edgeproof.cli._app import app, console, user_errors
 from edgeproof.errors import DataError
 from edgeproof.measure.doctor import check_host
-from edgeproof.measure.runner import ProfileOptions, profile_model
+from edgeproof.measure.runner import ProfileOptions
 from edgeproof.measure.session import provider_name
 from edgeproof.model import parse_shape_overrides
+from edgeproof.outcome import OUTCOME_WORDS, exit_code
 from edgeproof.records import RunRecord, RuntimeSettings, Verdict, save_record
+from edgeproof.runners import runner_for
 
 ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.")]
 ScenarioOpt = Annotated[str, typer.Option("--scenario", help="single-stream | periodic:HZ | server:HZ (Poisson) | offline")]
@@ -59,31 +62,23 @@ def measure(model: Path, target: str, scenario: str, threads: int, provider: str
         raise DataError(f"--opt-level {opt_level!r}: expected disable, basic, extended or all")
     if engine not in ("builtin", "loadgen"):
         raise DataError(f"--engine {engine!r}: expected builtin or loadgen")
-    if target != "host":
-        from edgeproof.measure.scenarios import parse_scenario
-        from edgeproof.simulate import simulate_run
-
-        rate = parse_scenario(scenario).rate_hz
-        with progress_bar(f"simulating {model.name} on {target}") as update:
-            record = simulate_run(model, target, power_mode=power_mode, firmware=firmware, rate_hz=rate, progress=update)
-    elif power_mode is not None or firmware is not None:
-        raise DataError("--power-mode and --firmware apply to a simulated board (--target BOARD), not to the host")
-    else:
-        settings = RuntimeSettings(provider=provider_name(provider), intra_op_threads=threads, graph_optimization_level=opt_level)
-        options = ProfileOptions(
-            scenario=scenario,
-            deadline_ms=deadline_ms,
-            engine=engine,
-            min_sessions=sessions,
-            max_sessions=max(sessions, 8),
-            samples_per_session=samples,
-            time_budget_s=time_budget,
-            shapes=parse_shape_overrides(shape),
-            inputs_npz=str(inputs) if inputs else None,
-            strict=strict,
-        )
-        with progress_bar(f"profiling {model.name}") as update:
-            record = profile_model(model, settings, options, progress=update)
+    settings = RuntimeSettings(provider=provider_name(provider), intra_op_threads=threads, graph_optimization_level=opt_level)
+    options = ProfileOptions(
+        scenario=scenario,
+        deadline_ms=deadline_ms,
+        engine=engine,
+        min_sessions=sessions,
+        max_sessions=max(sessions, 8),
+        samples_per_session=samples,
+        time_budget_s=time_budget,
+        shapes=parse_shape_overrides(shape),
+        inputs_npz=str(inputs) if inputs else None,
+        strict=strict,
+    )
+    with runner_for(target, power_mode=power_mode, firmware=firmware, strict=strict) as runner:
+        verb = "profiling" if runner.kind == "measured" else "simulating"
+        with progress_bar(f"{verb} {model.name} on {runner.target_id}") as update:
+            record = runner.run(runner.prepare(model, options), settings, options, update)
     history.append(record)
     return record
 
@@ -149,7 +144,7 @@ def _short(text: str, width: int = 64) -> str:
 
 def render_verdict(verdict: Verdict) -> None:
     colours = {"pass": "green", "fail": "red", "unverified": "yellow", "waived": "cyan"}
-    table = Table(title=f"contract verdict on {verdict.target}: {'PASS' if verdict.passed else 'FAIL'}")
+    table = Table(title=f"contract verdict on {verdict.target}: {OUTCOME_WORDS[verdict.outcome]}")
     for col in ("clause", "status", "value", "budget", "margin", "provenance"):
         table.add_column(col)
     for c in verdict.clauses:
@@ -162,9 +157,11 @@ def render_verdict(verdict: Verdict) -> None:
     if verdict.allow_unverified and any(c.status == "unverified" for c in verdict.clauses):
         console.print("[yellow]--allow-unverified: unverified clauses were counted as passing[/]")
     for w in verdict.waivers_applied:
-        console.print(f"[cyan]waiver applied:[/] {w}")
+        console.print(f"[cyan]waiver applied:[/] {escape(w.sentence())}", highlight=False, soft_wrap=True)
     for w in verdict.waivers_expired:
-        console.print(f"[yellow]waiver expired (not applied):[/] {w}")
+        console.print(f"[yellow]waiver not applied:[/] {escape(w.sentence(expired=True))}", highlight=False, soft_wrap=True)
+    for why in verdict.undecided_because:
+        console.print(f"[yellow]could not decide:[/] {escape(why)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -238,7 +235,7 @@ def check(
     power_mode: PowerModeOpt = None,
     firmware: FirmwareOpt = None,
 ) -> None:
-    """Profile, then judge every contract clause: exit 0 pass, 1 fail, 2 bad input."""
+    """Profile, then judge every contract clause: exit 0 pass, 1 fail, 2 bad input, 3 could not decide."""
     from edgeproof.accuracy import evaluate_for_contract
     from edgeproof.contract import evaluate, load_contract
 
@@ -257,7 +254,7 @@ def check(
     if json_out:
         save_record(record, json_out)
         save_record(verdict, json_out.with_suffix(".verdict.json"))
-    raise typer.Exit(0 if verdict.passed else 1)
+    raise typer.Exit(exit_code(verdict.outcome))
 
 
 @app.command("history")

@@ -1,4 +1,4 @@
-"""`edgeproof gate`: contract verdict and regression statistics per target; exit 0 pass, 1 fail, 2 bad input."""
+"""`edgeproof gate`: contract verdict and regression statistics per target; exit 0 pass, 1 fail, 2 bad input, 3 could not decide."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from edgeproof.cli._app import app, console, user_errors
-from edgeproof.cli.core import ThreadsOpt, progress_bar, render_verdict
+from edgeproof.cli.core import FirmwareOpt, PowerModeOpt, TargetOpt, ThreadsOpt, progress_bar, render_verdict
 from edgeproof.errors import DataError
+from edgeproof.outcome import OUTCOME_WORDS, exit_code, overall
 from edgeproof.records import RunRecord, load_record, save_record, write_atomic
 
 
@@ -21,11 +22,14 @@ def gate(
     baseline: Annotated[Optional[list[Path]], typer.Option("--baseline", help="Baseline run record(s), matched by target.")] = None,
     measure: Annotated[
         Optional[tuple[Path, Path]],
-        typer.Option("--measure", help="BASELINE_MODEL CANDIDATE_MODEL: measure both here, interleaved in fresh sessions."),
+        typer.Option("--measure", help="BASELINE_MODEL CANDIDATE_MODEL: measure both on --target, interleaved in fresh sessions."),
     ] = None,
     pairs: Annotated[int, typer.Option("--pairs", min=2, help="Session pairs for --measure (always run).")] = 10,
     max_pairs: Annotated[int, typer.Option("--max-pairs", min=2, help="With --measure: add pairs, 5 at a time, up to this many while a latency clause is undecided.")] = 30,
     threads: ThreadsOpt = 1,
+    target: TargetOpt = "host",
+    power_mode: PowerModeOpt = None,
+    firmware: FirmwareOpt = None,
     allow_unverified: Annotated[bool, typer.Option("--allow-unverified")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for gate.md, gate.junit.xml, gate.sarif, gate.json (and measured records).")] = None,
 ) -> None:
@@ -39,21 +43,15 @@ def gate(
     candidates: list[RunRecord] = [load_record(p) for p in candidate or []]
     baselines: list[RunRecord] = [load_record(p) for p in baseline or []]
     if measure:
-        from edgeproof.measure.interleaved import InterleaveOptions, interleaved_ab
-        from edgeproof.measure.runner import ProfileOptions
+        from edgeproof.gate import measure_pair
+        from edgeproof.measure.interleaved import InterleaveOptions
         from edgeproof.records import RuntimeSettings
 
-        from edgeproof.gate import regression_decided
-
         ab = InterleaveOptions(pairs=pairs, max_pairs=max(pairs, max_pairs))
-        decided = regression_decided(spec.regression.p50_pct, spec.regression.p95_pct, ab.blocks, ab.block_size)
-        with progress_bar("interleaved A/B") as update:
-            base_rec, cand_rec = interleaved_ab(
-                measure[0], measure[1], RuntimeSettings(intra_op_threads=threads), ProfileOptions(), ab, update, decided
+        with progress_bar(f"interleaved A/B on {target}") as update:
+            base_rec, cand_rec = measure_pair(
+                spec, measure[0], measure[1], target, RuntimeSettings(intra_op_threads=threads), ab, power_mode, firmware, update
             )
-        from edgeproof.accuracy import evaluate_for_contract
-
-        base_rec, cand_rec = (r.model_copy(update={"evaluation": evaluate_for_contract(spec, m)}) for r, m in zip((base_rec, cand_rec), measure))
         baselines.append(base_rec)
         candidates.append(cand_rec)
         if out:
@@ -71,6 +69,6 @@ def gate(
         write_atomic(out / "gate.sarif", to_sarif(verdicts, artifact))
         write_atomic(out / "gate.json", to_json(verdicts))
         console.print(f"gate outputs written to {out}/ (gate.md, gate.junit.xml, gate.sarif, gate.json)")
-    passed = all(v.passed for v in verdicts)
-    console.print(f"[bold]{'PASS' if passed else 'FAIL'}[/] ({len(verdicts)} target{'s' if len(verdicts) != 1 else ''})")
-    raise typer.Exit(0 if passed else 1)
+    outcome = overall(v.outcome for v in verdicts)
+    console.print(f"[bold]{OUTCOME_WORDS[outcome]}[/] ({len(verdicts)} target{'s' if len(verdicts) != 1 else ''})")
+    raise typer.Exit(exit_code(outcome))

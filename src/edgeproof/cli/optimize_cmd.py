@@ -13,6 +13,7 @@ from edgeproof.cli._app import app, console, user_errors
 from edgeproof.cli.core import JsonOpt, ModelArg, ProviderOpt, SamplesOpt, SessionsOpt, progress_bar, render_verdict
 from edgeproof.errors import DataError
 from edgeproof.measure.session import provider_name
+from edgeproof.outcome import exit_code
 from edgeproof.records import Figure, save_record
 from edgeproof.search import Candidate, SearchOptions, SearchResult, TargetOutcome, default_threads, write_artifacts
 from edgeproof.search import optimize as run_search
@@ -58,7 +59,8 @@ def _feasible_cell(cand: Candidate) -> str:
         return f"[yellow]not eligible[/] ({cand.precision})"
     failing = cand.failing()
     more = f" +{len(failing) - 1}" if len(failing) > 1 else ""
-    return f"[red]no[/]: {cand.verdict.binding_clause}{more}"
+    word = "[yellow]undecided[/]" if cand.verdict.outcome == "undecided" else "[red]no[/]"
+    return f"{word}: {cand.verdict.binding_clause}{more}"
 
 
 def render_candidates(result: SearchResult, outcome: TargetOutcome) -> None:
@@ -103,9 +105,16 @@ def render_choice(result: SearchResult, outcome: TargetOutcome) -> None:
         console.print(f"  chosen variant copied to {outcome.chosen_artifact}", highlight=False)
 
 
+def render_undecided(outcome: TargetOutcome) -> None:
+    console.print(f"[bold yellow]could not decide whether a candidate on {outcome.target} meets the contract[/]")
+    for why in outcome.undecided_because:
+        console.print(f"  {escape(why)}", highlight=False, soft_wrap=True)
+
+
 def render_explanation(result: SearchResult, outcome: TargetOutcome) -> None:
     exp = outcome.explanation
-    console.print(f"[bold red]no candidate on {outcome.target} meets the contract[/]")
+    if outcome.outcome == "fail":
+        console.print(f"[bold red]no candidate on {outcome.target} meets the contract[/]")
     if exp is None:
         for note in outcome.selection.notes:
             console.print(f"  {escape(note)}", highlight=False)
@@ -147,10 +156,12 @@ def render_search(result: SearchResult) -> None:
         console.print(f"[yellow]{len(result.skipped)} candidates not measured:[/] {'; '.join(reasons)}", highlight=False)
     for outcome in result.outcomes:
         render_candidates(result, outcome)
-        if outcome.feasible:
+        if outcome.outcome == "pass":
             render_choice(result, outcome)
-        else:
-            render_explanation(result, outcome)
+            continue
+        if outcome.outcome == "undecided":
+            render_undecided(outcome)
+        render_explanation(result, outcome)
 
 
 @app.command()
@@ -173,7 +184,12 @@ def optimize(
     out: Annotated[Path, typer.Option("--out", help="Folder for each candidate's run record, the chosen ONNX and search.json.")] = Path("out/optimize"),
     json_out: JsonOpt = None,
 ) -> None:
-    """Search quantization variants, threads, graph optimisation and targets; pick by the contract. Exit 1 when nothing fits."""
+    """Search quantization variants, threads, graph optimisation and targets; pick by the contract.
+
+    Exit 0 when every target has a pick, 1 when on some target every measured candidate fails on
+    evidence, else 3 when some target could not be decided (nothing measured in the time budget, or
+    a candidate lacks data for a hard clause), 2 for bad input.
+    """
     from edgeproof.contract import load_contract
 
     spec = load_contract(contract)
@@ -199,4 +215,4 @@ def optimize(
     if json_out:
         save_record(outcome.result, json_out)
         console.print(f"search result written to {json_out}", highlight=False)
-    raise typer.Exit(0 if outcome.result.feasible else 1)
+    raise typer.Exit(exit_code(outcome.result.outcome))

@@ -128,24 +128,25 @@ def _print_record(record: RunRecord) -> None:
     console.print(f"  latency p50 {lat.p50_ms:.3f} ms  p95 {lat.p95_ms:.3f} ms  p99 {lat.p99_ms:.3f} ms  ({lat.n_samples} simulated samples)")
     for name in ("load_time_ms", "peak_rss_mib", "energy_mj_per_inference", "sustained_w", "temperature_c"):
         console.print(f"  {name}: {getattr(record, name).label()}", highlight=False)
-    parts = record.extras.get("partitions", {})
-    if parts.get("accelerator"):
+    sim = record.simulation
+    if sim is not None and sim.partitions.accelerator:
+        parts = sim.partitions
         console.print(
-            f"  partitions: {parts['segment_count']} segment(s), {parts['accelerator_nodes']} nodes on {parts['accelerator']}, "
-            f"{parts['cpu_nodes']} on CPU, {parts['bytes_copied']} B copied ({parts['copy_ms']:.3f} ms)"
+            f"  partitions: {parts.segment_count} segment(s), {parts.accelerator_nodes} nodes on {parts.accelerator}, "
+            f"{parts.cpu_nodes} on CPU, {parts.bytes_copied:.0f} B copied ({parts.copy_ms:.3f} ms)"
         )
-        for fb in parts["fallback"][:8]:
-            console.print(f"    fallback {fb['kernel']} ({fb['op_type']}, {fb['precision']}): {fb['reason']}", highlight=False)
-    soak = record.extras.get("soak")
-    if soak:
-        head = f"  soak {soak['duration_s']:.0f} s at {soak['ambient_c']:g} °C: peak {soak['peak_temperature_c']:.1f} °C, sustained {soak['sustained_w']:.2f} W, "
-        if soak["first_trip_s"] is None:
+        for fb in parts.fallback[:8]:
+            console.print(f"    fallback {fb.kernel} ({fb.op_type}, {fb.precision}): {fb.reason}", highlight=False)
+    soak = sim.soak if sim is not None else None
+    if soak is not None:
+        head = f"  soak {soak.duration_s:.0f} s at {soak.ambient_c:g} °C: peak {soak.peak_temperature_c:.1f} °C, sustained {soak.sustained_w:.2f} W, "
+        if soak.first_trip_s is None:
             console.print(head + "no throttling")
         else:
-            before, after = soak["mean_latency_before_trip_ms"], soak["mean_latency_after_trip_ms"]
+            before, after = soak.mean_latency_before_trip_ms, soak.mean_latency_after_trip_ms
             shift = f"latency {before:.3f} → {after:.3f} ms" if before is not None else f"throttled from the start (idle already above the trip point), latency {after:.3f} ms"
-            console.print(head + f"first throttle at {soak['first_trip_s']:.0f} s, throttled {soak['throttled_s']:.0f} s, {len(soak['throttle_events'])} governor events, {shift}")
-    for warning in record.extras.get("warnings", []):
+            console.print(head + f"first throttle at {soak.first_trip_s:.0f} s, throttled {soak.throttled_s:.0f} s, {len(soak.throttle_events)} governor events, {shift}")
+    for warning in record.warnings:
         console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
 
 

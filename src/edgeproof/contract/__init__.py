@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edgeproof.contract._evaluate import evaluate
-from edgeproof.contract._fields import SCENARIOS, parse_scenario
+from edgeproof.contract._evaluate import apply_waivers, evaluate, undecided_because
+from edgeproof.contract._fields import parse_scenario
 from edgeproof.contract._load import load_contract
 from edgeproof.contract._model import (
     ESCALATION_OPTIONS,
@@ -25,6 +25,7 @@ from edgeproof.contract._model import (
     Waiver,
 )
 from edgeproof.contract._template import template_text, write_template
+from edgeproof.scenario_grammar import SCENARIOS
 
 __all__ = [
     "ESCALATION_OPTIONS",
@@ -45,9 +46,11 @@ __all__ = [
     "SliceSection",
     "TransformEntry",
     "Waiver",
+    "apply_waivers",
     "evaluate",
     "load_contract",
     "parse_scenario",
     "template_text",
+    "undecided_because",
     "write_template",
 ]

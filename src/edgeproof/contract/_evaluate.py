@@ -11,9 +11,8 @@ from edgeproof.contract._fields import parse_scenario
 from edgeproof.contract._model import Contract, HardClause, Waiver
 from edgeproof.contract._units import dimension_for, to_canonical
 from edgeproof.errors import RecordError
-from edgeproof.records import ClauseResult, Figure, RunRecord, ScenarioResult, Verdict
-
-_FIGURE_FIELDS = ("peak_rss_mib", "load_time_ms", "model_size_mib", "energy_mj_per_inference", "sustained_w", "temperature_c")
+from edgeproof.figures import figures_of, slice_provenance
+from edgeproof.records import ClauseResult, Figure, RunRecord, ScenarioResult, Verdict, WaiverUse, outcome_of
 
 
 @dataclass(frozen=True)
@@ -31,39 +30,103 @@ def evaluate(contract: Contract, record: RunRecord, today: date | None = None, a
     """Judge ``record`` against every hard clause of ``contract``.
 
     Each clause compares the record's point estimate with its budget (the interval's upper
-    bound, where one exists, goes into the note). A clause without data is ``unverified`` and
-    does not pass unless ``allow_unverified``; it then still reads ``unverified``. An active
-    waiver for the record's target turns a failing or unverified clause into ``waived``; an
-    expired one does not apply and is listed in ``waivers_expired``. ``today`` defaults to
-    the local date and decides which waivers have expired.
+    bound, where one exists, goes into the note). A clause without data is ``unverified``: it
+    leaves the verdict undecided unless ``allow_unverified``, and then still reads
+    ``unverified``. Waivers follow ``apply_waivers``. ``today`` defaults to the local date and
+    decides which waivers have expired. The outcome follows ``edgeproof.records.outcome_of``.
     """
-    today = today or date.today()
-    target_id = record.target.id
-    in_scope = [w for w in contract.waivers if w.covers(target_id)]
-    expired = [w for w in in_scope if not w.active_on(today)]
-    active = [w for w in in_scope if w.active_on(today)]
-
-    results: list[ClauseResult] = []
-    applied: list[Waiver] = []
-    for clause in contract.hard_clauses():
-        result = _judge(clause, _observe(clause, contract, record))
-        result, waiver = _apply_waivers(result, active, expired, allow_unverified)
-        if waiver is not None:
-            applied.append(waiver)
-        results.append(result)
-
-    passed = all(_passes(r, allow_unverified) for r in results)
+    judged = [_judge(clause, _observe(clause, contract, record)) for clause in contract.hard_clauses()]
+    results, applied, expired = apply_waivers(judged, contract.waivers, record.target.id, today or date.today(), allow_unverified)
+    outcome = outcome_of(results, allow_unverified)
     results, binding = _mark_binding(results, allow_unverified)
     return Verdict(
-        target=target_id,
-        passed=passed,
+        target=record.target.id,
+        outcome=outcome,
+        passed=outcome == "pass",
         clauses=results,
         binding_clause=binding,
+        undecided_because=undecided_because(results, allow_unverified),
         allow_unverified=allow_unverified,
-        waivers_applied=[w.as_dict() for w in applied],
-        waivers_expired=[w.as_dict() for w in expired],
+        waivers_applied=applied,
+        waivers_expired=expired,
         contract_sha256=contract.sha256,
     )
+
+
+def apply_waivers(
+    results: list[ClauseResult], waivers: list[Waiver], target_id: str, today: date, allow_unverified: bool
+) -> tuple[list[ClauseResult], list[WaiverUse], list[WaiverUse]]:
+    """The one waiver rule, for the contract's clauses and the gate's regression clauses alike.
+
+    A waiver covers a clause on ``target_id`` (or on every target when unscoped). An active one
+    turns a failing or unverified clause into ``waived``; on a passing clause it is noted as not
+    needed. An expired one does not apply: the clause's note says so and it is listed. Returns the
+    clauses, the waivers applied and the expired waivers of these clauses.
+    """
+    in_scope = [w for w in waivers if w.covers(target_id)]
+    judged = {r.clause for r in results}
+    expired = [_use(w) for w in in_scope if w.clause in judged and not w.active_on(today)]
+    applied: list[WaiverUse] = []
+    out = []
+    for result in results:
+        mine = [w for w in in_scope if w.clause == result.clause]
+        notes = [result.note] if result.note else []
+        notes += [f"waiver by {w.owner} expired on {w.expires}, not applied" for w in mine if not w.active_on(today)]
+        active = next((w for w in mine if w.active_on(today)), None)
+        update: dict[str, object] = {}
+        if active is not None and result.status == "pass":
+            notes.append(f"waiver by {active.owner} (until {active.expires}) not needed: the clause passes")
+        elif active is not None:
+            use = _use(active)
+            applied.append(use)
+            notes.append(f"waived by {active.owner} until {active.expires}: {active.reason}")
+            update = {"status": "waived", "waiver": use}
+        elif result.status == "unverified":
+            allowed = "counted as passing only because unverified clauses are allowed"
+            notes.append(allowed if allow_unverified else "without data this clause cannot pass: the verdict stays undecided")
+        out.append(result.model_copy(update={**update, "note": "; ".join(notes)}))
+    return out, applied, expired
+
+
+def _use(waiver: Waiver) -> WaiverUse:
+    assert waiver.expires is not None
+    return WaiverUse(clause=waiver.clause, owner=waiver.owner, reason=waiver.reason, expires=waiver.expires, target=waiver.target)
+
+
+# What would give each kind of clause the data it lacks; a waiver or --allow-unverified always would.
+_DECIDERS = {
+    "budgets.p95_ms": "measure under the contract's scenario",
+    "budgets.p99_ms": "measure under the contract's scenario",
+    "budgets.energy_mj_per_inference": "measure where a power meter reads it (a board, or a host with RAPL or NVML)",
+    "budgets.sustained_w": "measure where a power meter reads it (a board, or a host with RAPL or NVML)",
+    "budgets.temperature_c": "measure where a temperature sensor reads it",
+    "budgets.cpu_fallback_frac": "measure with per-node placement recorded",
+    "model.inputs": "measure again, so the record carries the model's inputs",
+    "regression.p50": "measure at least two sessions on each side, or both models with `gate --measure`",
+    "regression.p95": "measure at least two sessions on each side, or both models with `gate --measure`",
+    "regression.p99": "measure at least two sessions on each side, or both models with `gate --measure`",
+}
+
+
+def _decider(clause: str) -> str:
+    if clause.startswith("slices."):
+        return "evaluate the slices: give the contract a [data] table"
+    if clause.startswith("regression.accuracy."):
+        return "evaluate baseline and candidate on the same labelled slices"
+    return _DECIDERS.get(clause, "measure it on a target that records it")
+
+
+def undecided_because(results: list[ClauseResult], allow_unverified: bool) -> list[str]:
+    """When the clauses leave a verdict undecided: per clause without data, why and what would decide it."""
+    if outcome_of(results, allow_unverified) != "undecided":
+        return []
+    lines = []
+    for r in results:
+        if r.status != "unverified":
+            continue
+        why = r.provenance.split(":", 1)[1] if r.provenance.startswith("unavailable:") else r.note.split("; ")[0]
+        lines.append(f"{r.clause}: no data ({why}); to decide it, {_decider(r.clause)}, waive it in the contract, or pass --allow-unverified")
+    return lines
 
 
 def _observe(clause: HardClause, contract: Contract, record: RunRecord) -> _Observed:
@@ -74,10 +137,9 @@ def _observe(clause: HardClause, contract: Contract, record: RunRecord) -> _Obse
         return _observe_slice(name.removesuffix(".max_drop_pp"), record)
     if name in ("p95_ms", "p99_ms"):
         return _observe_latency(name, contract.budgets.scenario, record)
-    if name == "cpu_fallback_frac":
-        return _observe_fallback(record)
-    if name in _FIGURE_FIELDS:
-        return _observe_figure(name, getattr(record, name), record.run_id)
+    figure = figures_of(record).get(name)
+    if figure is not None:
+        return _observe_figure(name, figure, record.run_id)
     raise AssertionError(f"no observation rule for clause {clause.id}")
 
 
@@ -142,19 +204,6 @@ def _observe_figure(name: str, figure: Figure, run_id: str) -> _Observed:
     return _Observed(value, figure.provenance, upper=upper)
 
 
-def _observe_fallback(record: RunRecord) -> _Observed:
-    placement = record.placement
-    if placement is None:
-        return _Observed(None, "unavailable:no placement in the record", ("no data: the record has no per-node placement",))
-    if placement.fallback_time_frac is not None:
-        return _Observed(placement.fallback_time_frac, placement.provenance, ("fraction of node time on the CPU fallback",))
-    return _Observed(
-        placement.fallback_node_frac,
-        placement.provenance,
-        ("fraction of nodes on the CPU fallback (no per-node times recorded)",),
-    )
-
-
 def _observe_slice(name: str, record: RunRecord) -> _Observed:
     evaluation = record.evaluation
     if evaluation is None:
@@ -166,7 +215,7 @@ def _observe_slice(name: str, record: RunRecord) -> _Observed:
         f"{evaluation.metric} {metrics.accuracy:.2%} vs reference {metrics.reference_accuracy:.2%} "
         f"on {metrics.n} samples of {evaluation.dataset_id}"
     )
-    return _Observed(metrics.drop_pp, f"measured:evaluate({metrics.slice_id})", (note,))
+    return _Observed(metrics.drop_pp, slice_provenance(metrics.slice_id), (note,))
 
 
 def _judge(clause: HardClause, observed: _Observed) -> ClauseResult:
@@ -189,28 +238,6 @@ def _judge(clause: HardClause, observed: _Observed) -> ClauseResult:
         provenance=observed.provenance,
         note="; ".join(notes),
     )
-
-
-def _apply_waivers(
-    result: ClauseResult, active: list[Waiver], expired: list[Waiver], allow_unverified: bool
-) -> tuple[ClauseResult, Waiver | None]:
-    notes = [result.note] if result.note else []
-    notes += [f"waiver by {w.owner} expired on {w.expires}; not applied" for w in expired if w.clause == result.clause]
-    waiver = next((w for w in active if w.clause == result.clause), None)
-    update: dict[str, object] = {}
-    if waiver is not None and result.status == "pass":
-        notes.append(f"waiver by {waiver.owner} (until {waiver.expires}) not needed: the clause passes")
-        waiver = None
-    elif waiver is not None:
-        notes.append(f"waived by {waiver.owner} until {waiver.expires}: {waiver.reason}")
-        update = {"status": "waived", "waiver": waiver.as_dict()}
-    elif result.status == "unverified":
-        notes.append("passes only because unverified clauses are allowed" if allow_unverified else "a hard clause without data does not pass")
-    return result.model_copy(update={**update, "note": "; ".join(notes)}), waiver
-
-
-def _passes(result: ClauseResult, allow_unverified: bool) -> bool:
-    return result.status in ("pass", "waived") or (result.status == "unverified" and allow_unverified)
 
 
 def _relative_margin(result: ClauseResult) -> float:

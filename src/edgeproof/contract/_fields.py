@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import difflib
-import math
 import re
 from datetime import date, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
-SCENARIOS = ("single-stream", "periodic:HZ", "server:HZ", "offline")
-_SCENARIO_NAMES = ("single-stream", "periodic", "server", "offline")
+from edgeproof.errors import suggest
+from edgeproof.scenario_grammar import split_scenario
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def suggest(word: str, options: list[str] | tuple[str, ...]) -> str:
-    """`` (did you mean 'x'?)`` for the closest option, or an empty string."""
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def one_of(choices: tuple[str, ...]) -> AfterValidator:
@@ -79,22 +71,8 @@ Name = Annotated[str, AfterValidator(valid_name)]
 
 
 def parse_scenario(text: str) -> tuple[str, float | None]:
-    """Split ``periodic:30`` (fixed rate) or ``server:30`` (Poisson arrivals) into (name, 30.0);
-    single-stream and offline carry no rate."""
-    kind, sep, rate = text.partition(":")
-    if kind in ("single-stream", "offline") and not sep:
-        return kind, None
-    if kind in ("periodic", "server") and not sep:
-        raise ValueError(f"scenario {text!r} needs a rate: {kind}:HZ, e.g. {kind}:30")
-    if kind in ("periodic", "server") and sep:
-        try:
-            rate_hz = float(rate)
-        except ValueError:
-            rate_hz = math.nan
-        if not 0 < rate_hz < math.inf:
-            raise ValueError(f"{kind} rate must be a positive number of Hz, got {rate!r}")
-        return kind, rate_hz
-    raise ValueError(f"unknown scenario {text!r}{suggest(kind, _SCENARIO_NAMES)}; expected one of {', '.join(SCENARIOS)}")
+    """(name, rate in Hz or None) of a scenario text; a ValueError for the loader to place at its line."""
+    return split_scenario(text)
 
 
 def scenario(text: str) -> str:

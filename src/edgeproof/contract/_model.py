@@ -183,10 +183,6 @@ class Waiver(_Section):
         """True when the waiver applies to ``target_id`` (an unscoped waiver applies to every target)."""
         return self.target is None or self.target == target_id
 
-    def as_dict(self) -> dict[str, Any]:
-        """The waiver as JSON-ready data, as a verdict lists it."""
-        return {**self.model_dump(), "expires": self.expires.isoformat() if self.expires else None}
-
 
 class Rollback(_Section):
     """``[rollback]``: fleet signals that stop a staged rollout and roll it back."""

@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from edgeproof.data.ids import content_id, row_digests
 from edgeproof.errors import DataError, ModelError, first_line
-from edgeproof.model import graph_inputs
+from edgeproof.model import Model, as_model, graph_inputs, graph_of
 
 CALIBRATION = "calibration"
 EVALUATION = "test"
@@ -201,17 +200,12 @@ def _call_entry_point(func: Callable[[str], Any], name: str, entry: str) -> Part
     return make_part(name, result[0], result[1], entry)
 
 
-def model_input(model_path: str | Path) -> tuple[str, list[int | str]]:
+def model_input(model: Model | str | Path) -> tuple[str, list[int | str]]:
     """Name and dims of the model's one graph input; a symbolic dim is its name (or "?")."""
-    try:
-        model = onnx.load(str(model_path), load_external_data=False)
-    except FileNotFoundError:
-        raise ModelError(f"{model_path}: no such file") from None
-    except Exception as exc:  # protobuf decode errors have no common base class worth naming
-        raise ModelError(f"{model_path}: not a readable ONNX model ({first_line(exc)})") from None
-    inputs = graph_inputs(model)
+    where = model.path if isinstance(model, Model) else model
+    inputs = graph_inputs(graph_of(model))
     if len(inputs) != 1:
-        raise ModelError(f"{model_path}: evaluation needs exactly one graph input, the model has {len(inputs)}")
+        raise ModelError(f"{where}: evaluation needs exactly one graph input, the model has {len(inputs)}")
     dims: list[int | str] = [
         d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
         for d in inputs[0].type.tensor_type.shape.dim
@@ -219,9 +213,10 @@ def model_input(model_path: str | Path) -> tuple[str, list[int | str]]:
     return inputs[0].name, dims
 
 
-def check_fits_model(dataset: Dataset, model_path: str | Path) -> None:
+def check_fits_model(dataset: Dataset, model: Model | str | Path) -> None:
     """Raise DataError unless every part's row shape matches the model input (batch may be symbolic)."""
-    name, dims = model_input(model_path)
+    loaded = as_model(model)
+    name, dims = model_input(loaded)
     for part in dataset.parts.values():
         row = list(part.x.shape[1:])
         want = dims[1:]
@@ -230,5 +225,5 @@ def check_fits_model(dataset: Dataset, model_path: str | Path) -> None:
             shown = ",".join(str(d) for d in dims)
             raise DataError(
                 f"{dataset.source}: part {part.name!r} rows have shape {row} but model input {name!r} "
-                f"of {Path(model_path).name} is [{shown}]"
+                f"of {loaded.path.name} is [{shown}]"
             )

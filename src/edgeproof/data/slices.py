@@ -18,8 +18,8 @@ from edgeproof.data.dataset import CALIBRATION, EVALUATION, Dataset
 from edgeproof.data.ids import content_id
 from edgeproof.data.transforms import TRANSFORMS_VERSION, apply_transform, check_transform
 from edgeproof.errors import DataError
+from edgeproof.recipe import SliceKind
 
-SliceKind = Literal["nominal", "stress", "tail"]
 SLICE_KINDS: tuple[SliceKind, ...] = ("nominal", "stress", "tail")
 
 

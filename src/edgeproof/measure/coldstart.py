@@ -12,7 +12,7 @@ import numpy as np
 
 from edgeproof.errors import ModelError
 from edgeproof.model import InputSpec
-from edgeproof.records import RuntimeSettings
+from edgeproof.records import ColdStart, RuntimeSettings
 
 _RUNS_AFTER_LOAD = 20
 
@@ -68,8 +68,8 @@ def _child(request: dict) -> dict:
     }
 
 
-def measure_cold_start(model_path: str | Path, settings: RuntimeSettings, specs: list[InputSpec], npz: str | None = None, repeats: int = 3) -> list[dict]:
-    """Run the cold start ``repeats`` times, each in a new interpreter; one dict per run."""
+def measure_cold_start(model_path: str | Path, settings: RuntimeSettings, specs: list[InputSpec], npz: str | None = None, repeats: int = 3) -> list[ColdStart]:
+    """Run the cold start ``repeats`` times, each in a new interpreter; one record per run."""
     request = {
         "model": str(Path(model_path).resolve()),
         "settings": settings.model_dump(),
@@ -92,8 +92,8 @@ def measure_cold_start(model_path: str | Path, settings: RuntimeSettings, specs:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ModelError(f"{model_path}: cold-start process failed ({tail})")
         try:
-            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        except (IndexError, json.JSONDecodeError):
+            results.append(ColdStart.model_validate_json(proc.stdout.strip().splitlines()[-1]))
+        except (IndexError, ValueError):
             raise ModelError(f"{model_path}: cold-start process printed no result (stdout: {proc.stdout.strip()[:120]!r})") from None
     return results
 

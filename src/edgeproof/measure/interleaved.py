@@ -11,17 +11,16 @@ import numpy as np
 from edgeproof.measure import energy, thermal
 from edgeproof.measure.runner import (
     EnergyTally,
+    Prepared,
     Progress,
     ProfileOptions,
     finish_record,
-    host_fitness,
     now_iso,
-    prepare,
 )
 from edgeproof.measure.scenarios import back_to_back
 from edgeproof.measure.session import open_session, run_checked
 from edgeproof.errors import DataError
-from edgeproof.records import RunRecord, RuntimeSettings, ScenarioResult, SessionSamples
+from edgeproof.records import HostFitness, InterleaveLayout, RunRecord, RuntimeSettings, ScenarioResult, SessionSamples
 
 
 @dataclass
@@ -101,18 +100,32 @@ def interleaved_ab(
     progress: Progress | None = None,
     decided: Decided | None = None,
 ) -> tuple[RunRecord, RunRecord]:
-    """Measure A (baseline) and B (candidate) interleaved and return both records. They name each
-    other in ``extras["interleaved"]`` so the gate can pair their blocks. With ``decided``, pairs
-    are added while it says the comparison is open (see ``interleaved_sessions_until``)."""
-    settings = settings or RuntimeSettings()
+    """Measure A (baseline) and B (candidate) interleaved on this host: a host runner opened, used
+    once and closed (``edgeproof.runners``)."""
+    from edgeproof.runners import HostRunner
+
     options = options or ProfileOptions()
-    ab = ab or InterleaveOptions()
-    report = progress or (lambda msg, frac: None)
-    preps = [prepare(model_a, options), prepare(model_b, options)]
+    with HostRunner(check_fitness=options.check_fitness, strict=options.strict) as runner:
+        a, b = runner.prepare(model_a, options), runner.prepare(model_b, options)
+        return runner.run_ab(a, b, settings or RuntimeSettings(), options, ab or InterleaveOptions(), decided, progress)
+
+
+def measure_ab_prepared(
+    preps: tuple[Prepared, Prepared],
+    settings: RuntimeSettings,
+    options: ProfileOptions,
+    ab: InterleaveOptions,
+    meter: energy.EnergyMeter | None,
+    fitness: HostFitness | None,
+    report: Progress,
+    decided: Decided | None = None,
+) -> tuple[RunRecord, RunRecord]:
+    """Measure A (baseline) and B (candidate) interleaved and return both records. They name each
+    other in ``interleave`` so the gate can pair their blocks. With ``decided``, pairs are added
+    while it says the comparison is open (see ``interleaved_sessions_until``)."""
     if any(p.scenario.name != "single-stream" for p in preps):
         raise DataError("interleaved A/B measurement times single-stream inference only")
-    fitness = host_fitness(options, report)
-    with energy.opened_meter() as meter, thermal.ThermalSampler() as temps:
+    with thermal.ThermalSampler() as temps:
         tallies = (EnergyTally(meter), EnergyTally(meter))
         sessions = interleaved_sessions_until(
             (preps[0].path, preps[1].path), (preps[0].feeds, preps[1].feeds), settings, ab, decided, tallies, report
@@ -121,10 +134,15 @@ def interleaved_ab(
     records = []
     for arm in (0, 1):
         scen = ScenarioResult(name="single-stream", engine="builtin", batch_size=1)
-        layout = {"arm": "AB"[arm], "block_size": ab.block_size, "blocks": ab.blocks, "pairs": len(sessions[arm]), "seed": ab.seed}
-        records.append(
-            finish_record(preps[arm], settings, options, sessions[arm], scen, tallies[arm], peak, fitness, report, {"interleaved": layout})
-        )
-    records[0].extras["interleaved"]["partner_run_id"] = records[1].run_id
-    records[1].extras["interleaved"]["partner_run_id"] = records[0].run_id
-    return records[0], records[1]
+        layout = InterleaveLayout(arm="AB"[arm], block_size=ab.block_size, blocks=ab.blocks, pairs=len(sessions[arm]), seed=ab.seed)
+        records.append(finish_record(preps[arm], settings, options, sessions[arm], scen, tallies[arm], peak, fitness, report, layout))
+    return pair_records(records[0], records[1])
+
+
+def pair_records(a: RunRecord, b: RunRecord) -> tuple[RunRecord, RunRecord]:
+    """The two arms of one interleaved run, each naming the other as its partner."""
+    assert a.interleave is not None and b.interleave is not None
+    return (
+        a.model_copy(update={"interleave": a.interleave.model_copy(update={"partner_run_id": b.run_id})}),
+        b.model_copy(update={"interleave": b.interleave.model_copy(update={"partner_run_id": a.run_id})}),
+    )

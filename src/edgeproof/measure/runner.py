@@ -20,8 +20,8 @@ from edgeproof.measure.placement import placement_of, profile_nodes
 from edgeproof.measure.scenarios import Scenario, back_to_back, batched_feeds, paced, parse_scenario
 from edgeproof.measure.session import open_session, run_checked
 from edgeproof.measure.stats import relative_half_width, summarize
-from edgeproof.model import feeds_from_npz, load_model, model_ref, resolve_inputs, synthetic_feeds
-from edgeproof.records import Figure, HostFitness, ModelRef, RunRecord, RuntimeSettings, ScenarioResult, SessionSamples
+from edgeproof.model import Model, as_model, feeds_from_npz, resolve_inputs, synthetic_feeds
+from edgeproof.records import ColdStart, Figure, HostFitness, InterleaveLayout, ModelRef, RunRecord, RuntimeSettings, ScenarioResult, SessionSamples
 from edgeproof.targets.host import fingerprint, host_target
 
 Progress = Callable[[str, float], None]
@@ -76,38 +76,45 @@ def _samples_for(scenario: Scenario, options: ProfileOptions, est_ms: float) -> 
 
 @dataclass
 class Prepared:
-    """A model ready to time: validated, inputs resolved, feeds built."""
+    """A model ready to time: loaded once, inputs resolved, feeds built."""
 
-    path: Path
-    model: object
-    ref: ModelRef
+    model: Model
     scenario: Scenario
     specs: list
     feeds: list
     batch: int
+    # the --inputs file the feeds came from, for the cold-start child process to read again
+    inputs_npz: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.model.path
+
+    @property
+    def ref(self) -> ModelRef:
+        return self.model.ref
 
 
-def prepare(model_path: str | Path, options: ProfileOptions) -> Prepared:
-    """Load and check the model and build its feeds (real samples from --inputs, else synthetic)."""
+def prepare(model: Model | str | Path, options: ProfileOptions) -> Prepared:
+    """Check the model (loaded once; a path is loaded here) and build its feeds (real samples from
+    --inputs, else synthetic)."""
     scenario = parse_scenario(options.scenario, options.deadline_ms)
-    model = load_model(model_path)
-    specs = resolve_inputs(model, options.shapes, batch=1)
+    model = as_model(model)
+    specs = resolve_inputs(model.proto, options.shapes, batch=1)
     feeds = feeds_from_npz(options.inputs_npz, specs) if options.inputs_npz else [synthetic_feeds(specs, options.seed)]
     batch = 1
     if scenario.name == "offline":
         # a fixed leading dim stays as the model declares it; a symbolic one takes the offline batch
-        batch = resolve_inputs(model, options.shapes, batch=options.offline_batch)[0].shape[0]
+        batch = resolve_inputs(model.proto, options.shapes, batch=options.offline_batch)[0].shape[0]
         if batch > 1:
             feeds = batched_feeds(feeds, batch)
-    return Prepared(Path(model_path), model, model_ref(model_path, model), scenario, specs, feeds, batch)
+    return Prepared(model, scenario, specs, feeds, batch, options.inputs_npz)
 
 
-def host_fitness(options: ProfileOptions, report: Progress) -> HostFitness | None:
-    if not options.check_fitness:
-        return None
-    report("checking host fitness", 0.0)
-    fitness = check_host(thermal.max_temperature_c())
-    if options.strict and not fitness.fit:
+def host_fitness(strict: bool = False) -> HostFitness:
+    """This host's fitness for measuring now; with ``strict``, an unfit host is refused (HostUnfitError)."""
+    fitness = check_host(thermal.max_temperature_c()).model_copy(update={"checked": now_iso()})
+    if strict and not fitness.fit:
         bad = "; ".join(f"{c.name}: {c.value}" for c in fitness.checks if not c.ok)
         raise HostUnfitError(f"host is unfit for measuring ({bad}); run without --strict to measure anyway")
     return fitness
@@ -151,19 +158,19 @@ def finish_record(
     peak_temp_c: float | None,
     fitness: HostFitness | None,
     report: Progress,
-    extras: dict | None = None,
+    interleave: InterleaveLayout | None = None,
 ) -> RunRecord:
     """Add cold start, peak RSS and placement to timed sessions and assemble the RunRecord."""
     latency = summarize([s.samples_ms for s in sessions])
-    report("cold start in a fresh process", 0.92)
-    cold = measure_cold_start(prep.path, settings, prep.specs, options.inputs_npz, repeats=options.cold_start_repeats)
-    load_ms = [c["load_time_ms"] for c in cold]
-    rss = [c["peak_rss_mib"] for c in cold]
+    cold: list[ColdStart] = []
+    if options.cold_start_repeats > 0:
+        report("cold start in a fresh process", 0.92)
+        cold = measure_cold_start(prep.path, settings, prep.specs, prep.inputs_npz, repeats=options.cold_start_repeats)
     placement = None
     if options.profile_nodes:
         report("per-node profile", 0.96)
         nodes = profile_nodes(prep.path, settings, prep.feeds[0])
-        placement = placement_of(nodes, settings.provider, _node_flops(prep.model))
+        placement = placement_of(nodes, settings.provider, _node_flops(prep.model.proto))
     # a sample is one run call, which is a batch of prep.batch inferences offline
     energy_fig, watts_fig = tally.figures(prep.batch * sum(len(s.samples_ms) for s in sessions))
     temp_fig = (
@@ -180,8 +187,8 @@ def finish_record(
         sessions=sessions,
         latency=latency,
         latency_provenance=f"measured:{TIMER}" + (" via mlperf-loadgen" if scenario.engine == "loadgen" else ""),
-        load_time_ms=Figure.measured(statistics.median(load_ms), "ms", "fresh-process:session+first-inference", (min(load_ms), max(load_ms))),
-        peak_rss_mib=Figure.measured(max(rss), "MiB", "fresh-process:VmHWM", (min(rss), max(rss))),
+        load_time_ms=cold_start_figure(cold, "load_time_ms", "ms", "fresh-process:session+first-inference", statistics.median),
+        peak_rss_mib=cold_start_figure(cold, "peak_rss_mib", "MiB", "fresh-process:VmHWM", max),
         model_size_mib=Figure.measured(prep.ref.size_bytes / 2**20, "MiB", "file-size"),
         energy_mj_per_inference=energy_fig,
         sustained_w=watts_fig,
@@ -189,8 +196,19 @@ def finish_record(
         placement=placement,
         env=fingerprint(),
         fitness=fitness,
-        extras={"cold_start": cold, "inputs": {s.name: list(s.shape) for s in prep.specs}, **(extras or {})},
+        cold_start=cold,
+        inputs={s.name: list(s.shape) for s in prep.specs},
+        interleave=interleave,
     )
+
+
+def cold_start_figure(cold: list[ColdStart], key: str, unit: str, meter: str, pick: Callable[[list[float]], float]) -> Figure:
+    """A cold-start figure over the fresh processes (``pick`` of them, with their range), or
+    unavailable when the run skipped cold starts (a screening run)."""
+    if not cold:
+        return Figure.unavailable(unit, "not measured: this run skipped cold starts (a screening run)")
+    values = [getattr(c, key) for c in cold]
+    return Figure.measured(pick(values), unit, meter, (min(values), max(values)))
 
 
 def now_iso() -> str:
@@ -198,23 +216,36 @@ def now_iso() -> str:
 
 
 def profile_model(
-    model_path: str | Path,
+    model_path: Model | str | Path,
     settings: RuntimeSettings | None = None,
     options: ProfileOptions | None = None,
     progress: Progress | None = None,
 ) -> RunRecord:
-    """Measure a model on this host and return its RunRecord (raw samples kept)."""
-    settings = settings or RuntimeSettings()
+    """Measure a model on this host and return its RunRecord (raw samples kept): a host runner
+    opened, used once and closed (``edgeproof.runners``)."""
+    from edgeproof.runners import HostRunner
+
     options = options or ProfileOptions()
-    report = progress or (lambda msg, frac: None)
-    prep = prepare(model_path, options)
-    scenario, feeds = prep.scenario, prep.feeds
-    fitness = host_fitness(options, report)
+    with HostRunner(check_fitness=options.check_fitness, strict=options.strict) as runner:
+        return runner.run(runner.prepare(model_path, options), settings or RuntimeSettings(), options, progress)
+
+
+def measure_prepared(
+    prep: Prepared,
+    settings: RuntimeSettings,
+    options: ProfileOptions,
+    meter: energy.EnergyMeter | None,
+    fitness: HostFitness | None,
+    report: Progress,
+) -> RunRecord:
+    """Time fresh sessions of a prepared model under its scenario until the p95 interval is narrow
+    enough (or the session cap or time budget is reached), then add cold start and placement."""
+    scenario, feeds, model_path = prep.scenario, prep.feeds, prep.path
     sessions: list[SessionSamples] = []
     queueing: list[float] = []
     loadgen_summaries: list[dict] = []
     started = time.monotonic()
-    with energy.opened_meter() as meter, thermal.ThermalSampler() as temps:
+    with thermal.ThermalSampler() as temps:
         tally = EnergyTally(meter)
         while True:
             idx = len(sessions)

@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from edgeproof.errors import DataError
+from edgeproof.scenario_grammar import split_scenario
 
 Feeds = dict[str, np.ndarray]
 RunFn = Callable[[None, Feeds], object]
@@ -35,20 +36,14 @@ class Scenario:
 
 
 def parse_scenario(text: str, deadline_ms: float | None = None) -> Scenario:
-    name, _, rate = text.partition(":")
-    if name in ("single-stream", "offline"):
-        if rate:
-            raise DataError(f"--scenario {text!r}: {name} takes no rate")
+    """The Scenario a ``--scenario`` text names; a paced scenario's deadline defaults to one period."""
+    try:
+        name, rate_hz = split_scenario(text)
+    except ValueError as exc:
+        raise DataError(f"--scenario: {exc}") from None
+    if rate_hz is None:
         return Scenario(name)
-    if name in ("periodic", "server"):
-        try:
-            rate_hz = float(rate)
-        except ValueError:
-            rate_hz = -1.0
-        if rate_hz <= 0:
-            raise DataError(f"--scenario {text!r}: expected {name}:HZ with a positive rate, e.g. {name}:30")
-        return Scenario(name, rate_hz, deadline_ms if deadline_ms is not None else 1000.0 / rate_hz)
-    raise DataError(f"--scenario {text!r}: expected single-stream, periodic:HZ, server:HZ or offline")
+    return Scenario(name, rate_hz, deadline_ms if deadline_ms is not None else 1000.0 / rate_hz)
 
 
 def back_to_back(run: RunFn, feeds: list[Feeds], n: int) -> list[float]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats as sps
-
-from edgeproof.records import Interval, LatencyStats
 
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 CONFIDENCE = 0.95
@@ -18,6 +17,35 @@ _SESSION_SPREAD_WARN = 0.05
 _TAIL_RATIO_WARN = 3.0
 _WIDE_CI_WARN = 0.10
 _MIN_SAMPLES_P99 = 100
+
+
+class Interval(BaseModel):
+    """A two-sided interval at ``level`` (95% unless said)."""
+
+    model_config = ConfigDict(extra="forbid")
+    low: float
+    high: float
+    level: float = 0.95
+
+
+class LatencyStats(BaseModel):
+    """Latency summary over all timed samples of all sessions; intervals span sessions (see ``summarize``).
+
+    Defined here, below the run records that hold it, so statistics depend on nothing of ours."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_samples: int
+    n_sessions: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    ci: dict[str, Interval]
+    ci_method: str
+    warnings: list[str] = Field(default_factory=list)
 
 
 def order_statistic_interval(sorted_ms: np.ndarray, q: float, level: float = CONFIDENCE) -> tuple[float, float]:
@@ -39,13 +67,15 @@ def _session_interval(per_session: np.ndarray, centre: float, level: float = CON
     return centre - half, centre + half
 
 
-def summarize(sessions: list[list[float]]) -> LatencyStats:
+def summarize(sessions: list[list[float]], warn: bool = True) -> LatencyStats:
     """Summarise latency samples (ms) from one or more fresh sessions.
 
     Point estimates are quantiles of the pooled samples. Each 95% interval is the wider of
     a Student-t interval over the per-session quantiles (which carries session-to-session
     variance) and the order-statistic interval of the pooled samples (a floor for when a few
     sessions agree by chance). With one session only the latter exists, and a warning says so.
+    ``warn=False`` leaves out the instability warnings, which speak of a noisy machine: a simulated
+    run's spread is its jitter model's.
     """
     arrays = [np.asarray(s, dtype=np.float64) for s in sessions if len(s) > 0]
     if not arrays:
@@ -79,7 +109,8 @@ def summarize(sessions: list[list[float]]) -> LatencyStats:
         ci=ci,
         ci_method=method,
     )
-    stats.warnings = instability_warnings(arrays, stats)
+    if warn:
+        stats.warnings = instability_warnings(arrays, stats)
     return stats
 
 

@@ -10,13 +10,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edgeproof.bom import BomFacts, read_bom
+from edgeproof.bom import SIGNATURE_FORMAT, BomFacts, load_signature, read_bom
+from edgeproof.change_record import CHANGE_RECORD_SCHEMA, CHANGE_RECORD_SCHEMA_V1, load_change_record
 from edgeproof.errors import EdgeproofError, RecordError, first_line
 from edgeproof.records import RUN_SCHEMA, VERDICT_SCHEMA, RunRecord, Verdict, load_record
 
 SEARCH_PREFIX = "edgeproof.search/"
-SIGNATURE_FORMAT = "edgeproof.bom-signature/1"
-CHANGE_RECORD_SCHEMA = "edgeproof.change-record/1"
 
 
 @dataclass(frozen=True)
@@ -115,6 +114,8 @@ def _classify(inputs: Inputs, path: Path, rel: str, doc: Any, seen_runs: set[str
         inputs.verdicts.append(Found(rel, load_record(path, Verdict)))
     elif isinstance(schema, str) and schema.startswith(SEARCH_PREFIX):
         inputs.searches.append(Found(rel, _search_result(path)))
+    elif schema == CHANGE_RECORD_SCHEMA or doc.get("schema") == CHANGE_RECORD_SCHEMA_V1:
+        inputs.change_records.append(Found(rel, load_change_record(path)))
     elif isinstance(schema, str) and schema.startswith("edgeproof."):
         inputs.skipped.append((rel, f"schema_version {schema!r} is not one this report reads"))
     elif isinstance(doc.get("passed"), bool) and isinstance(doc.get("verdicts"), list):
@@ -124,9 +125,7 @@ def _classify(inputs: Inputs, path: Path, rel: str, doc: Any, seen_runs: set[str
         facts: BomFacts = read_bom(path)
         inputs.boms.append(Found(rel, facts))
     elif doc.get("format") == SIGNATURE_FORMAT:
-        inputs.signatures.append(Found(rel, doc))
-    elif doc.get("schema") == CHANGE_RECORD_SCHEMA:
-        inputs.change_records.append(Found(rel, doc))
+        inputs.signatures.append(Found(rel, load_signature(path)))
     else:
         inputs.ignored.append(rel)
 

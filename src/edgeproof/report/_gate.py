@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from edgeproof.outcome import overall
 from edgeproof.records import ClauseResult, Verdict
 from edgeproof.report._collect import Inputs
 from edgeproof.report._html import Section, absent_section, badge, card, chip, esc, fmt, muted, note, provenance_kind, source, table
@@ -63,7 +64,7 @@ def target_block(rel: str, index: int, verdict: Verdict) -> str:
     regressions = regression_clauses(verdict)
     contract = len(verdict.clauses) - len(regressions)
     failing = [c.clause for c in verdict.clauses if c.status == "fail"]
-    title = f"{esc(verdict.target)} {chip('pass' if verdict.passed else 'fail')} {source(rel)}"
+    title = f"{esc(verdict.target)} {chip(verdict.outcome)} {source(rel)}"
     body = "<p>" + esc(
         f"{contract} contract clause(s) (see the contract verdict above) and {len(regressions)} regression clause(s) vs the baseline."
         + (f" Failing: {', '.join(failing)}." if failing else "")
@@ -88,7 +89,7 @@ def section(inputs: Inputs) -> Section:
     )
     blocks, index, kinds = [], 0, set()
     for f in inputs.gates:
-        blocks.append(f"<p>{source(f.rel)}: {chip('pass' if f.item.passed else 'fail')} over {len(f.item.verdicts)} target(s)</p>")
+        blocks.append(f"<p>{source(f.rel)}: {chip(overall(v.outcome for v in f.item.verdicts))} over {len(f.item.verdicts)} target(s)</p>")
         for verdict in f.item.verdicts:
             blocks.append(target_block(f.rel, index, verdict))
             kinds |= {provenance_kind(c.provenance) for c in regression_clauses(verdict)}

@@ -127,6 +127,7 @@ header.top code { color:#eef2f8; }
 .banner small { display:block; font-size:13px; font-weight:400; opacity:.9; margin-top:2px; }
 .banner.pass { background:#e3f5ea; color:var(--pass); border:1px solid #b9e4c8; }
 .banner.fail { background:#fdecea; color:var(--fail); border:1px solid #f4c2bc; }
+.banner.undecided { background:#fdf3e1; color:var(--warn); border:1px solid #f3dcae; }
 .banner.none { background:#eef0f4; color:var(--muted); border:1px solid var(--line); }
 nav.toc { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 18px; margin:20px 0; }
 nav.toc ol { margin:6px 0 0; padding-left:20px; columns:2; }
@@ -152,7 +153,7 @@ td:first-child { min-width:9em; }
 .chip { display:inline-block; font-size:12px; font-weight:700; padding:0 8px; border-radius:4px; text-transform:uppercase; }
 .c-pass { background:#e3f5ea; color:var(--pass); }
 .c-fail { background:#fdecea; color:var(--fail); }
-.c-unverified { background:#fdf3e1; color:var(--warn); }
+.c-unverified, .c-undecided { background:#fdf3e1; color:var(--warn); }
 .c-waived { background:#e6eefa; color:var(--waived); }
 .muted, .src { color:var(--muted); }
 .src { font-family:ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size:12px; }

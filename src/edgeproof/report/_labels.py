@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import ValidationError
-
-from edgeproof.records import RunRecord
-from edgeproof.variants import Recipe
+from edgeproof.records import RunRecord, VariantRef
 
 AS_GIVEN = "as given"
 
 
-def variant_label(variant: dict[str, Any] | None) -> str:
-    """The recipe's short name (``int8-static/QDQ/per-channel/minmax/U8S8``), or "as given" for the model itself."""
-    if not variant:
-        return AS_GIVEN
-    for key in ("label", "name"):
-        if isinstance(variant.get(key), str) and variant[key]:
-            return variant[key]
-    recipe = variant.get("recipe", variant)
-    if isinstance(recipe, dict):
-        try:
-            return Recipe.model_validate(recipe).label()
-        except ValidationError:
-            if isinstance(recipe.get("precision"), str):
-                return recipe["precision"]
-    return "variant (recipe not readable)"
+def variant_label(variant: VariantRef | None) -> str:
+    """The variant's short name (``int8-static/QDQ/per-channel/minmax/U8S8``), or "as given" for the model itself."""
+    return variant.name if variant is not None else AS_GIVEN
 
 
 def target_label(record: RunRecord) -> str:
@@ -37,8 +20,13 @@ def target_label(record: RunRecord) -> str:
 def model_variant(record: RunRecord) -> str:
     """Model name and variant, with a simulator what-if precision where one was asked for."""
     label = f"{record.model.name} · {variant_label(record.variant)}"
-    override = record.extras.get("precision_override") if record.kind == "simulated" else None
+    override = precision_override(record)
     return f"{label} · as {override} (what-if)" if override else label
+
+
+def precision_override(record: RunRecord) -> str | None:
+    """The precision a simulation was asked to run the float kernels at (what-if), if any."""
+    return record.simulation.precision_override if record.simulation is not None else None
 
 
 def run_label(record: RunRecord) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from edgeproof.figures import latency_figure
 from edgeproof.records import RunRecord
 from edgeproof.report._collect import Found, Inputs
 from edgeproof.report._html import Section, absent_section, badge, esc, note, provenance_kind, source, table
@@ -37,10 +38,9 @@ def p95_budget_ms(inputs: Inputs) -> float | None:
 
 
 def _interval(record: RunRecord, key: str) -> str:
-    value = getattr(record.latency, f"{key}_ms")
-    ci = record.latency.ci.get(key)
-    span = f' <span class="muted">[{ci.low:.4g}–{ci.high:.4g}]</span>' if ci else ""
-    return f"{value:.4g}{span}"
+    figure = latency_figure(record, f"{key}_ms")
+    span = f' <span class="muted">[{figure.interval[0]:.4g}–{figure.interval[1]:.4g}]</span>' if figure.interval else ""
+    return f"{figure.value:.4g}{span}"
 
 
 def legend_height_px(labels: list[str]) -> int:

@@ -142,7 +142,7 @@ def outcome_card(found: Found, index: int, outcome: TargetOutcome, runs_by_id: d
     by_id = {c.id: c for c in result.candidates}
     candidates = [by_id[cid] for cid in outcome.candidates if cid in by_id]
     sim = any(provenance_kind(c.figures[LATENCY].provenance) == "simulated" for c in candidates if LATENCY in c.figures)
-    title = f"{esc(outcome.target)} {chip('pass' if outcome.feasible else 'fail')} {badge('simulated:') if sim else ''} {source(found.rel)}"
+    title = f"{esc(outcome.target)} {chip(outcome.outcome)} {badge('simulated:') if sim else ''} {source(found.rel)}"
     body = ""
     fig = pareto_figure(candidates, outcome, {c.id: _worst_accuracy(c, runs_by_id) for c in candidates})
     if fig is not None:

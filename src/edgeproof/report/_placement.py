@@ -6,10 +6,10 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from edgeproof.records import Placement, RunRecord
+from edgeproof.records import Placement, RunRecord, TimelinePhase
 from edgeproof.report._collect import Found, Inputs
 from edgeproof.report._html import Section, absent_section, badge, esc, muted, note, provenance_kind, source, table
-from edgeproof.report._labels import run_label, simulated, unique_labels
+from edgeproof.report._labels import precision_override, run_label, simulated, unique_labels
 from edgeproof.report._plots import FAIL, GREY, SIM, plot_html, ptext, simulated_name
 
 NOT_RECORDED = "not recorded"
@@ -27,7 +27,7 @@ def distinct_placements(inputs: Inputs) -> list[Found]:
         rec: RunRecord = f.item
         if rec.placement is None:
             continue
-        key = (rec.model.sha256, rec.target.id, rec.target.power_mode, rec.extras.get("precision_override"),
+        key = (rec.model.sha256, rec.target.id, rec.target.power_mode, precision_override(rec),
                tuple((n.name, n.provider) for n in rec.placement.nodes))
         if key not in seen:
             seen.add(key)
@@ -49,10 +49,10 @@ def placement_row(label: str, rel: str, rec: RunRecord) -> list[str]:
     p = rec.placement
     assert p is not None
     primary, fallback = node_split(p)
-    parts = rec.extras.get("partitions")
-    if isinstance(parts, dict) and "segment_count" in parts:
-        segments = esc(str(parts["segment_count"]))
-        copies = esc(f"{parts.get('bytes_copied', 0):,} B in {parts.get('copy_ms', 0.0):.3g} ms")
+    parts = rec.simulation.partitions if rec.simulation is not None else None
+    if parts is not None:
+        segments = esc(str(parts.segment_count))
+        copies = esc(f"{parts.bytes_copied:,.0f} B in {parts.copy_ms:.3g} ms")
     else:
         segments = copies = muted(NOT_RECORDED)
     return [
@@ -84,24 +84,23 @@ def split_figure(labels: list[str], records: list[RunRecord]) -> go.Figure:
 
 def timeline_figure(rec: RunRecord) -> go.Figure | None:
     """One simulated inference as lanes (link, CPU, accelerator) of copies, launches and kernels."""
-    rows = rec.extras.get("timeline")
-    if not isinstance(rows, list) or not rows:
+    sim = rec.simulation
+    if sim is None or not sim.timeline:
         return None
-    parts = rec.extras.get("partitions")
-    has_accelerator = isinstance(parts, dict) and bool(parts.get("accelerator"))
+    has_accelerator = bool(sim.partitions.accelerator)
     fig = go.Figure()
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        key = str(r.get("kind"))
+    groups: dict[str, list[TimelinePhase]] = {}
+    for r in sim.timeline:
+        key = r.kind
         if key == "kernel":
-            key = "kernel:fallback" if has_accelerator and r.get("device") == "cpu" else f"kernel:{r.get('device')}"
+            key = "kernel:fallback" if has_accelerator and r.device == "cpu" else f"kernel:{r.device}"
         groups.setdefault(key, []).append(r)
     for key, items in groups.items():
         fig.add_trace(go.Bar(
-            y=[ptext(r.get("device", "?")) for r in items], x=[r["duration_us"] / 1e3 for r in items],
-            base=[r["start_us"] / 1e3 for r in items], orientation="h", name=PHASE_NAME.get(key, ptext(key)),
+            y=[ptext(r.device) for r in items], x=[r.duration_us / 1e3 for r in items],
+            base=[r.start_us / 1e3 for r in items], orientation="h", name=PHASE_NAME.get(key, ptext(key)),
             marker_color=PHASE_COLOUR.get(key, SIM), marker_line={"width": 0.5, "color": "#ffffff"},
-            customdata=[[ptext(r.get("name", "")), ptext(r.get("bound", "")), r.get("power_w")] for r in items],
+            customdata=[[ptext(r.name), ptext(r.bound or ""), r.power_w] for r in items],
             hovertemplate="%{customdata[0]}<br>%{base:.4g} → +%{x:.4g} ms (%{customdata[1]}-bound)<br>%{customdata[2]:.3g} W<extra></extra>",
         ))
     fig.update_layout(barmode="overlay", showlegend=True)
@@ -110,10 +109,10 @@ def timeline_figure(rec: RunRecord) -> go.Figure | None:
 
 
 def _fallback_details(rec: RunRecord) -> str:
-    parts = rec.extras.get("partitions")
+    fallback = rec.simulation.partitions.fallback if rec.simulation is not None else []
     rows = []
-    if isinstance(parts, dict) and parts.get("fallback"):
-        rows = [[esc(fb.get("kernel", "")), esc(fb.get("op_type", "")), esc(fb.get("precision", "")), esc(fb.get("reason", ""))] for fb in parts["fallback"]]
+    if fallback:
+        rows = [[esc(fb.kernel), esc(fb.op_type), esc(fb.precision or ""), esc(fb.reason)] for fb in fallback]
         headers = ["kernel", "op", "precision", "why it fell back"]
     elif rec.placement is not None:
         p = rec.placement

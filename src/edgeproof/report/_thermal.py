@@ -7,10 +7,10 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from edgeproof.records import RunRecord
+from edgeproof.records import RunRecord, SoakTrace
 from edgeproof.report._collect import Found, Inputs
-from edgeproof.report._html import Section, absent_section, badge, esc, muted, note, provenance_kind, source, table
-from edgeproof.report._labels import run_label, simulated
+from edgeproof.report._html import Section, absent_section, badge, esc, note, provenance_kind, source, table
+from edgeproof.report._labels import precision_override, run_label, simulated
 from edgeproof.report._plots import FAIL, PASS, SIM, plot_html
 
 SERIES = ("t_s", "temperature_c", "latency_ms")
@@ -19,21 +19,20 @@ MAX_EVENT_LINES = 24
 MAX_DEFAULT_SOAK_PLOTS = 2
 
 
-def soaks(inputs: Inputs) -> list[tuple[Found, dict[str, Any]]]:
+def soaks(inputs: Inputs) -> list[tuple[Found, SoakTrace]]:
     """Runs that carry a soak time series, the soaks a user asked for first; identical soaks once."""
     seen: set[tuple[Any, ...]] = set()
     found = []
     for f in inputs.runs:
-        soak = f.item.extras.get("soak")
-        if not isinstance(soak, dict) or not all(isinstance(soak.get(k), list) and soak[k] for k in SERIES):
-            continue
         rec: RunRecord = f.item
-        key = (rec.model.sha256, rec.target.id, rec.target.power_mode, rec.extras.get("precision_override"),
-               soak.get("duration_s"), soak.get("ambient_c"), soak.get("rate_hz"))
+        soak = rec.simulation.soak if rec.simulation is not None else None
+        if soak is None or not (soak.t_s and soak.temperature_c and soak.latency_ms):
+            continue
+        key = (rec.model.sha256, rec.target.id, rec.target.power_mode, precision_override(rec), soak.duration_s, soak.ambient_c, soak.rate_hz)
         if key not in seen:
             seen.add(key)
             found.append((f, soak))
-    return sorted(found, key=lambda pair: not pair[1].get("requested", True))
+    return sorted(found, key=lambda pair: not pair[1].requested)
 
 
 def governor_of(rec: RunRecord) -> dict[str, Any]:
@@ -42,67 +41,58 @@ def governor_of(rec: RunRecord) -> dict[str, Any]:
     return governor if isinstance(governor, dict) else {}
 
 
-def soak_figure(rec: RunRecord, soak: dict[str, Any]) -> go.Figure:
-    t = soak["t_s"]
+def soak_figure(rec: RunRecord, soak: SoakTrace) -> go.Figure:
+    t = soak.t_s
     tag = " [simulated]" if simulated(rec) else ""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.55, 0.45])
-    fig.add_trace(go.Scatter(x=t, y=soak["temperature_c"], mode="lines", name=f"temperature{tag}", line={"color": FAIL, "width": 2},
+    fig.add_trace(go.Scatter(x=t, y=soak.temperature_c, mode="lines", name=f"temperature{tag}", line={"color": FAIL, "width": 2},
                              hovertemplate="%{x:.0f} s: %{y:.1f} °C<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=t, y=soak["latency_ms"], mode="lines", name=f"latency{tag}", line={"color": SIM, "width": 2, "shape": "hv"},
+    fig.add_trace(go.Scatter(x=t, y=soak.latency_ms, mode="lines", name=f"latency{tag}", line={"color": SIM, "width": 2, "shape": "hv"},
                              hovertemplate="%{x:.0f} s: %{y:.4g} ms<extra></extra>"), row=2, col=1)
     governor = governor_of(rec)
     for key, label in (("trip_c", "trip"), ("clear_c", "clear")):
         if isinstance(governor.get(key), (int, float)):
             fig.add_hline(y=governor[key], row=1, col=1, line={"color": "#8a94a6", "width": 1, "dash": "dot"},
                           annotation_text=f"{label} {governor[key]:g} °C", annotation_position="bottom right")
-    events = [e for e in soak.get("throttle_events", []) if isinstance(e, dict) and "t_s" in e]
+    events = soak.throttle_events
     for kind, colour, symbol in (("trip", FAIL, "triangle-down"), ("clear", PASS, "triangle-up")):
-        hits = [e for e in events if e.get("event") == kind]
+        hits = [e for e in events if e.event == kind]
         if hits:
             fig.add_trace(go.Scatter(
-                x=[e["t_s"] for e in hits], y=[e.get("temperature_c") for e in hits], mode="markers", name=f"throttle {kind}{tag}",
+                x=[e.t_s for e in hits], y=[e.temperature_c for e in hits], mode="markers", name=f"throttle {kind}{tag}",
                 marker={"symbol": symbol, "size": 11, "color": colour, "line": {"width": 1, "color": "#ffffff"}},
                 hovertemplate=f"{kind} at %{{x:.0f}} s (%{{y:.1f}} °C)<extra></extra>",
             ), row=1, col=1)
     for e in events[:MAX_EVENT_LINES]:
-        fig.add_vline(x=e["t_s"], line={"color": FAIL if e.get("event") == "trip" else PASS, "width": 1, "dash": "dot"})
+        fig.add_vline(x=e.t_s, line={"color": FAIL if e.event == "trip" else PASS, "width": 1, "dash": "dot"})
     fig.update_yaxes(title_text="temperature (°C)", row=1, col=1)
     fig.update_yaxes(title_text="latency (ms)", row=2, col=1)
     fig.update_xaxes(title_text="time under sustained load (s)", row=2, col=1)
     return fig
 
 
-def _summary(soak: dict[str, Any]) -> str:
-    parts = [f"{soak.get('duration_s', 0):.0f} s at {soak.get('ambient_c', float('nan')):g} °C ambient"]
-    rate = soak.get("rate_hz")
-    parts.append(f"at {rate:g} inferences/s" if rate else "back to back")
-    if isinstance(soak.get("peak_temperature_c"), (int, float)):
-        parts.append(f"peak {soak['peak_temperature_c']:.1f} °C")
-    if isinstance(soak.get("sustained_w"), (int, float)):
-        parts.append(f"sustained {soak['sustained_w']:.2f} W")
-    trip = soak.get("first_trip_s")
-    if trip is None:
+def _summary(soak: SoakTrace) -> str:
+    parts = [f"{soak.duration_s:.0f} s at {soak.ambient_c:g} °C ambient"]
+    parts.append(f"at {soak.rate_hz:g} inferences/s" if soak.rate_hz else "back to back")
+    parts.append(f"peak {soak.peak_temperature_c:.1f} °C")
+    parts.append(f"sustained {soak.sustained_w:.2f} W")
+    if soak.first_trip_s is None:
         parts.append("no throttling")
     else:
-        before, after = soak.get("mean_latency_before_trip_ms"), soak.get("mean_latency_after_trip_ms")
-        parts.append(f"first throttle at {trip:.0f} s, {len(soak.get('throttle_events', []))} governor events")
-        if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+        before, after = soak.mean_latency_before_trip_ms, soak.mean_latency_after_trip_ms
+        parts.append(f"first throttle at {soak.first_trip_s:.0f} s, {len(soak.throttle_events)} governor events")
+        if before is not None and after is not None:
             parts.append(f"mean latency {before:.4g} → {after:.4g} ms")
     return ", ".join(parts)
 
 
-def _row(f: Found, soak: dict[str, Any]) -> list[str]:
+def _row(f: Found, soak: SoakTrace) -> list[str]:
     rec: RunRecord = f.item
-
-    def num(key: str, pattern: str) -> str:
-        value = soak.get(key)
-        return esc(pattern.format(value)) if isinstance(value, (int, float)) else muted("—")
-
     return [
         esc(run_label(rec)), source(f.rel), badge(rec.latency_provenance),
-        "asked for" if soak.get("requested", True) else "simulator default",
-        num("duration_s", "{:.0f} s"), num("ambient_c", "{:g} °C"), num("peak_temperature_c", "{:.1f} °C"),
-        num("sustained_w", "{:.2f} W"), num("first_trip_s", "{:.0f} s") if soak.get("first_trip_s") is not None else "none",
+        "asked for" if soak.requested else "simulator default",
+        esc(f"{soak.duration_s:.0f} s"), esc(f"{soak.ambient_c:g} °C"), esc(f"{soak.peak_temperature_c:.1f} °C"),
+        esc(f"{soak.sustained_w:.2f} W"), esc(f"{soak.first_trip_s:.0f} s") if soak.first_trip_s is not None else "none",
     ]
 
 
@@ -118,11 +108,11 @@ def section(inputs: Inputs) -> Section:
     defaults = 0
     for i, (f, soak) in enumerate(found):
         rec: RunRecord = f.item
-        if not soak.get("requested", True):
+        if not soak.requested:
             defaults += 1
             if defaults > MAX_DEFAULT_SOAK_PLOTS:
                 continue
-        why = "" if soak.get("requested", True) else " The simulator's default soak (no --soak given), from which it takes sustained power."
+        why = "" if soak.requested else " The simulator's default soak (no --soak given), from which it takes sustained power."
         body += f"<h3>{esc(run_label(rec))} {badge(rec.latency_provenance, detail=True)} {source(f.rel)}</h3>"
         body += f'<p class="note">{esc(_summary(soak))}.{esc(why)}</p>'
         body += plot_html(soak_figure(rec, soak), f"plot-soak-{i}", height=460)

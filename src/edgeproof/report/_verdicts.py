@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from edgeproof.outcome import OUTCOME_WORDS, overall
 from edgeproof.records import ClauseResult, Verdict
 from edgeproof.report._collect import Inputs
 from edgeproof.report._html import (
@@ -66,7 +67,7 @@ def summary_row(rel: str, verdict: Verdict) -> list[str]:
     contract = [c for c in verdict.clauses if not c.clause.startswith(REGRESSION_PREFIX)]
     binding = f"<code>{esc(verdict.binding_clause)}</code>" if verdict.binding_clause else '<span class="muted">—</span>'
     kinds = {provenance_kind(c.provenance) for c in contract}
-    return [esc(verdict.target), chip("pass" if verdict.passed else "fail"), binding, status_counts(contract), kind_badges(kinds), source(rel)]
+    return [esc(verdict.target), chip(verdict.outcome), binding, status_counts(contract), kind_badges(kinds), source(rel)]
 
 
 def verdict_card(rel: str, verdict: Verdict) -> str:
@@ -75,7 +76,7 @@ def verdict_card(rel: str, verdict: Verdict) -> str:
     regressions = len(verdict.clauses) - len(contract)
     kinds = {provenance_kind(c.provenance) for c in contract}
     title = (
-        f"{esc(verdict.target)} {chip('pass' if verdict.passed else 'fail')} {kind_badges(kinds - {'unavailable'})} "
+        f"{esc(verdict.target)} {chip(verdict.outcome)} {kind_badges(kinds - {'unavailable'})} "
         f"<span class=\"muted\">from</span> {source(rel)}"
     )
     lines = []
@@ -91,10 +92,9 @@ def verdict_card(rel: str, verdict: Verdict) -> str:
     extra = []
     if verdict.allow_unverified and any(c.status == "unverified" for c in verdict.clauses):
         extra.append("--allow-unverified: unverified clauses were counted as passing.")
-    extra += [
-        f"Waiver applied to {w.get('clause')} by {w.get('owner')} until {w.get('expires')}: {w.get('reason')}" for w in verdict.waivers_applied
-    ]
-    extra += [f"Waiver EXPIRED, not applied: {w.get('clause')} (expired {w.get('expires')})" for w in verdict.waivers_expired]
+    extra += [f"Could not decide: {why}" for why in verdict.undecided_because]
+    extra += [f"Waiver applied: {w.sentence()}" for w in verdict.waivers_applied]
+    extra += [f"Waiver EXPIRED, not applied: {w.sentence(expired=True)}" for w in verdict.waivers_expired]
     if extra:
         body += bullet_list(esc(e) for e in extra)
     return card(title, body)
@@ -123,22 +123,21 @@ def _target_summary(verdicts: list[Verdict]) -> str:
     for v in verdicts:
         sim = any(provenance_kind(c.provenance) == "simulated" for c in v.clauses)
         why = f" on {v.binding_clause}" if v.binding_clause and not v.passed else ""
-        parts.append(f"{v.target}{' (simulated)' if sim else ''}: {'pass' if v.passed else 'FAIL'}{why}")
+        parts.append(f"{v.target}{' (simulated)' if sim else ''}: {OUTCOME_WORDS[v.outcome]}{why}")
     return "; ".join(parts)
 
 
 def banner(inputs: Inputs) -> str:
     """The overall outcome: the gate's where a gate ran, else the contract verdicts', else none."""
     if inputs.gates:
-        passed = all(f.item.passed for f in inputs.gates)
+        outcome = overall(v.outcome for f in inputs.gates for v in f.item.verdicts)
         detail = " | ".join(f"{f.rel}: {_target_summary(f.item.verdicts)}" for f in inputs.gates)
-        head = f"Release gate: {'PASS' if passed else 'FAIL'}"
+        head = f"Release gate: {OUTCOME_WORDS[outcome]}"
     elif inputs.verdicts:
         verdicts = [f.item for f in inputs.verdicts]
-        passed = all(v.passed for v in verdicts)
+        outcome = overall(v.outcome for v in verdicts)
         detail = _target_summary(verdicts) + " — no gate ran in this folder"
-        head = f"Contract: {'PASS' if passed else 'FAIL'} ({len(verdicts)} verdict{'s' if len(verdicts) != 1 else ''})"
+        head = f"Contract: {OUTCOME_WORDS[outcome]} ({len(verdicts)} verdict{'s' if len(verdicts) != 1 else ''})"
     else:
         return '<div id="verdict-banner" class="banner none">No verdict in this folder<small>run `edgeproof check` or `edgeproof gate` to judge the contract</small></div>'
-    cls = "pass" if passed else "fail"
-    return f'<div id="verdict-banner" class="banner {cls}">{esc(head)}<small>{esc(detail)}</small></div>'
+    return f'<div id="verdict-banner" class="banner {outcome}">{esc(head)}<small>{esc(detail)}</small></div>'

@@ -1,7 +1,8 @@
 """Contract-driven search: candidate space, measurement, Pareto front, contract pick, infeasibility explanation."""
 
-from edgeproof.search._explain import CLAUSE_OPTIONS, clause_bests, clause_kind, escalation_for, explain_infeasible
-from edgeproof.search._measure import HostMeasurer, Measurer, SimulatedMeasurer, board_modes
+from edgeproof.figures import figures_of, worst_slice
+from edgeproof.search._explain import CLAUSE_OPTIONS, clause_bests, clause_kind, decide_target, escalation_for, explain_infeasible
+from edgeproof.search._measure import SearchRunners, board_modes
 from edgeproof.search._records import (
     SEARCH_SCHEMA,
     Candidate,
@@ -15,8 +16,6 @@ from edgeproof.search._records import (
     Skipped,
     TargetOutcome,
     VariantInfo,
-    figures_of,
-    worst_slice,
 )
 from edgeproof.search._run import (
     BuiltVariant,
@@ -58,8 +57,6 @@ __all__ = [
     "EscalationAdvice",
     "Explanation",
     "Fp32Comparison",
-    "HostMeasurer",
-    "Measurer",
     "PlannedVariant",
     "RunPoint",
     "SearchOptions",
@@ -67,7 +64,7 @@ __all__ = [
     "SearchResult",
     "Selection",
     "SelectionStep",
-    "SimulatedMeasurer",
+    "SearchRunners",
     "Skipped",
     "TargetOutcome",
     "VariantInfo",
@@ -77,6 +74,7 @@ __all__ = [
     "clause_bests",
     "clause_kind",
     "compare_to_fp32",
+    "decide_target",
     "default_cache_dir",
     "default_threads",
     "dominates",

@@ -12,8 +12,9 @@ import math
 from collections.abc import Sequence
 
 from edgeproof.contract import Contract, EscalationStep
+from edgeproof.outcome import Outcome
 from edgeproof.records import ClauseResult
-from edgeproof.search._records import Candidate, ClauseBest, EscalationAdvice, Explanation
+from edgeproof.search._records import Candidate, ClauseBest, EscalationAdvice, Explanation, Skipped
 from edgeproof.search._select import DEFAULT_REL_TOL, rank
 
 # Which escalation options can move each kind of clause, most direct first.
@@ -161,6 +162,52 @@ def explain_infeasible(
         escalation_note=advice_note,
         notes=notes,
     )
+
+
+def decide_target(
+    target: str, group: Sequence[Candidate], chosen: str | None, not_measured: Sequence[Skipped], time_budget_s: float, elapsed_s: float
+) -> tuple[Outcome, list[str]]:
+    """Whether ``target`` passes, fails on evidence or could not be decided, and what would decide it.
+
+    Pass when a candidate was chosen. Undecided when no candidate on the target was measured (the
+    time budget or ``--max-candidates`` ran out first, or none could run), or when an eligible
+    candidate fails no clause on evidence but lacks data for one. Else fail: every measured
+    candidate fails on evidence (or is not eligible), whatever was left unmeasured.
+    """
+    if chosen is not None:
+        return "pass", []
+    if not group:
+        return "undecided", _nothing_measured(target, not_measured, time_budget_s, elapsed_s)
+    by_reason: dict[str, list[str]] = {}
+    for cand in group:
+        if cand.eligible and cand.verdict.outcome == "undecided":
+            for why in cand.verdict.undecided_because:
+                by_reason.setdefault(why, []).append(cand.id)
+    if not by_reason:
+        return "fail", []
+    return "undecided", [f"nothing fails on evidence for {', '.join(ids)}, but {why}" for why, ids in by_reason.items()]
+
+
+def _nothing_measured(target: str, not_measured: Sequence[Skipped], time_budget_s: float, elapsed_s: float) -> list[str]:
+    """Why no candidate on ``target`` was measured, one line per cause, each with what would measure one."""
+    causes: dict[str, list[Skipped]] = {}
+    for s in not_measured:
+        cause = "time" if s.reason.startswith("time budget") else "cap" if "max-candidates" in s.reason else "run"
+        causes.setdefault(cause, []).append(s)
+    lines = []
+    for cause, items in causes.items():
+        names = ", ".join(f"{s.id} {s.name}" for s in items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+        if cause == "time":
+            lines.append(
+                f"the time budget ({time_budget_s:g} s) was spent before any candidate on {target} was measured "
+                f"({len(items)} not measured: {names}); the search stopped after {elapsed_s:.0f} s, so rerun with "
+                f"--time-budget above {math.ceil(elapsed_s)} to measure more"
+            )
+        elif cause == "cap":
+            lines.append(f"--max-candidates was reached before any candidate on {target} ({len(items)} not measured: {names}); raise it")
+        else:
+            lines.append(f"no candidate on {target} could run ({len(items)}: {names}): {items[0].reason}")
+    return lines or [f"no candidate on {target} was measured"]
 
 
 def escalation_for(kind: str, steps: Sequence[EscalationStep], tried: Sequence[str] = ()) -> tuple[EscalationAdvice | None, str]:

@@ -1,32 +1,28 @@
-"""Measurers: one call shape for the host runner and the board simulator, so a candidate's target is just data."""
+"""The search's runners: one opened runner per (target, power mode), so a candidate's target is just data."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
-from edgeproof.contract import parse_scenario
 from edgeproof.errors import TargetError
-from edgeproof.measure.runner import ProfileOptions, profile_model
-from edgeproof.records import HostFitness, RunRecord, RuntimeSettings
+from edgeproof.measure.runner import ProfileOptions
+from edgeproof.model import Model
+from edgeproof.records import RunRecord, RuntimeSettings
+from edgeproof.runners import Runner, runner_for
 from edgeproof.search._space import RunPoint
 
 Progress = Callable[[str, float], None]
 
 
-class Measurer(Protocol):
-    """Measure or simulate one variant at one run point; the record's figures carry their provenance."""
-
-    def __call__(self, variant_path: Path, point: RunPoint, progress: Progress) -> RunRecord: ...
-
-
 @dataclass
-class HostMeasurer:
-    """The real ONNX Runtime runner: fixed fresh sessions, cold start in a fresh process, placement.
+class SearchRunners:
+    """Runners for the points of one search, each opened on first use and all closed together.
 
-    The host's fitness is checked once per search (``fitness``) and attached to every record,
-    rather than re-probed before each of dozens of short candidates.
+    The host's fitness is checked once, when its runner opens, and attached to every record,
+    rather than re-probed before each of dozens of short candidates. A board is simulated at the
+    contract's scenario (a periodic or server rate included) in the point's power mode.
     """
 
     scenario: str
@@ -36,13 +32,17 @@ class HostMeasurer:
     warmup: int = 30
     cold_start_repeats: int = 2
     session_budget_s: float = 20.0
-    fitness: HostFitness | None = None
+    catalog_dirs: tuple[str, ...] = ()
+    _open: dict[tuple[str, str | None], Runner] = field(default_factory=dict)
 
-    def __call__(self, variant_path: Path, point: RunPoint, progress: Progress) -> RunRecord:
-        settings = RuntimeSettings(
-            provider=self.provider, intra_op_threads=point.threads or 1, graph_optimization_level=point.opt_level or "all"  # type: ignore[arg-type]
-        )
-        options = ProfileOptions(
+    def runner(self, target: str, power_mode: str | None = None) -> Runner:
+        key = (target, power_mode)
+        if key not in self._open:
+            self._open[key] = runner_for(target, power_mode=power_mode, catalog_dirs=self.catalog_dirs).open()
+        return self._open[key]
+
+    def options(self) -> ProfileOptions:
+        return ProfileOptions(
             scenario=self.scenario,
             min_sessions=self.sessions,
             max_sessions=self.sessions,
@@ -50,40 +50,27 @@ class HostMeasurer:
             warmup=self.warmup,
             time_budget_s=self.session_budget_s,
             cold_start_repeats=self.cold_start_repeats,
-            check_fitness=False,
         )
-        record = profile_model(variant_path, settings, options, progress=progress)
-        if self.fitness is not None:
-            record = record.model_copy(update={"fitness": self.fitness, "extras": {**record.extras, "fitness_checked": "once, at search start"}})
-        return record
 
-
-@dataclass
-class SimulatedMeasurer:
-    """The board simulator (``edgeproof.simulate.simulate_run``) at the point's power mode.
-
-    A periodic contract scenario is simulated at its rate; other scenarios run back to back.
-    """
-
-    scenario: str
-    sessions: int = 3
-    samples: int = 200
-    catalog_dirs: tuple[str, ...] = field(default_factory=tuple)
-
-    def __call__(self, variant_path: Path, point: RunPoint, progress: Progress) -> RunRecord:
-        from edgeproof.simulate import simulate_run
-
-        kind, rate_hz = parse_scenario(self.scenario)
-        return simulate_run(
-            variant_path,
-            point.target,
-            power_mode=point.power_mode,
-            rate_hz=rate_hz if kind == "periodic" else None,
-            sessions=self.sessions,
-            samples_per_session=self.samples,
-            catalog_dirs=self.catalog_dirs,
-            progress=progress,
+    def measure(self, variant: Model | str | Path, point: RunPoint, progress: Progress) -> RunRecord:
+        """Measure (host) or simulate (board) one variant at one run point."""
+        runner = self.runner(point.target, None if point.on_host else point.power_mode)
+        settings = RuntimeSettings(
+            provider=self.provider, intra_op_threads=point.threads or 1, graph_optimization_level=point.opt_level or "all"  # type: ignore[arg-type]
         )
+        options = self.options()
+        return runner.run(runner.prepare(variant, options), settings, options, progress)
+
+    def close(self) -> None:
+        for runner in self._open.values():
+            runner.close()
+        self._open.clear()
+
+    def __enter__(self) -> SearchRunners:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def board_modes(target_id: str, wanted: tuple[str, ...] | None, catalog_dirs: tuple[str, ...] = ()) -> list[str]:

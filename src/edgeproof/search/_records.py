@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgeproof.records import Figure, ModelRef, RunRecord, Verdict
+from edgeproof.outcome import Outcome, overall
+from edgeproof.records import Figure, ModelRef, Verdict
 
 SEARCH_SCHEMA = "edgeproof.search/1"
 
@@ -143,9 +144,17 @@ class Explanation(_Record):
 
 
 class TargetOutcome(_Record):
-    """Pareto front, choice and (when nothing fits) the explanation for one target."""
+    """Pareto front, choice and (when nothing fits) the explanation for one target.
+
+    ``outcome`` is pass when a candidate was chosen; undecided when no candidate was measured, or
+    one that could still meet the contract lacks data (``undecided_because`` says what would decide
+    it); else fail: every measured candidate fails on evidence. Results written before ``outcome``
+    existed load with it derived from the choice.
+    """
 
     target: str
+    outcome: Outcome
+    undecided_because: list[str] = Field(default_factory=list)
     candidates: list[str]
     pareto_axes: list[str]
     pareto: list[str]
@@ -154,15 +163,33 @@ class TargetOutcome(_Record):
     explanation: Explanation | None = None
     chosen_artifact: str | None = None  # file name of the chosen variant's ONNX copy in the output folder
 
+    @model_validator(mode="before")
+    @classmethod
+    def _outcome_of_an_older_result(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "outcome" in data:
+            return data
+        selection = data.get("selection")
+        chosen = selection.get("chosen") if isinstance(selection, dict) else getattr(selection, "chosen", None)
+        return {**data, "outcome": "pass" if chosen is not None else ("fail" if data.get("candidates") else "undecided")}
+
+    @model_validator(mode="after")
+    def _pass_is_a_choice(self) -> TargetOutcome:
+        if (self.outcome == "pass") != (self.selection.chosen is not None):
+            raise ValueError(f"outcome is {self.outcome!r} but the chosen candidate is {self.selection.chosen!r}")
+        return self
+
     @property
     def feasible(self) -> bool:
         return self.selection.chosen is not None
 
 
 class Skipped(_Record):
+    """A candidate the search did not measure, and why (``target`` is absent in results written before it was kept)."""
+
     id: str
     name: str
     reason: str
+    target: str | None = None
 
 
 class VariantInfo(_Record):
@@ -202,30 +229,10 @@ class SearchResult(_Record):
     def feasible(self) -> bool:
         return all(o.feasible for o in self.outcomes)
 
+    @property
+    def outcome(self) -> Outcome:
+        """Over every target: fail if any fails on evidence, else undecided if any is, else pass."""
+        return overall(o.outcome for o in self.outcomes)
+
     def candidate(self, candidate_id: str) -> Candidate:
         return next(c for c in self.candidates if c.id == candidate_id)
-
-
-def worst_slice(record: RunRecord) -> tuple[str | None, Figure]:
-    """The slice with the largest accuracy drop, and that drop as a figure (unavailable without an evaluation)."""
-    ev = record.evaluation
-    if ev is None or not ev.slices:
-        return None, Figure.unavailable("pp", "no evaluation: the contract names no data or slices")
-    name, metrics = max(ev.slices.items(), key=lambda kv: kv[1].drop_pp)
-    return name, Figure.measured(metrics.drop_pp, "pp", f"evaluate({ev.dataset_id[:16]},{name})")
-
-
-def figures_of(record: RunRecord) -> dict[str, Figure]:
-    """Every rankable metric of a record, keyed like ``edgeproof.contract.METRICS``, provenance kept."""
-    lat, prov = record.latency, record.latency_provenance
-    figures = {key: Figure(value=getattr(lat, key), unit="ms", provenance=prov) for key in ("p50_ms", "p95_ms", "p99_ms")}
-    for key in ("peak_rss_mib", "load_time_ms", "model_size_mib", "energy_mj_per_inference", "sustained_w", "temperature_c"):
-        figures[key] = getattr(record, key)
-    placement = record.placement
-    if placement is None:
-        figures["cpu_fallback_frac"] = Figure.unavailable("fraction", "no per-node placement in the record")
-    else:
-        frac = placement.fallback_time_frac if placement.fallback_time_frac is not None else placement.fallback_node_frac
-        figures["cpu_fallback_frac"] = Figure(value=frac, unit="fraction", provenance=placement.provenance)
-    figures["accuracy_drop_pp"] = worst_slice(record)[1]
-    return figures

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -17,15 +17,13 @@ from edgeproof.contract import Contract, evaluate
 from edgeproof.data import CalibrationSet, Dataset, Slice, SliceSpec, calibration_set, check_fits_model, load_dataset, make_slices
 from edgeproof.errors import DataError, ModelError
 from edgeproof.evaluate import SliceEvaluator, worst_drop_pp
-from edgeproof.measure.doctor import check_host
-from edgeproof.measure import thermal
-from edgeproof.model import load_model, model_ref, resolve_inputs, synthetic_feeds
-from edgeproof.measure.scenarios import back_to_back
-from edgeproof.measure.session import open_session, run_checked
-from edgeproof.records import Evaluation, RunRecord, RuntimeSettings, load_record, save_record, write_atomic
-from edgeproof.search._explain import explain_infeasible
-from edgeproof.search._measure import HostMeasurer, Measurer, SimulatedMeasurer, board_modes
-from edgeproof.search._records import Candidate, SearchResult, Selection, Skipped, TargetOutcome, VariantInfo, figures_of, worst_slice
+from edgeproof.figures import figures_of, worst_slice
+from edgeproof.measure.runner import ProfileOptions
+from edgeproof.model import Model, as_model, resolve_inputs, synthetic_feeds
+from edgeproof.records import Evaluation, RunRecord, RuntimeSettings, VariantRef, load_record, save_record, write_atomic
+from edgeproof.search._explain import decide_target, explain_infeasible
+from edgeproof.search._measure import SearchRunners, board_modes
+from edgeproof.search._records import Candidate, SearchResult, Selection, Skipped, TargetOutcome, VariantInfo
 from edgeproof.search._select import DEFAULT_REL_TOL, choose, off_front_note, pareto_front, usable_axes
 from edgeproof.search._space import RunPoint, allowed, board_points, host_points, order_candidates, plan_variants, variant_name
 from edgeproof.variants import ExcludedNode, Recipe, Variant, build_variant, keep_slow_nodes_float, mixed_precision
@@ -90,7 +88,7 @@ class SearchOutcome:
     variants: list[BuiltVariant]
 
 
-def search_data(contract: Contract, model_path: Path, data_entry: str | None) -> tuple[Dataset, list[Slice]] | None:
+def search_data(contract: Contract, model: Model | str | Path, data_entry: str | None) -> tuple[Dataset, list[Slice]] | None:
     """The dataset and slices to evaluate on: ``--data`` (relative to the working folder) or the contract's [data].
 
     Without either, there is no accuracy to judge: None, unless a slice has a floor (then a DataError).
@@ -108,7 +106,7 @@ def search_data(contract: Contract, model_path: Path, data_entry: str | None) ->
         return None
     specs = specs or [SliceSpec(name="nominal", kind="nominal")]
     dataset = load_dataset(entry, base, extra_parts=[s.part for s in specs])
-    check_fits_model(dataset, model_path)
+    check_fits_model(dataset, model)
     return dataset, make_slices(dataset, specs)
 
 
@@ -122,16 +120,16 @@ def _points(options: SearchOptions) -> list[RunPoint]:
     return points
 
 
-def _probe_rows(model_path: Path, data: tuple[Dataset, list[Slice]] | None) -> np.ndarray:
+def _probe_rows(model: Model, data: tuple[Dataset, list[Slice]] | None) -> np.ndarray:
     """Rows the per-node speed profile runs on: real evaluation rows, else one synthetic input."""
     if data is not None:
         return data[1][0].x[:1]
-    feeds = synthetic_feeds(resolve_inputs(load_model(model_path)))
+    feeds = synthetic_feeds(resolve_inputs(model.proto))
     return next(iter(feeds.values()))
 
 
 def _speed_variant(
-    model_path: Path, base: Variant, x: np.ndarray, calibration: CalibrationSet | None, cache_dir: Path
+    model: Model, base: Variant, x: np.ndarray, calibration: CalibrationSet | None, cache_dir: Path
 ) -> tuple[Variant | None, str]:
     """``base`` with its slower-than-float quantized nodes kept float, or None when none is slower.
 
@@ -147,7 +145,7 @@ def _speed_variant(
         except (ValueError, KeyError, TypeError):
             nodes = None
     if nodes is None:
-        variant, comparison = keep_slow_nodes_float(model_path, base, x, calibration, cache_dir)
+        variant, comparison = keep_slow_nodes_float(model, base, x, calibration, cache_dir)
         nodes = [n for n in variant.recipe.excluded_nodes if n.reason == "speed" and n not in base.recipe.excluded_nodes]
         payload = {
             "variant_sha256": base.sha256,
@@ -163,7 +161,7 @@ def _speed_variant(
     if not nodes:
         return None, "no quantized node is slower than its float form"
     if variant is None:
-        variant = build_variant(model_path, base.recipe.with_excluded(nodes), calibration, cache_dir)
+        variant = build_variant(model, base.recipe.with_excluded(nodes), calibration, cache_dir)
     return variant, f"kept float for speed: {', '.join(n.name for n in nodes)}"
 
 
@@ -184,8 +182,8 @@ class _Variants:
 
 
 def _build_all(
-    model_path: Path, contract: Contract, data: tuple[Dataset, list[Slice]] | None, judge: SliceEvaluator | None,
-    cache_dir: Path, report: Progress, out_of_time: Callable[[], bool],
+    model: Model, contract: Contract, data: tuple[Dataset, list[Slice]] | None, judge: SliceEvaluator | None,
+    cache_dir: Path, report: Progress, out_of_time: Callable[[], bool], runners: SearchRunners, guard_point: RunPoint,
 ) -> tuple[list[BuiltVariant], list[str], list[str]]:
     """Planned variants, then per-node speed and mixed-precision variants derived from the INT8 ones.
 
@@ -203,64 +201,73 @@ def _build_all(
             assert data is not None and specs is not None
             calibrations[kinds] = calibration_set(data[0], specs, kinds)
         try:
-            variants.add(build_variant(model_path, planned.recipe, calibrations.get(kinds), cache_dir), "plan")
+            variants.add(build_variant(model, planned.recipe, calibrations.get(kinds), cache_dir), "plan")
         except ModelError as exc:
             if planned.recipe.precision == "fp32":
                 raise
             notes.append(f"{variant_name(planned.recipe)} not built: {exc}")
     tried = ["better-quantization"] if sum(p.recipe.precision.startswith("int8") for p in plan) > 1 else []
     int8 = [b for b in variants.items if b.variant.recipe.precision.startswith("int8")]
-    x = _probe_rows(model_path, data)
-    guard = latency_guard(contract, x)
+    x = _probe_rows(model, data)
+    guard = latency_guard(contract, runners, guard_point, x)
     for i, base in enumerate(int8):
         if out_of_time():
             notes.append("time budget spent before every derived variant was built")
             break
         report(f"per-node speed and mixed precision from {base.name}", _BUILD_SHARE * (0.5 + 0.5 * i / len(int8)))
         try:
-            if _derive(model_path, base, variants, x, _calibration_of(base.variant.recipe, calibrations), cache_dir, guard):
+            if _derive(model, base, variants, x, _calibration_of(base.variant.recipe, calibrations), cache_dir, guard):
                 tried = [*dict.fromkeys([*tried, "mixed-precision"])]
         except ModelError as exc:
             notes.append(f"variants derived from {base.name} not built: {exc}")
     return variants.items, notes, tried
 
 
-def latency_guard(contract: Contract, x: np.ndarray, samples: int = 200, warmup: int = 30) -> Callable[[Variant], bool] | None:
+def latency_guard(
+    contract: Contract, runners: SearchRunners, point: RunPoint, x: np.ndarray, samples: int = 200, warmup: int = 30
+) -> Callable[[Variant], bool] | None:
     """What mixed precision asks before keeping one more node in float: does the variant still meet
-    the contract's single-stream p95/p99 budgets on this host? One fresh 1-thread session, timed
-    back to back on a real row (``measured:perf_counter_ns``); the full measurement of the survivor
-    comes later in the search. None when the contract sets no latency budget. An energy budget
-    cannot be checked here without a meter, so only latency stops the float-keeping."""
+    the contract's p95/p99 budgets? One fresh session under the contract's scenario, on the target's
+    runner at the search's first run point (a simulated board is judged by its simulator), fed a real
+    row where the model has one input. A screening run (no cold start, no node profile); the full
+    measurement of the survivor comes later in the search. None when the contract sets no latency
+    budget. An energy budget cannot be checked here without a meter, so only latency stops the
+    float-keeping."""
     budgets = contract.budgets
-    limits = {q: v for q, v in ((0.95, budgets.p95_ms), (0.99, budgets.p99_ms)) if v is not None}
+    limits = {"p95_ms": budgets.p95_ms, "p99_ms": budgets.p99_ms}
+    limits = {k: v for k, v in limits.items() if v is not None}
     if not limits:
         return None
-    settings = RuntimeSettings(intra_op_threads=1)
+    options = ProfileOptions(
+        scenario=contract.scenario, min_sessions=1, max_sessions=1, samples_per_session=samples, warmup=warmup,
+        cold_start_repeats=0, profile_nodes=False,
+    )
+    settings = RuntimeSettings(provider=runners.provider, intra_op_threads=point.threads or 1, graph_optimization_level=point.opt_level or "all")  # type: ignore[arg-type]
 
     def ok(variant: Variant) -> bool:
-        sess = open_session(variant.path, settings)
-        feeds = [{sess.get_inputs()[0].name: np.ascontiguousarray(x[:1])}]
-        run_checked(sess, feeds[0], str(variant.path))
-        back_to_back(sess.run, feeds, warmup)
-        times = np.asarray(back_to_back(sess.run, feeds, samples))
-        return all(float(np.quantile(times, q)) <= limit for q, limit in limits.items())
+        runner = runners.runner(point.target, None if point.on_host else point.power_mode)
+        prepared = runner.prepare(variant.path, options)
+        if len(prepared.specs) == 1:
+            prepared = replace(prepared, feeds=[{prepared.specs[0].name: np.ascontiguousarray(x[:1])}])
+        record = runner.run(prepared, settings, options)
+        return all(getattr(record.latency, key) <= limit for key, limit in limits.items())
 
     return ok
 
 
 def _derive(
-    model_path: Path, base: BuiltVariant, variants: _Variants, x: np.ndarray, calib: CalibrationSet | None, cache_dir: Path,
+    model: Model, base: BuiltVariant, variants: _Variants, x: np.ndarray, calib: CalibrationSet | None, cache_dir: Path,
     latency_ok: Callable[[Variant], bool] | None = None,
 ) -> bool:
     """Add ``base``'s per-node speed variant and, when it breaks a slice floor, its mixed-precision
     variant (each node kept in float must leave the variant within the latency budget). Returns
     whether mixed precision ran."""
-    speed, note = _speed_variant(model_path, base.variant, x, calib, cache_dir)
+    speed, note = _speed_variant(model, base.variant, x, calib, cache_dir)
     if speed is not None:
         variants.add(speed, "speed", note)
     if not base.failing or variants.judge is None:
         return False
-    mixed = mixed_precision(model_path, base.variant.recipe, variants.judge, calib, latency_ok=latency_ok, cache_dir=cache_dir)
+    mixed = mixed_precision(model, base.variant.recipe, variants.judge, calib, latency_ok=latency_ok, cache_dir=cache_dir)
     if mixed.variant.sha256 != base.variant.sha256:
         variants.add(mixed.variant, "mixed", mixed.reason, mixed.evaluation)
     else:
@@ -276,14 +283,8 @@ def _calibration_of(recipe: Recipe, calibrations: dict[tuple, CalibrationSet]) -
 
 def _record_for(record: RunRecord, built: BuiltVariant) -> RunRecord:
     variant = built.variant
-    info = {
-        **variant.recipe.model_dump(mode="json"),
-        "name": built.name,
-        "sha256": variant.sha256,
-        "origin": built.origin,
-        "cache_hit": variant.cache_hit,
-    }
-    return record.model_copy(update={"variant": info, "evaluation": built.evaluation})
+    ref = VariantRef(name=built.name, sha256=variant.sha256, recipe=variant.recipe, origin=built.origin, cache_hit=variant.cache_hit)
+    return record.model_copy(update={"variant": ref, "evaluation": built.evaluation})
 
 
 def _candidate(cid: str, built: BuiltVariant, point: RunPoint, record: RunRecord, contract: Contract, allow_unverified: bool) -> Candidate:
@@ -312,14 +313,22 @@ def _candidate(cid: str, built: BuiltVariant, point: RunPoint, record: RunRecord
     )
 
 
-def _outcome(target: str, group: list[Candidate], contract: Contract, tried: list[str], rel_tol: float) -> TargetOutcome:
+def _outcome(
+    target: str, group: list[Candidate], contract: Contract, tried: list[str], options: SearchOptions, skipped: list[Skipped], elapsed_s: float
+) -> TargetOutcome:
+    rel_tol = options.rel_tol
+    not_measured = [s for s in skipped if s.target == target]
     axes, axis_notes = usable_axes(group)
     front = pareto_front(group, axes)
     for cand in group:
         cand.pareto = cand.id in front
     if not group:
         empty = Selection(chosen=None, considered=[], steps=[], rel_tolerance=rel_tol, notes=["no candidate was measured on this target"])
-        return TargetOutcome(target=target, candidates=[], pareto_axes=axes, pareto=[], pareto_notes=axis_notes, selection=empty)
+        outcome, because = decide_target(target, group, None, not_measured, options.time_budget_s, elapsed_s)
+        return TargetOutcome(
+            target=target, outcome=outcome, undecided_because=because, candidates=[], pareto_axes=axes, pareto=[],
+            pareto_notes=axis_notes, selection=empty,
+        )
     selection = choose(group, contract.preferences.minimize, rel_tol)
     if selection.chosen is not None:
         note = off_front_note(next(c for c in group if c.id == selection.chosen), group, axes, selection)
@@ -328,28 +337,26 @@ def _outcome(target: str, group: list[Candidate], contract: Contract, tried: lis
     if selection.chosen is None:
         modes = {c.power_mode for c in group if c.power_mode}
         explanation = explain_infeasible(target, group, contract, [*tried, *(["power-mode"] if len(modes) > 1 else [])], rel_tol)
+    outcome, because = decide_target(target, group, selection.chosen, not_measured, options.time_budget_s, elapsed_s)
     return TargetOutcome(
-        target=target, candidates=[c.id for c in group], pareto_axes=axes, pareto=front, pareto_notes=axis_notes,
-        selection=selection, explanation=explanation,
+        target=target, outcome=outcome, undecided_because=because, candidates=[c.id for c in group], pareto_axes=axes, pareto=front,
+        pareto_notes=axis_notes, selection=selection, explanation=explanation,
     )
 
 
-def _measurers(contract: Contract, options: SearchOptions) -> tuple[Measurer, Measurer]:
-    fitness = check_host(thermal.max_temperature_c()) if "host" in options.targets else None
-    host = HostMeasurer(
+def search_runners(contract: Contract, options: SearchOptions) -> SearchRunners:
+    """The runners one search measures with (opened as each target is first used)."""
+    return SearchRunners(
         scenario=contract.scenario, provider=options.provider, sessions=options.sessions, samples=options.samples,
-        cold_start_repeats=options.cold_start_repeats, fitness=fitness,
+        cold_start_repeats=options.cold_start_repeats, catalog_dirs=options.catalog_dirs,
     )
-    board = SimulatedMeasurer(scenario=contract.scenario, sessions=options.sessions, samples=options.samples, catalog_dirs=options.catalog_dirs)
-    return host, board
 
 
 def _measure_all(
     built: list[BuiltVariant], points: list[RunPoint], order: list[tuple[int, int]], contract: Contract,
-    options: SearchOptions, report: Progress, out_of_time: Callable[[], bool],
+    options: SearchOptions, report: Progress, out_of_time: Callable[[], bool], runners: SearchRunners,
 ) -> tuple[list[Candidate], dict[str, RunRecord], list[Skipped]]:
     """Measure (or simulate) each (variant, point) in ``order`` until the cap or the time budget; judge each."""
-    host, board = _measurers(contract, options)
     candidates: list[Candidate] = []
     records: dict[str, RunRecord] = {}
     skipped: list[Skipped] = []
@@ -358,10 +365,10 @@ def _measure_all(
         cid, item, point = f"c{n + 1:02d}", built[vi], points[pi]
         label = f"{item.name} [{point.label}]"
         if options.max_candidates is not None and len(candidates) >= options.max_candidates:
-            skipped.append(Skipped(id=cid, name=label, reason=f"beyond --max-candidates {options.max_candidates}"))
+            skipped.append(Skipped(id=cid, name=label, target=point.target, reason=f"beyond --max-candidates {options.max_candidates}"))
             continue
         if out_of_time():
-            skipped.append(Skipped(id=cid, name=label, reason=f"time budget {options.time_budget_s:g} s spent"))
+            skipped.append(Skipped(id=cid, name=label, target=point.target, reason=f"time budget {options.time_budget_s:g} s spent"))
             continue
         start = _BUILD_SHARE + step * n
 
@@ -369,11 +376,10 @@ def _measure_all(
             # called only during this iteration, so the loop variables it reads are current
             report(f"{cid} {label}: {message}", start + step * fraction)
 
-        measurer = host if point.on_host else board
         try:
-            record = _record_for(measurer(Path(item.variant.path), point, sub_progress), item)
+            record = _record_for(runners.measure(item.variant.path, point, sub_progress), item)
         except ModelError as exc:
-            skipped.append(Skipped(id=cid, name=label, reason=f"could not run: {exc}"))
+            skipped.append(Skipped(id=cid, name=label, target=point.target, reason=f"could not run: {exc}"))
             continue
         history.append(record)
         records[cid] = record
@@ -382,7 +388,7 @@ def _measure_all(
 
 
 def optimize(
-    model_path: str | Path, contract: Contract, options: SearchOptions | None = None, progress: Progress | None = None
+    model: Model | str | Path, contract: Contract, options: SearchOptions | None = None, progress: Progress | None = None
 ) -> SearchOutcome:
     """Search variants × runtime settings × targets for the candidate the contract prefers.
 
@@ -393,30 +399,30 @@ def optimize(
     options = options or SearchOptions()
     report = progress or (lambda message, fraction: None)
     started = time.monotonic()
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise ModelError(f"{model_path}: no such file")
+    model = as_model(model)
     cache_dir = options.cache_dir or default_cache_dir()
     points = _points(options)
     report("loading data", 0.0)
-    data = search_data(contract, model_path, options.data)
+    data = search_data(contract, model, options.data)
     judge = None
     if data is not None:
         dataset, slices = data
-        judge = SliceEvaluator.for_reference(reference_model(contract, model_path), slices, dataset.id, metric_name="top1")
+        judge = SliceEvaluator.for_reference(reference_model(contract, model), slices, dataset.id, metric_name="top1")
 
     def out_of_time() -> bool:
         return time.monotonic() - started > options.time_budget_s
 
-    built, notes, tried = _build_all(model_path, contract, data, judge, cache_dir, report, out_of_time)
-    order = order_candidates(len(built), len(points))
-    candidates, records, skipped = _measure_all(built, points, order, contract, options, report, out_of_time)
+    with search_runners(contract, options) as runners:
+        built, notes, tried = _build_all(model, contract, data, judge, cache_dir, report, out_of_time, runners, points[0])
+        order = order_candidates(len(built), len(points))
+        candidates, records, skipped = _measure_all(built, points, order, contract, options, report, out_of_time, runners)
 
+    elapsed_s = time.monotonic() - started
     outcomes = [
-        _outcome(t, [c for c in candidates if c.target == t], contract, tried, options.rel_tol) for t in options.targets
+        _outcome(t, [c for c in candidates if c.target == t], contract, tried, options, skipped, elapsed_s) for t in options.targets
     ]
     result = SearchResult(
-        model=model_ref(model_path),
+        model=model.ref,
         contract_path=str(contract.path),
         contract_sha256=contract.sha256,
         data=_data_summary(data, options.data or contract.data_entry),

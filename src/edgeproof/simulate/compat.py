@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgeproof.analysis import analyze
 from edgeproof.errors import TargetError
+from edgeproof.model import Model
 from edgeproof.simulate.kernels import ITEMSIZE, KernelGraph, as_precision, build_kernels
 from edgeproof.simulate.partition import ACCEL, CPU, Partition, Placed, partition, split
 from edgeproof.simulate.point import operating_point
@@ -101,7 +102,7 @@ def _row(graph: KernelGraph, target: Target, precision: str) -> CompatRow:
 
 
 def compat_matrix(
-    model_path: str | Path,
+    model: Model | str | Path,
     targets: Iterable[str] | None = None,
     precisions: Iterable[str] | None = None,
     catalog_dirs: Iterable[str | Path] = (),
@@ -115,7 +116,7 @@ def compat_matrix(
     bad = [p for p in wanted_all or [] if p != NATIVE and p not in ITEMSIZE]
     if bad:
         raise TargetError(f"precision(s) {bad}: use native or one of {', '.join(ITEMSIZE)}")
-    cost = analyze(model_path)
+    cost = analyze(model)
     native = build_kernels(cost)
     boards = load_catalog(catalog_dirs) if targets is None else {t: get_target(t, catalog_dirs) for t in targets}
     rows = []

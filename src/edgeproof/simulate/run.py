@@ -10,9 +10,31 @@ from typing import Callable
 from edgeproof.analysis import ModelCost, analyze
 from edgeproof.errors import ModelError, TargetError
 from edgeproof.measure.placement import placement_of
-from edgeproof.measure.stats import summarize
-from edgeproof.model import model_ref
-from edgeproof.records import Figure, NodeRecord, RunRecord, RuntimeSettings, ScenarioResult, SessionSamples, TargetRef
+from edgeproof.measure.stats import LatencyStats, summarize
+from edgeproof.model import Model, as_model
+from edgeproof.records import (
+    BoundaryRow,
+    FallbackKernel,
+    Figure,
+    HostProfileRef,
+    JitterModel,
+    LoadBreakdown,
+    MemoryResidency,
+    NodeRecord,
+    OperatingPointRecord,
+    Partitions,
+    RampUp,
+    RunRecord,
+    RuntimeSettings,
+    ScenarioResult,
+    SegmentRow,
+    SessionSamples,
+    Simulation,
+    SoakTrace,
+    TargetRef,
+    TimelinePhase,
+)
+from edgeproof.records import ModelCost as ModelCostRecord
 from edgeproof.simulate.hostprofile import HostProfile, host_profile
 from edgeproof.simulate.jitter import sample_sessions
 from edgeproof.simulate.kernels import ITEMSIZE, KernelGraph, as_precision, build_kernels
@@ -24,10 +46,9 @@ from edgeproof.simulate.thermal import LoadPoint, SoakResult, idle_equilibrium_c
 from edgeproof.simulate.timing import Timeline, board_timeline, host_timeline
 from edgeproof.targets.catalog import get_target
 from edgeproof.targets.firmware import FirmwareProfile, resolve_firmware
-from edgeproof.targets.host import fingerprint
+from edgeproof.targets.host import HOST_ID, fingerprint
 from edgeproof.targets.spec import JitterSpec, Target
 
-HOST_ID = "host"
 DEFAULT_SOAK_S = 600.0
 FALLBACK_PROVIDER = "CPU (fallback)"
 
@@ -35,7 +56,7 @@ Progress = Callable[[str, float], None]
 
 
 def simulate_run(
-    model_path: str | Path,
+    model_path: Model | str | Path,
     target_id: str,
     power_mode: str | None = None,
     firmware: FirmwareProfile | str | Path | None = None,
@@ -63,7 +84,8 @@ def simulate_run(
 
     Every figure is labelled ``simulated:<board>@<profile version>``.
     """
-    path = Path(model_path)
+    model = as_model(model_path)
+    path = model.path
     if sessions < 1 or samples_per_session < 1:
         raise TargetError(f"sessions ({sessions}) and samples_per_session ({samples_per_session}) must be at least 1")
     if precision is not None and precision not in ITEMSIZE:
@@ -72,7 +94,7 @@ def simulate_run(
         raise TargetError(f"rate {rate_hz} Hz must be positive")
     if soak_s is not None and soak_s <= 0:
         raise TargetError(f"soak duration {soak_s} s must be positive")
-    cost = analyze(path)
+    cost = analyze(model.proto)
     graph = build_kernels(cost)
     if precision is not None:
         graph = as_precision(graph, precision, cost)
@@ -80,11 +102,11 @@ def simulate_run(
         raise ModelError(f"{path}: nothing to simulate (every node folds to a constant)")
     if target_id == HOST_ID:
         profile = host_profile(host_profile_path, progress)
-        return _host_record(path, cost, graph, profile, threads or 1, sessions, samples_per_session, seed, precision)
+        return _host_record(model, cost, graph, profile, threads or 1, sessions, samples_per_session, seed, precision)
     target = get_target(target_id, catalog_dirs)
     fw = resolve_firmware(target, firmware)
     op = operating_point(target, fw, power_mode, threads)
-    return _board_record(path, cost, graph, target, fw, op, soak_s, ambient_c, rate_hz, sessions, samples_per_session, seed, precision)
+    return _board_record(model, cost, graph, target, fw, op, soak_s, ambient_c, rate_hz, sessions, samples_per_session, seed, precision)
 
 
 def profile_label(target: Target, fw: FirmwareProfile) -> str:
@@ -99,7 +121,7 @@ def board_state(graph: KernelGraph, target: Target, op: OperatingPoint) -> tuple
 
 
 def _board_record(
-    path: Path,
+    model: Model,
     cost: ModelCost,
     graph: KernelGraph,
     target: Target,
@@ -139,29 +161,30 @@ def _board_record(
     session_samples = sample_sessions(bases, target.jitter, seed)
 
     res = residency(graph, part, target)
-    load = load_time_ms(path.stat().st_size, graph, part, target)
+    load = load_time_ms(model.size_bytes, graph, part, target)
     worst_ms = max(max(max(s) for s in session_samples), max(soak_result.latency_ms))
     warnings = res.warnings(target) + _operating_warnings(op, fw, worst_ms)
     first_inference_mj = trace.energy_j * 1e3
     one_core_w = idle_at(start_c) + target.power_modes[op.power_mode].cpu_dynamic_w / op.cpu_cores
-    soak_extra = soak_result.to_dict() | {
-        "idle_w_at_ambient": idle_at(start_c),
-        "idle_w_at_end": idle_at(soak_result.temperature_c[-1]),
-        "ramp_up": {
-            "time_ms": load["total_ms"] + latency_ms,
+    soak_record = SoakTrace(
+        **soak_result.to_dict(),
+        idle_w_at_ambient=idle_at(start_c),
+        idle_w_at_end=idle_at(soak_result.temperature_c[-1]),
+        ramp_up=RampUp(
+            time_ms=load["total_ms"] + latency_ms,
             # W x ms = mJ: one core busy while loading, then the first inference
-            "energy_mj": one_core_w * load["total_ms"] + first_inference_mj,
-            "includes": "runtime init + model read + accelerator upload + first inference (boot excluded)",
-        },
-        "requested": soak_s is not None,
-    }
+            energy_mj=one_core_w * load["total_ms"] + first_inference_mj,
+            includes="runtime init + model read + accelerator upload + first inference (boot excluded)",
+        ),
+        requested=soak_s is not None,
+    )
 
     def sim(value: float, unit: str) -> Figure:
         return Figure.simulated(value, unit, label)
 
     return RunRecord(
         kind="simulated",
-        model=model_ref(path),
+        model=model.ref,
         target=TargetRef(id=target.id, kind="simulated", profile_version=f"{target.version}/fw-{fw.version}", power_mode=op.power_mode, firmware=fw.model_dump()),
         settings=RuntimeSettings(provider=target.accelerator.name if target.accelerator else "CPU", intra_op_threads=op.threads),
         scenario=_scenario(rate_hz, session_samples),
@@ -170,32 +193,36 @@ def _board_record(
         latency_provenance=f"simulated:{label}",
         load_time_ms=sim(load["total_ms"], "ms"),
         peak_rss_mib=sim(res.resident_mib, "MiB"),
-        model_size_mib=Figure.measured(path.stat().st_size / 2**20, "MiB", "file-size"),
+        model_size_mib=Figure.measured(model.size_bytes / 2**20, "MiB", "file-size"),
         energy_mj_per_inference=sim(first_inference_mj, "mJ"),
         sustained_w=sim(soak_result.sustained_w, "W"),
         temperature_c=sim(soak_result.peak_c, "°C"),
         placement=_placement(graph, cost, part, timeline, target, label),
         env=fingerprint(),
-        extras={
-            "simulated_profile": label,
-            "target_name": target.name,
-            "precision_override": precision,
-            "operating_point": asdict(op),
-            "latency_model_ms": latency_ms,
-            "partitions": partitions_summary(graph, part, timeline, target),
-            "timeline": _timeline_rows(timeline, trace),
-            "soak": soak_extra,
-            "memory": asdict(res),
-            "load": load,
-            "jitter": target.jitter.model_dump() | {"seed": seed},
-            "model_cost": {"flops": cost.total_flops, "macs": cost.total_macs, "weight_bytes": cost.weight_bytes, "intensity_flop_per_byte": cost.intensity},
-            "warnings": warnings,
-            "assumptions": cost.assumptions,
-        },
+        simulation=Simulation(
+            profile=label,
+            target_name=target.name,
+            precision_override=precision,
+            operating_point=OperatingPointRecord(**asdict(op)),
+            latency_model_ms=latency_ms,
+            partitions=partitions_summary(graph, part, timeline, target),
+            timeline=_timeline_rows(timeline, trace),
+            soak=soak_record,
+            memory=MemoryResidency(**asdict(res)),
+            load=LoadBreakdown(**load),
+            jitter=JitterModel(**target.jitter.model_dump(), seed=seed),
+            model_cost=_model_cost(cost),
+            assumptions=cost.assumptions,
+        ),
+        warnings=warnings,
     )
 
 
-def _host_record(path: Path, cost: ModelCost, graph: KernelGraph, profile: HostProfile, threads: int, sessions: int, samples: int, seed: int, precision: str | None) -> RunRecord:
+def _model_cost(cost: ModelCost) -> ModelCostRecord:
+    return ModelCostRecord(flops=cost.total_flops, macs=cost.total_macs, weight_bytes=cost.weight_bytes, intensity_flop_per_byte=cost.intensity)
+
+
+def _host_record(model: Model, cost: ModelCost, graph: KernelGraph, profile: HostProfile, threads: int, sessions: int, samples: int, seed: int, precision: str | None) -> RunRecord:
     label = f"host@{profile.version}"
     timeline, notes = host_timeline(graph, profile, threads)
     latency_ms = timeline.total_us / 1e3
@@ -206,7 +233,7 @@ def _host_record(path: Path, cost: ModelCost, graph: KernelGraph, profile: HostP
     no_power = "the host profile models time only; measure energy with `edgeproof profile` and a meter"
     return RunRecord(
         kind="simulated",
-        model=model_ref(path),
+        model=model.ref,
         target=TargetRef(id=HOST_ID, kind="simulated", profile_version=profile.version),
         settings=RuntimeSettings(intra_op_threads=threads),
         scenario=_scenario(None, session_samples),
@@ -215,33 +242,31 @@ def _host_record(path: Path, cost: ModelCost, graph: KernelGraph, profile: HostP
         latency_provenance=f"simulated:{label}",
         load_time_ms=Figure.unavailable("ms", "the host profile does not model load time; `edgeproof profile` measures it"),
         peak_rss_mib=Figure.unavailable("MiB", "the host profile does not model memory; `edgeproof profile` measures it"),
-        model_size_mib=Figure.measured(path.stat().st_size / 2**20, "MiB", "file-size"),
+        model_size_mib=Figure.measured(model.size_bytes / 2**20, "MiB", "file-size"),
         energy_mj_per_inference=Figure.unavailable("mJ", no_power),
         sustained_w=Figure.unavailable("W", no_power),
         temperature_c=Figure.unavailable("°C", no_power),
         placement=placement_of(nodes, "CPUExecutionProvider").model_copy(update={"provenance": f"simulated:{label}"}),
         env=fingerprint(),
-        extras={
-            "simulated_profile": label,
-            "precision_override": precision,
-            "latency_model_ms": latency_ms,
-            "host_profile": {"created_at": profile.created_at, "cpu_model": profile.fingerprint.cpu_model, "onnxruntime": profile.fingerprint.onnxruntime},
-            "timeline": _timeline_rows(timeline, None),
-            "partitions": partitions_summary(graph, part, timeline, None),
-            "jitter": jitter.model_dump() | {"seed": seed},
-            "model_cost": {"flops": cost.total_flops, "macs": cost.total_macs, "weight_bytes": cost.weight_bytes, "intensity_flop_per_byte": cost.intensity},
-            "warnings": notes,
-            "assumptions": cost.assumptions,
-        },
+        simulation=Simulation(
+            profile=label,
+            precision_override=precision,
+            latency_model_ms=latency_ms,
+            host_profile=HostProfileRef(created_at=profile.created_at, cpu_model=profile.fingerprint.cpu_model, onnxruntime=profile.fingerprint.onnxruntime),
+            timeline=_timeline_rows(timeline, None),
+            partitions=partitions_summary(graph, part, timeline, None),
+            jitter=JitterModel(**jitter.model_dump(), seed=seed),
+            model_cost=_model_cost(cost),
+            assumptions=cost.assumptions,
+        ),
+        warnings=notes,
     )
 
 
-def _summarize_simulated(session_samples: list[list[float]]):
-    """Statistics of simulated samples. The instability warnings speak of a noisy machine, and here the
-    spread is the documented jitter model's, so they are left out."""
-    stats = summarize(session_samples)
-    stats.warnings = []
-    return stats
+def _summarize_simulated(session_samples: list[list[float]]) -> LatencyStats:
+    """Statistics of simulated samples, without the noisy-machine warnings: here the spread is the
+    documented jitter model's."""
+    return summarize(session_samples, warn=False)
 
 
 def _operating_warnings(op: OperatingPoint, fw: FirmwareProfile, worst_ms: float) -> list[str]:
@@ -303,59 +328,48 @@ def _placement(graph: KernelGraph, cost: ModelCost, part: Partition, timeline: T
     return placement_of(nodes, primary).model_copy(update={"provenance": f"simulated:{label}"})
 
 
-def partitions_summary(graph: KernelGraph, part: Partition, timeline: Timeline, target: Target | None) -> dict:
+def partitions_summary(graph: KernelGraph, part: Partition, timeline: Timeline, target: Target | None) -> Partitions:
     """Fragmentation: segments with their nodes, copies across each boundary, and why kernels fell back."""
     times = timeline.kernel_us()
     by_name = {k.name: k for k in graph.kernels}
     copy_us = {p.name: p.duration_us for p in timeline.phases if p.kind == "copy"}
-    segments = part.segments or ()
-    if not segments:
-        seg_rows = [{"index": 0, "device": CPU, "kernels": [k.name for k in graph.kernels], "nodes": sum(len(k.nodes) for k in graph.kernels), "time_ms": sum(times.values()) / 1e3, "flops": sum(k.flops for k in graph.kernels)}]
-    else:
-        seg_rows = [
-            {
-                "index": s.index,
-                "device": s.device,
-                "kernels": list(s.kernels),
-                "nodes": sum(len(by_name[n].nodes) for n in s.kernels),
-                "time_ms": sum(times.get(n, 0.0) for n in s.kernels) / 1e3,
-                "flops": sum(by_name[n].flops for n in s.kernels),
-            }
-            for s in segments
-        ]
+    groups = [(s.index, s.device, list(s.kernels)) for s in part.segments] if part.segments else [(0, CPU, [k.name for k in graph.kernels])]
+    seg_rows = [
+        SegmentRow(
+            index=index,
+            device=device,
+            kernels=kernels,
+            nodes=sum(len(by_name[n].nodes) for n in kernels),
+            time_ms=sum(times.get(n, 0.0) for n in kernels) / 1e3,
+            flops=sum(by_name[n].flops for n in kernels),
+        )
+        for index, device, kernels in groups
+    ]
     boundaries = []
     for b in part.boundaries:
         key = f"copy seg{b.src if b.src >= 0 else '-host'}->seg{b.dst if b.dst >= 0 else '-host'}"
-        boundaries.append({"from": b.src, "to": b.dst, "tensors": list(b.tensors), "bytes": b.bytes, "time_ms": copy_us.get(key, 0.0) / 1e3})
+        boundaries.append(BoundaryRow(src=b.src, dst=b.dst, tensors=list(b.tensors), bytes=b.bytes, time_ms=copy_us.get(key, 0.0) / 1e3))
     fallback = [
-        {"kernel": name, "op_type": by_name[name].op_type, "precision": p.precision, "reason": p.reason}
+        FallbackKernel(kernel=name, op_type=by_name[name].op_type, precision=p.precision, reason=p.reason)
         for name, p in part.placed.items()
         if p.device == CPU and target is not None and target.accelerator is not None
     ]
-    return {
-        "accelerator": target.accelerator.name if target is not None and target.accelerator else None,
-        "segment_count": len(seg_rows),
-        "accelerator_nodes": sum(r["nodes"] for r in seg_rows if r["device"] == ACCEL),
-        "cpu_nodes": sum(r["nodes"] for r in seg_rows if r["device"] == CPU),
-        "bytes_copied": part.bytes_copied,
-        "copy_ms": sum(b["time_ms"] for b in boundaries),
-        "segments": seg_rows,
-        "boundaries": boundaries,
-        "fallback": fallback,
-    }
+    return Partitions(
+        accelerator=target.accelerator.name if target is not None and target.accelerator else None,
+        segment_count=len(seg_rows),
+        accelerator_nodes=sum(r.nodes for r in seg_rows if r.device == ACCEL),
+        cpu_nodes=sum(r.nodes for r in seg_rows if r.device == CPU),
+        bytes_copied=part.bytes_copied,
+        copy_ms=sum(b.time_ms for b in boundaries),
+        segments=seg_rows,
+        boundaries=boundaries,
+        fallback=fallback,
+    )
 
 
-def _timeline_rows(timeline: Timeline, trace: PowerTrace | None) -> list[dict]:
+def _timeline_rows(timeline: Timeline, trace: PowerTrace | None) -> list[TimelinePhase]:
     watts = [w for _, _, w in trace.segments] if trace is not None else [None] * len(timeline.phases)
     return [
-        {
-            "kind": p.kind,
-            "device": p.device,
-            "name": p.name,
-            "start_us": p.start_us,
-            "duration_us": p.duration_us,
-            "bound": p.bound,
-            "power_w": w,
-        }
+        TimelinePhase(kind=p.kind, device=p.device, name=p.name, start_us=p.start_us, duration_us=p.duration_us, bound=p.bound, power_w=w)
         for p, w in zip(timeline.phases, watts)
     ]

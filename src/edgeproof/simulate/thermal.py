@@ -54,7 +54,7 @@ class SoakResult:
         return sum(self.step_s for f in self.clock_factor if f < 1.0)
 
     def to_dict(self) -> dict:
-        """JSON-ready form for ``RunRecord.extras["soak"]``."""
+        """The fields of a run's ``SoakTrace`` that the soak itself knows."""
         trip = self.first_trip_s
         before = [lat for t, lat in zip(self.t_s, self.latency_ms) if trip is None or t < trip]
         after = [lat for t, lat in zip(self.t_s, self.latency_ms) if trip is not None and t >= trip]

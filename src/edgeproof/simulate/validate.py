@@ -10,8 +10,10 @@ from typing import Callable
 
 from edgeproof.errors import ModelError
 from edgeproof.records import RuntimeSettings
+from edgeproof.runners import Runner, runner_for
 from edgeproof.simulate.hostprofile import host_profile
 from edgeproof.simulate.run import simulate_run
+from edgeproof.targets.host import HOST_ID
 
 # The bundled example lives beside the package in a source checkout (src/edgeproof/simulate → repo root).
 DIGITS_MODEL = Path(__file__).resolve().parents[3] / "examples" / "digits" / "model.onnx"
@@ -65,9 +67,9 @@ def digits_variants(out_dir: str | Path, model: str | Path = DIGITS_MODEL) -> di
     return {"fp32": model, "fp16": Path(fp16.path), "int8-static": Path(int8.path)}
 
 
-def measure_session_p50(model: Path, threads: int, samples: int = 300) -> float:
+def measure_session_p50(runner: Runner, model: Path, threads: int, samples: int = 300) -> float:
     """Median latency of one fresh session, measured by the host runner (as `edgeproof profile` does)."""
-    from edgeproof.measure.runner import ProfileOptions, profile_model
+    from edgeproof.measure.runner import ProfileOptions
 
     options = ProfileOptions(
         min_sessions=1,
@@ -78,7 +80,7 @@ def measure_session_p50(model: Path, threads: int, samples: int = 300) -> float:
         profile_nodes=False,
         check_fitness=False,
     )
-    record = profile_model(model, RuntimeSettings(intra_op_threads=threads), options)
+    record = runner.run(runner.prepare(model, options), RuntimeSettings(intra_op_threads=threads), options)
     return record.latency.p50_ms
 
 
@@ -101,16 +103,17 @@ def validate_host(
     profile = host_profile(profile_path, progress)
     jobs = [(name, Path(path), t) for name, path in variants.items() for t in threads]
     predicted = {
-        (name, t): simulate_run(path, "host", threads=t, host_profile_path=profile_path, sessions=1, samples_per_session=1).extras["latency_model_ms"]
+        (name, t): simulate_run(path, "host", threads=t, host_profile_path=profile_path, sessions=1, samples_per_session=1).simulation.latency_model_ms  # type: ignore[union-attr]
         for name, path, t in jobs
     }
     measured: dict[tuple[str, int], list[float]] = {(name, t): [] for name, _, t in jobs}
     loads: dict[tuple[str, int], list[float]] = {(name, t): [] for name, _, t in jobs}
-    for r in range(rounds):
-        for i, (name, path, t) in enumerate(jobs):
-            report(f"round {r + 1}/{rounds}: {name} with {t} thread(s)", (r * len(jobs) + i) / (rounds * len(jobs)))
-            measured[(name, t)].append(measure_session_p50(path, t))
-            loads[(name, t)].append(os.getloadavg()[0])
+    with runner_for(HOST_ID, check_fitness=False) as runner:
+        for r in range(rounds):
+            for i, (name, path, t) in enumerate(jobs):
+                report(f"round {r + 1}/{rounds}: {name} with {t} thread(s)", (r * len(jobs) + i) / (rounds * len(jobs)))
+                measured[(name, t)].append(measure_session_p50(runner, path, t))
+                loads[(name, t)].append(os.getloadavg()[0])
     cases = [
         Case(
             variant=name,

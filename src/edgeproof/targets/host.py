@@ -71,5 +71,9 @@ def fingerprint() -> EnvFingerprint:
     )
 
 
+# The target id of this machine, wherever a board id could stand.
+HOST_ID = "host"
+
+
 def host_target() -> TargetRef:
-    return TargetRef(id="host", kind="host")
+    return TargetRef(id=HOST_ID, kind="host")

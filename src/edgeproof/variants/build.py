@@ -33,7 +33,7 @@ from onnxruntime.quantization import (
 from edgeproof.data.dataset import model_input
 from edgeproof.data.slices import CalibrationSet
 from edgeproof.errors import DataError, ModelError, RecordError, first_line
-from edgeproof.model import sha256_file
+from edgeproof.model import Model, as_model, graph_of, sha256_file
 from edgeproof.records import load_record, save_record, write_atomic
 from edgeproof.variants.prepare import Prepared, prepare_for_quantization
 from edgeproof.variants.recipe import Recipe, Variant
@@ -73,13 +73,12 @@ def _quiet_quantizer() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _calibration_batch(model_path: Path, n_rows: int) -> int:
-    """Rows per calibration run: the model's fixed batch, else the largest divisor of ``n_rows`` up to 16.
+def _calibration_batch(model_path: Path, batch: int | str, n_rows: int) -> int:
+    """Rows per calibration run: the model's fixed ``batch``, else the largest divisor of ``n_rows`` up to 16.
 
     Every batch must have the same shape: the histogram calibrators (entropy, percentile)
     stack all batches of a tensor into one array.
     """
-    batch = model_input(model_path)[1][0]
     if isinstance(batch, int):
         if n_rows % batch:
             raise DataError(f"{model_path}: fixed batch {batch} does not divide the {n_rows} calibration rows")
@@ -96,11 +95,11 @@ def _quantize_static(
     ranges_key = hashlib.sha256(f"{prepared.sha256}:{calibration.id}:{recipe.calibrator}".encode()).hexdigest()[:24]
     ranges_path = cache_dir / "calibration" / f"{ranges_key}.json"
     ranges_path.parent.mkdir(parents=True, exist_ok=True)
-    name = model_input(prepared.path)[0]
+    name, dims = model_input(prepared.path)
     quantize_static(
         str(prepared.path),
         str(out),
-        _ArrayReader(name, calibration.x, _calibration_batch(prepared.path, calibration.n)),
+        _ArrayReader(name, calibration.x, _calibration_batch(prepared.path, dims[0], calibration.n)),
         quant_format=_FORMATS[str(recipe.format)],
         per_channel=recipe.per_channel,
         activation_type=_QUANT_TYPES[str(recipe.activation_type)],
@@ -111,44 +110,44 @@ def _quantize_static(
     )
 
 
-def _write_fp16(source: Path, recipe: Recipe, out: Path) -> None:
-    model = onnx.load(str(source))
+def _write_fp16(source: Model, recipe: Recipe, out: Path) -> None:
     # keep_io_types: callers keep feeding float32 and reading float32, as with the reference.
     converted = float16.convert_float_to_float16(
-        model, keep_io_types=True, node_block_list=[n.name for n in recipe.excluded_nodes] or None
+        source.proto_copy(), keep_io_types=True, node_block_list=[n.name for n in recipe.excluded_nodes] or None
     )
     onnx.save(converted, str(out))
 
 
-def _check_excluded(graph_path: Path, recipe: Recipe) -> None:
+def _check_excluded(graph: onnx.ModelProto, graph_path: Path, recipe: Recipe) -> None:
     """Refuse exclusions naming no node: the quantizer would silently quantize everything."""
-    names = {n.name for n in onnx.load(str(graph_path), load_external_data=False).graph.node}
+    names = {n.name for n in graph.graph.node}
     missing = [n.name for n in recipe.excluded_nodes if n.name not in names]
     if missing:
         raise ModelError(f"{graph_path}: excluded node {missing[0]!r} is not in the graph being converted")
 
 
-def _dynamic_exclusions(graph_path: Path, recipe: Recipe) -> list[str]:
+def _dynamic_exclusions(graph: onnx.ModelProto, recipe: Recipe) -> list[str]:
     """Names for quantize_dynamic's nodes_to_exclude: it rewrites a Gemm as ``<name>_MatMul`` + Add
     before matching names, so a Gemm is excluded under that name too."""
-    gemms = {n.name for n in onnx.load(str(graph_path), load_external_data=False).graph.node if n.op_type == "Gemm"}
+    gemms = {n.name for n in graph.graph.node if n.op_type == "Gemm"}
     names = [n.name for n in recipe.excluded_nodes]
     return names + [f"{name}_MatMul" for name in names if name in gemms]
 
 
 def _produce(
-    model_path: Path, recipe: Recipe, calibration: CalibrationSet | None, out: Path, cache_dir: Path
+    model: Model, recipe: Recipe, calibration: CalibrationSet | None, out: Path, cache_dir: Path
 ) -> tuple[str, ...]:
     """Write the variant's model to ``out``; return the steps taken, with the tool versions that took them."""
     if recipe.precision == "fp32":
-        shutil.copyfile(model_path, out)
+        shutil.copyfile(model.path, out)
         return ()
     if recipe.precision == "fp16":
-        _check_excluded(model_path, recipe)
-        _write_fp16(model_path, recipe, out)
+        _check_excluded(model.proto, model.path, recipe)
+        _write_fp16(model, recipe, out)
         return (f"onnxconverter-common {version('onnxconverter-common')} convert_float_to_float16(keep_io_types=True)",)
-    prepared = prepare_for_quantization(model_path, cache_dir)
-    _check_excluded(prepared.path, recipe)
+    prepared = prepare_for_quantization(model, cache_dir)
+    prepared_graph = graph_of(prepared.path)
+    _check_excluded(prepared_graph, prepared.path, recipe)
     with _quiet_quantizer():
         if recipe.precision == "int8-dynamic":
             quantize_dynamic(
@@ -156,7 +155,7 @@ def _produce(
                 str(out),
                 per_channel=recipe.per_channel,
                 weight_type=_QUANT_TYPES[str(recipe.weight_type)],
-                nodes_to_exclude=_dynamic_exclusions(prepared.path, recipe) or None,
+                nodes_to_exclude=_dynamic_exclusions(prepared_graph, recipe) or None,
             )
             tool = "quantize_dynamic"
         else:
@@ -166,9 +165,9 @@ def _produce(
     return (*prepared.steps, f"onnxruntime {version('onnxruntime')} {tool}")
 
 
-def _resolve(model_path: Path, recipe: Recipe, calibration: CalibrationSet | None) -> Recipe:
+def _resolve(model: Model, recipe: Recipe, calibration: CalibrationSet | None) -> Recipe:
     """The full recipe: the request plus source hash and calibration provenance."""
-    update: dict = {"source_sha256": sha256_file(model_path)}
+    update: dict = {"source_sha256": model.sha256}
     if recipe.precision == "int8-static":
         if calibration is None:
             raise DataError(f"{recipe.label()}: static INT8 needs a calibration set")
@@ -196,20 +195,18 @@ def _cached(folder: Path) -> Variant | None:
 
 
 def build_variant(
-    model_path: str | Path,
+    model: Model | str | Path,
     recipe: Recipe,
     calibration: CalibrationSet | None = None,
     cache_dir: str | Path = DEFAULT_CACHE_DIR,
 ) -> Variant:
-    """Make (or reuse from the cache) the variant of ``model_path`` that ``recipe`` describes.
+    """Make (or reuse from the cache) the variant of ``model`` (loaded, or a path) that ``recipe`` describes.
 
     Static INT8 needs ``calibration`` (see ``edgeproof.data.calibration_set``); its kinds and ID
     go into the recipe. The returned Variant says whether the artifact came from the cache.
     """
-    model_path, cache_dir = Path(model_path), Path(cache_dir)
-    if not model_path.is_file():
-        raise ModelError(f"{model_path}: no such file")
-    full = _resolve(model_path, recipe, calibration if recipe.precision == "int8-static" else None)
+    model, cache_dir = as_model(model), Path(cache_dir)
+    full = _resolve(model, recipe, calibration if recipe.precision == "int8-static" else None)
     folder = cache_dir / full.cache_key()[:24]
     hit = _cached(folder)
     if hit is not None:
@@ -218,12 +215,12 @@ def build_variant(
     with tempfile.TemporaryDirectory(prefix="edgeproof-variant-", dir=folder) as tmp:
         staged = Path(tmp) / "model.onnx"
         try:
-            steps = _produce(model_path, full, calibration, staged, cache_dir)
+            steps = _produce(model, full, calibration, staged, cache_dir)
         except (ModelError, DataError):
             raise
         except Exception as exc:  # quantizers and converters raise untyped errors
             raise ModelError(
-                f"{model_path}: building {full.label()} failed ({type(exc).__name__}: {first_line(exc)})"
+                f"{model.path}: building {full.label()} failed ({type(exc).__name__}: {first_line(exc)})"
             ) from None
         final = write_atomic(folder / "model.onnx", staged.read_bytes())
     variant = Variant(

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
 from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry, QLinearOpsRegistry
 
 from edgeproof.data.slices import CalibrationSet
 from edgeproof.errors import DataError
 from edgeproof.evaluate import SliceEvaluator, worst_drop_pp
+from edgeproof.model import Model, as_model, graph_of
 from edgeproof.records import Evaluation
 from edgeproof.variants.build import DEFAULT_CACHE_DIR, build_variant
 from edgeproof.variants.prepare import prepare_for_quantization
@@ -71,16 +71,16 @@ class MixedResult:
 
 
 def candidate_nodes(
-    model_path: str | Path, recipe: Recipe, cache_dir: str | Path = DEFAULT_CACHE_DIR
+    model: Model | str | Path, recipe: Recipe, cache_dir: str | Path = DEFAULT_CACHE_DIR
 ) -> list[tuple[str, str]]:
     """(name, op_type) of nodes the recipe's quantizer would touch and that do arithmetic."""
     if recipe.precision == "fp32":
         return []
     if recipe.precision == "fp16":
-        graph = onnx.load(str(model_path), load_external_data=False).graph
+        graph = graph_of(model).graph
         supported: set[str] | None = None
     else:
-        graph = onnx.load(str(prepare_for_quantization(model_path, cache_dir).path), load_external_data=False).graph
+        graph = graph_of(prepare_for_quantization(model, cache_dir).path).graph
         if recipe.precision == "int8-dynamic":
             # quantize_dynamic rewrites Gemm as MatMul + Add, and quantizes the MatMul.
             supported = set(IntegerOpsRegistry) | {"Gemm"}
@@ -108,25 +108,26 @@ def _failures_text(failing: dict[str, tuple[float, float]]) -> str:
 
 
 def rank_nodes(
-    model_path: str | Path,
+    model: Model | str | Path,
     recipe: Recipe,
     judge: SliceEvaluator,
     calibration: CalibrationSet | None = None,
     cache_dir: str | Path = DEFAULT_CACHE_DIR,
 ) -> list[NodeSensitivity]:
     """Rank candidate nodes by how much keeping each alone in float repairs the worst slice."""
-    base_worst = worst_drop_pp(judge(build_variant(model_path, recipe, calibration, cache_dir).path))
+    model = as_model(model)
+    base_worst = worst_drop_pp(judge(build_variant(model, recipe, calibration, cache_dir).path))
     ranking = []
-    for name, op_type in candidate_nodes(model_path, recipe, cache_dir):
+    for name, op_type in candidate_nodes(model, recipe, cache_dir):
         one_float = recipe.with_excluded([ExcludedNode(name=name, reason="accuracy")])
-        ev = judge(build_variant(model_path, one_float, calibration, cache_dir).path)
+        ev = judge(build_variant(model, one_float, calibration, cache_dir).path)
         worst = worst_drop_pp(ev)
         ranking.append(NodeSensitivity(name, op_type, worst, _disagreement(ev), base_worst - worst))
     return sorted(ranking, key=lambda s: (s.worst_drop_pp, s.disagreement))
 
 
 def mixed_precision(
-    model_path: str | Path,
+    model: Model | str | Path,
     recipe: Recipe,
     judge: SliceEvaluator,
     calibration: CalibrationSet | None = None,
@@ -151,7 +152,8 @@ def mixed_precision(
         ev = judge(variant.path)
         return MixedStep(float_nodes, variant.sha256, ok, worst_drop_pp(ev), judge.failures(ev)), ev
 
-    best = build_variant(model_path, recipe, calibration, cache_dir)
+    model = as_model(model)
+    best = build_variant(model, recipe, calibration, cache_dir)
     step, best_ev = step_for(best, ())
     steps = [step]
     if best_ev is None:
@@ -162,7 +164,7 @@ def mixed_precision(
     if not step.failing:
         return MixedResult(best, best_ev, True, "every slice floor holds with all nodes quantized", [], steps)
 
-    ranking = rank_nodes(model_path, recipe, judge, calibration, cache_dir)
+    ranking = rank_nodes(model, recipe, judge, calibration, cache_dir)
     kept: list[str] = []
     failing = step.failing
     for sensitivity in ranking:
@@ -171,7 +173,7 @@ def mixed_precision(
             return MixedResult(best, best_ev, False, reason, ranking, steps)
         trial_nodes = (*kept, sensitivity.name)
         trial_recipe = recipe.with_excluded([ExcludedNode(name=n, reason="accuracy") for n in trial_nodes])
-        trial = build_variant(model_path, trial_recipe, calibration, cache_dir)
+        trial = build_variant(model, trial_recipe, calibration, cache_dir)
         step, ev = step_for(trial, trial_nodes)
         steps.append(step)
         if ev is None:

@@ -17,7 +17,7 @@ from onnx import numpy_helper, version_converter
 from onnxruntime.quantization import quant_pre_process
 
 from edgeproof.errors import ModelError, first_line
-from edgeproof.model import opset_version, sha256_file
+from edgeproof.model import Model, as_model, opset_version, sha256_file
 from edgeproof.records import write_atomic
 
 # Per-channel QDQ needs the axis attribute of (De)QuantizeLinear, which arrived in opset 13.
@@ -85,23 +85,20 @@ def _pre_process(src: Path, dst: Path) -> list[str]:
         return [first, f"quant_pre_process failed ({first_line(exc)}); quantizing the unprocessed model"]
 
 
-def prepare_for_quantization(model_path: str | Path, cache_dir: str | Path) -> Prepared:
-    """The prepared float model for ``model_path``, built once per source sha256 under ``cache_dir``."""
-    source_sha = sha256_file(model_path)
+def prepare_for_quantization(model: Model | str | Path, cache_dir: str | Path) -> Prepared:
+    """The prepared float model for ``model`` (loaded, or a path), built once per source sha256 under ``cache_dir``."""
+    model = as_model(model)
+    source_sha = model.sha256
     out_dir = Path(cache_dir) / PREPARED_DIR / source_sha[:24]
     out_model, out_steps = out_dir / "model.onnx", out_dir / "steps.json"
     if out_model.is_file() and out_steps.is_file():
         return Prepared(out_model, sha256_file(out_model), source_sha, tuple(json.loads(out_steps.read_text())))
-    try:
-        model = onnx.load(str(model_path))
-    except Exception as exc:  # protobuf decode errors have no common base class
-        raise ModelError(f"{model_path}: not a readable ONNX model ({first_line(exc)})") from None
-    model, steps = upgrade_opset(model, str(model_path))
-    model, moved = constants_to_initializers(model)
+    proto, steps = upgrade_opset(model.proto_copy(), str(model.path))
+    proto, moved = constants_to_initializers(proto)
     steps += moved
     with tempfile.TemporaryDirectory(prefix="edgeproof-prep-") as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-        onnx.save(model, str(src))
+        onnx.save(proto, str(src))
         steps += _pre_process(src, dst)
         write_atomic(out_model, dst.read_bytes())
     write_atomic(out_steps, json.dumps(steps))

@@ -29,6 +29,7 @@ import onnx
 from edgeproof.data.dataset import model_input
 from edgeproof.data.slices import CalibrationSet
 from edgeproof.measure.session import open_session
+from edgeproof.model import Model, as_model, graph_of
 from edgeproof.records import NodeRecord, RuntimeSettings
 from edgeproof.variants.build import DEFAULT_CACHE_DIR, build_variant
 from edgeproof.variants.prepare import prepare_for_quantization
@@ -52,7 +53,7 @@ class _Graph:
 
 
 def _graph(model_path: str | Path) -> _Graph:
-    model = onnx.load(str(model_path), load_external_data=False)
+    model = graph_of(model_path)
     nodes = {n.name: n for n in model.graph.node if n.name}
     producer = {out: n.name for n in nodes.values() for out in n.output}
     consumers: dict[str, list[str]] = defaultdict(list)
@@ -211,7 +212,7 @@ def speed_exclusions(comparison: SpeedComparison, margin: float = 0.2, min_extra
 
 
 def keep_slow_nodes_float(
-    model_path: str | Path,
+    model: Model | str | Path,
     variant: Variant,
     x: np.ndarray,
     calibration: CalibrationSet | None = None,
@@ -223,9 +224,10 @@ def keep_slow_nodes_float(
 
     Returns the variant unchanged when no node is slower; the comparison says what was measured.
     """
-    prepared = prepare_for_quantization(model_path, cache_dir)
+    model = as_model(model)
+    prepared = prepare_for_quantization(model, cache_dir)
     comparison = compare_node_speed(prepared.path, variant.path, x, runs)
     slow = speed_exclusions(comparison, margin)
     if not slow:
         return variant, comparison
-    return build_variant(model_path, variant.recipe.with_excluded(slow), calibration, cache_dir), comparison
+    return build_variant(model, variant.recipe.with_excluded(slow), calibration, cache_dir), comparison
