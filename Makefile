@@ -28,13 +28,21 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m edgeproof.demo --out $(OUT)
 
-lint: $(STAMP)
-	$(BIN)/ruff check
-	$(BIN)/ruff format --check
-	$(BIN)/mypy
+# Every check runs even when one before it fails, so one run shows all there is to fix.
+LINT = rc=0; \
+	echo "ruff check"; $(BIN)/ruff check || rc=1; \
+	echo "ruff format --check"; $(BIN)/ruff format --check || rc=1; \
+	echo "mypy"; $(BIN)/mypy || rc=1; \
+	exit $$rc
 
-test: lint chromium
-	$(BIN)/python -m pytest --durations=15
+lint: $(STAMP)
+	@$(LINT)
+
+# Lint first, then pytest whatever lint said; fails if either failed.
+test: $(STAMP) chromium
+	@lint=0; ($(LINT)) || lint=1; \
+	$(BIN)/python -m pytest --durations=15 || exit $$?; \
+	if [ $$lint -ne 0 ]; then echo "make test: the tests passed but lint failed (see above)"; exit 1; fi
 
 # Without the tests marked @pytest.mark.slow (each takes more than ~4 s here), and without lint.
 test-fast: $(STAMP) chromium

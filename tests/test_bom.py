@@ -344,6 +344,7 @@ def _invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+@pytest.mark.slow
 def test_cli_build_sign_verify_tampered_exit_1(release, tmp_path):
     bom, keydir = tmp_path / "bom.json", tmp_path / "keys"
     built = run_cli("bom", "build", "--run", str(release["run"]), "--verdict", str(release["verdict"]),

@@ -70,6 +70,7 @@ def test_expired_waiver_does_not_apply(tmp_path):
     assert allowed.returncode == 0 and "--allow-unverified" in allowed.stdout
 
 
+@pytest.mark.slow
 def test_a_budget_the_run_cannot_answer_is_undecided_exit_3_saying_what_would_decide_it(tmp_path):
     """The only hard budget is written for a periodic scenario; measured back to back, nothing fails
     and nothing passes: exit 3, not 1, and the output names the clause and how to decide it."""

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 import xml.etree.ElementTree as ET
+from datetime import date
 
 import numpy as np
 import pytest
 
 from conftest import DIGITS_MODEL, run_cli
-from edgeproof.contract import load_contract
+from edgeproof.contract import evaluate, load_contract
 from edgeproof.errors import RecordError
 from edgeproof.gate import gate, mcnemar_worse_p, unpaired_ratio
 from edgeproof.gate_output import to_junit, to_markdown, to_sarif
 from edgeproof.measure.interleaved import InterleaveOptions, interleaved_ab
 from edgeproof.measure.runner import ProfileOptions, profile_model
 from edgeproof.measure.stats import summarize
-from edgeproof.contract import evaluate
 from edgeproof.records import Figure, RunRecord, SessionSamples, WaiverUse, load_verdicts, save_record
 from edgeproof.slowdown import add_busy_branch
 
@@ -151,6 +150,7 @@ def test_outputs_parse(contract, host_record):
     assert "edgeproof gate" in to_markdown(verdicts)
 
 
+@pytest.mark.slow
 def test_cli_gate_bad_input_is_one_line(tmp_path, host_record):
     contract_path = tmp_path / "c.toml"
     contract_path.write_text(CONTRACT)
@@ -182,6 +182,7 @@ def test_cli_gate_bad_input_is_one_line(tmp_path, host_record):
     assert (tmp_path / "g" / "gate.junit.xml").exists() and (tmp_path / "g" / "gate.sarif").exists()
 
 
+@pytest.mark.slow
 def test_a_new_op_the_board_accelerator_lacks_fails_on_the_new_fallback_node(tmp_path, contract):
     """Board matrix: the host run and a simulated board in one gate, one verdict each; on the board,
     the candidate's Erf (absent from the Hailo-8's op list) falls back to the CPU and fails."""

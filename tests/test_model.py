@@ -9,7 +9,17 @@ from onnx import TensorProto, helper
 
 from conftest import DIGITS_MODEL, make_matmul_model, run_cli
 from edgeproof.errors import DataError, ModelError
-from edgeproof.model import feeds_from_npz, load_model, parse_shape_overrides, resolve_inputs, synthetic_feeds
+from edgeproof.model import (
+    Model,
+    as_model,
+    feeds_from_npz,
+    load_model,
+    load_proto,
+    parse_shape_overrides,
+    resolve_inputs,
+    sha256_file,
+    synthetic_feeds,
+)
 
 
 def test_truncated_model_is_a_model_error(tmp_path):
@@ -49,6 +59,44 @@ def test_cli_bad_model_one_line_exit_2(tmp_path, make_bad, expect):
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert expect in lines[0] or "not an ONNX model" in lines[0]
     assert not out.exists()
+
+
+
+def test_cli_optimize_on_a_bad_model_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(DIGITS_MODEL.read_bytes()[:5000])
+    proc = run_cli("optimize", str(bad), "--contract", str(DIGITS_MODEL.parent / "edgeproof.toml"), "--out", str(tmp_path / "out"),
+                   "--cache-dir", str(tmp_path / "cache"))
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "m.onnx: not an ONNX model" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_loads_once_with_its_hash_interface_and_external_weights(tmp_path):
+    path = make_matmul_model(tmp_path / "m.onnx")
+    proto = onnx.load(path)
+    onnx.save(proto, tmp_path / "ext.onnx", save_as_external_data=True, all_tensors_to_one_file=True, location="ext.weights",
+              size_threshold=0)
+    model = Model.load(tmp_path / "ext.onnx")
+    assert model.sha256 == sha256_file(tmp_path / "ext.onnx") and model.size_bytes == (tmp_path / "ext.onnx").stat().st_size
+    assert model.ref.name == "ext" and model.ref.sha256 == model.sha256
+    assert model.ref.io == {"inputs": [["x", "float32", ["batch", 16]]], "outputs": [["y", "float32", ["batch", 8]]]}
+    assert model.opset == 17 and as_model(model) is model
+    # the weights come in with the model; the graph alone leaves them on disk
+    [weights] = model.proto.graph.initializer
+    assert len(weights.raw_data) == 16 * 8 * 4
+    [graph_only] = load_proto(tmp_path / "ext.onnx", external_data=False).graph.initializer
+    assert not graph_only.raw_data and graph_only.data_location == onnx.TensorProto.EXTERNAL
+
+
+def test_missing_external_weights_are_one_model_error(tmp_path):
+    proto = onnx.load(make_matmul_model(tmp_path / "m.onnx"))
+    onnx.save(proto, tmp_path / "ext.onnx", save_as_external_data=True, location="ext.weights", size_threshold=0)
+    (tmp_path / "ext.weights").unlink()
+    with pytest.raises(ModelError, match=r"ext\.onnx: external weights cannot be read"):
+        Model.load(tmp_path / "ext.onnx")
 
 
 def test_symbolic_batch_defaults_to_one_and_other_dims_need_shape(tmp_path):

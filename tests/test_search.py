@@ -405,7 +405,7 @@ def test_optimize_end_to_end_then_every_variant_from_cache(tmp_path):
     # each candidate's record is on disk, carries its recipe and evaluation, and is in the history
     for c in result.candidates:
         record = load_record(out / c.record_path, RunRecord)
-        assert record.run_id == c.run_id and record.variant["sha256"] == c.variant_sha256
+        assert record.run_id == c.run_id and record.variant.sha256 == c.variant_sha256
         assert record.evaluation is not None and set(record.evaluation.slices) == {"nominal", "noise", "occluded"}
         assert c.figures["energy_mj_per_inference"].provenance.startswith("unavailable:")
     runs = {r["run_id"] for r in history.list_runs(limit=100)}
@@ -470,6 +470,7 @@ def test_a_simulated_board_is_one_more_candidate_target(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_optimize_reads_and_parses_the_source_model_once(tmp_path, monkeypatch):
     """Data check, reference, every variant (fp32, INT8, per-node speed, mixed) and the result's
     model reference all use the one loaded Model; variants are read from their own files."""
@@ -540,15 +541,38 @@ def test_data_flag_overrides_the_contract_and_is_checked_too(tmp_path):
 
 def test_the_search_latency_guard_measures_a_variant_against_the_contract_budget(tmp_path):
     from conftest import DIGITS_CONTRACT, DIGITS_MODEL
+    from edgeproof.search._measure import SearchRunners
     from edgeproof.search._run import latency_guard
+    from edgeproof.search._space import RunPoint
     from edgeproof.variants import Recipe, build_variant
 
     contract = load_contract(DIGITS_CONTRACT)
     fp32 = build_variant(DIGITS_MODEL, Recipe(precision="fp32"), cache_dir=tmp_path)
     row = np.zeros((1, 1, 32, 32), np.float32)
-    roomy = latency_guard(contract, row, samples=50, warmup=5)
-    assert roomy is not None and roomy(fp32)  # the digits model runs far inside its 5 ms p95
-    tight = contract.model_copy(update={"budgets": contract.budgets.model_copy(update={"p95_ms": 1e-4})})
-    assert latency_guard(tight, row, samples=50, warmup=5)(fp32) is False
-    unbudgeted = contract.model_copy(update={"budgets": contract.budgets.model_copy(update={"p95_ms": None, "p99_ms": None})})
-    assert latency_guard(unbudgeted, row) is None
+    host = RunPoint(target="host", threads=1, opt_level="all")
+    with SearchRunners(scenario=contract.scenario) as runners:
+        roomy = latency_guard(contract, runners, host, row, samples=50, warmup=5)
+        assert roomy is not None and roomy(fp32)  # the digits model runs far inside its 5 ms p95
+        tight = contract.model_copy(update={"budgets": contract.budgets.model_copy(update={"p95_ms": 1e-4})})
+        assert latency_guard(tight, runners, host, row, samples=50, warmup=5)(fp32) is False
+        unbudgeted = contract.model_copy(update={"budgets": contract.budgets.model_copy(update={"p95_ms": None, "p99_ms": None})})
+        assert latency_guard(unbudgeted, runners, host, row) is None
+
+
+def test_the_latency_guard_on_a_board_judges_with_its_simulator(tmp_path):
+    from conftest import DIGITS_CONTRACT, DIGITS_MODEL
+    from edgeproof.search._measure import SearchRunners
+    from edgeproof.search._run import latency_guard
+    from edgeproof.search._space import RunPoint
+    from edgeproof.variants import Recipe, build_variant
+
+    contract = load_contract(DIGITS_CONTRACT)
+    fp32 = build_variant(DIGITS_MODEL, Recipe(precision="fp32"), cache_dir=tmp_path)
+    row = np.zeros((1, 1, 32, 32), np.float32)
+    # the Cortex-M55 runs the digits CNN in milliseconds, not in the host's fraction of one
+    board = RunPoint(target="cortex-m55-ethos-u55", power_mode=None)
+    with SearchRunners(scenario=contract.scenario) as runners:
+        budget = contract.budgets.model_copy(update={"p95_ms": 1.0})
+        guard = latency_guard(contract.model_copy(update={"budgets": budget}), runners, board, row, samples=20, warmup=2)
+        assert guard is not None and guard(fp32) is False
+        assert all(r.kind == "simulated" for r in runners._open.values())

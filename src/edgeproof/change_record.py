@@ -374,7 +374,7 @@ def tests_run(a: BomFacts, b: BomFacts) -> list[GateSummary]:
 def _not_passing(target: TargetFacts, clause: StatedClause) -> str:
     """A clause that did not pass; a waived one names who waived it, until when and why."""
     waiver = target.waiver_of(clause.clause) if clause.status == "waived" else None
-    return f"{clause.clause}: {clause.status}" + (f" ({waiver.sentence()})" if waiver else "")
+    return f"waived: {waiver.sentence()}" if waiver else f"{clause.clause}: {clause.status}"
 
 
 def telemetry_to_watch(changes: list[Change], deltas: list[BudgetDelta]) -> list[WatchField]:
@@ -509,9 +509,11 @@ def render_markdown(record: ChangeRecord) -> str:
         "",
         "## Rollback path",
         "",
-        f"Redeploy the previous release: model `{rb.model_file}` (sha256 `{rb.model_sha256}`, {rb.recipe}), "
-        f"as its BOM {_file(rb.bom, rb.bom_sha256)} states it.",
-        f"Its signature: `{rb.signature}`." if rb.signature else "The previous BOM has no signature next to it: sign it before relying on it.",
+        f"Redeploy the previous release as its BOM {_file(rb.bom, rb.bom_sha256)} states it:",
+        "",
+        f"- model file `{rb.model_file}`, sha256 `{rb.model_sha256}`",
+        f"- recipe: {rb.recipe}",
+        f"- signature: `{rb.signature}`" if rb.signature else "- signature: none next to the BOM; sign it before relying on it",
         "",
         "## Telemetry fields to watch",
         "",

@@ -9,25 +9,29 @@ import sys
 import time
 from pathlib import Path
 
+from edgeproof.outcome import EXIT_FAIL, EXIT_PASS, EXIT_UNDECIDED
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "digits"
+# A judging command's verdict, whichever it is, is a finding the demo reports and goes on from.
+JUDGED = (EXIT_PASS, EXIT_FAIL, EXIT_UNDECIDED)
 
 
 def steps(out: Path) -> list[tuple[str, list[str], tuple[int, ...]]]:
-    """(title, argv, exit codes that let the demo go on). A verdict of 1 is a finding, not a crash.
+    """(title, argv, exit codes that let the demo go on). A verdict of 1 or 3 is a finding, not a crash.
     The signing key of an earlier demo run is kept (keygen never overwrites a key)."""
     model = str(EXAMPLE / "model.onnx")
     contract = str(EXAMPLE / "edgeproof.toml")
     chosen = str(out / "optimize" / "chosen-host.onnx")
     return [
         ("Is this host fit to measure on?", ["doctor"], (0, 1)),
-        ("Profile the fp32 model and check it against its contract", ["check", model, "--contract", contract, "--json", str(out / "host.run.json")], (0, 1)),
-        ("Search variants for the best contract-feasible candidate", ["optimize", model, "--contract", contract, "--out", str(out / "optimize"), "--json", str(out / "optimize" / "search.json")], (0, 1)),
+        ("Profile the fp32 model and check it against its contract", ["check", model, "--contract", contract, "--json", str(out / "host.run.json")], JUDGED),
+        ("Search variants for the best contract-feasible candidate", ["optimize", model, "--contract", contract, "--out", str(out / "optimize"), "--json", str(out / "optimize" / "search.json")], JUDGED),
         ("Which boards can run it, and what falls back to the CPU (simulated)", ["compat", model, "--targets", "all"], (0,)),
         ("Simulate a 10-minute soak on a passively cooled board at 45 °C (simulated)", ["simulate", model, "--target", "raspberry-pi-5", "--soak", "10m", "--ambient", "45", "--json", str(out / "sim" / "raspberry-pi-5.soak.run.json")], (0,)),
         ("Simulate the model on Jetson Orin Nano in its 7 W mode (simulated)", ["simulate", model, "--target", "jetson-orin-nano", "--power-mode", "7W", "--json", str(out / "sim" / "jetson-orin-nano.run.json")], (0,)),
-        ("Check the chosen variant against the contract on Jetson Orin Nano (simulated)", ["check", chosen, "--contract", contract, "--target", "jetson-orin-nano", "--json", str(out / "sim" / "jetson-orin-nano.check.json")], (0, 1)),
-        ("Gate the chosen variant against the fp32 baseline, interleaved", ["gate", "--contract", contract, "--measure", model, chosen, "--out", str(out / "gate")], (0, 1)),
+        ("Check the chosen variant against the contract on Jetson Orin Nano (simulated)", ["check", chosen, "--contract", contract, "--target", "jetson-orin-nano", "--json", str(out / "sim" / "jetson-orin-nano.check.json")], JUDGED),
+        ("Gate the chosen variant against the fp32 baseline, interleaved", ["gate", "--contract", contract, "--measure", model, chosen, "--out", str(out / "gate")], JUDGED),
         *([] if (out / "keys" / "edgeproof-ed25519.pem").exists() else [("Make a signing key", ["keygen", "-o", str(out / "keys")], (0,))]),
         ("Build the inference bill of materials for the release", ["bom", "build", "--run", str(out / "gate" / "candidate.run.json"), "--verdict", str(out / "gate" / "gate.json"), "--contract", contract, "--model", chosen, "-o", str(out / "bom" / "release.bom.json")], (0,)),
         ("Build the BOM of the fp32 baseline (the rollback path)", ["bom", "build", "--run", str(out / "gate" / "baseline.run.json"), "--contract", contract, "--model", model, "-o", str(out / "bom" / "baseline.bom.json")], (0,)),
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\ndemo stopped: step {i} exited {code}", file=sys.stderr)
             return code or 1
         if code != 0:
-            findings.append(f"step {i} ({cmd[0]}) exited {code}: a finding (an unfit host, a contract or gate failure), see above")
+            findings.append(f"step {i} ({cmd[0]}) exited {code}: a finding (an unfit host, a contract or gate failure, or a verdict that could not be decided), see above")
     print(f"\ndemo finished in {time.monotonic() - started:.0f} s")
     for f in findings:
         print(f"note: {f}")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import duckdb
 
 from edgeproof.figures import figures_of
-from edgeproof.records import RunRecord
+from edgeproof.records import RunRecord, upgrade, validated
 
 DEFAULT_DIR = ".edgeproof"
 
@@ -122,3 +123,18 @@ def list_runs(root: str | Path | None = None, model: str | None = None, limit: i
             for f in FIGURES
         }
     return rows
+
+
+def load_runs(root: str | Path | None = None, model: str | None = None) -> list[RunRecord]:
+    """The stored records themselves, oldest first; rows written by an older edgeproof are read
+    through the same upgrade as record files (``records.upgrade``)."""
+    path = history_path(root)
+    if not path.exists():
+        return []
+    con = _connect(path)
+    try:
+        where = "WHERE model_name = ?" if model else ""
+        rows = con.execute(f"SELECT run_id, record FROM runs {where} ORDER BY created_at, run_id", [model] if model else []).fetchall()
+    finally:
+        con.close()
+    return [validated(RunRecord, upgrade(RunRecord, json.loads(raw)), f"{path}: run {run_id}") for run_id, raw in rows]

@@ -17,7 +17,7 @@ from edgeproof.errors import DataError, ModelError, first_line
 from edgeproof.records import ModelRef
 
 # ONNX tensor element types we can feed, mapped to numpy.
-_NP_DTYPES = {
+_NP_DTYPES: dict[int, type] = {
     onnx.TensorProto.FLOAT: np.float32,
     onnx.TensorProto.FLOAT16: np.float16,
     onnx.TensorProto.DOUBLE: np.float64,
@@ -66,7 +66,7 @@ def _read(path: Path) -> bytes:
 def _with_external_data(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     try:
         load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # a missing weights file is a ValidationError
         raise ModelError(f"{path}: external weights cannot be read ({first_line(exc)})") from None
     return model
 
@@ -142,14 +142,6 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     return Model.load(path).proto
 
 
-def model_ref(path: str | Path, model: onnx.ModelProto | None = None) -> ModelRef:
-    """What a record says of its model file; pass ``model`` when it is already loaded, so the file
-    is not parsed a second time for its interface."""
-    path = Path(path)
-    io = io_signature(model if model is not None else path)
-    return ModelRef(path=str(path), name=path.stem, sha256=sha256_file(path), size_bytes=path.stat().st_size, io=io)
-
-
 def dtype_name(elem_type: int) -> str:
     """An ONNX element type by the name contracts use: numpy's (``float32``, ``bool``), else ONNX's in lower case (``bfloat16``)."""
     np_type = _NP_DTYPES.get(elem_type)
@@ -160,18 +152,6 @@ def _value_signature(v: onnx.ValueInfoProto) -> list:
     t = v.type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
     return [v.name, dtype_name(t.elem_type), dims]
-
-
-def io_signature(model: onnx.ModelProto | str | Path) -> dict[str, list] | None:
-    """The model's interface: ``{"inputs": [[name, dtype, dims], ...], "outputs": [...]}``, from a
-    loaded model or read from the graph alone (no weights). Variants of one model share it; None when
-    the file does not parse."""
-    if not isinstance(model, onnx.ModelProto):
-        try:
-            model = load_proto(model, external_data=False)
-        except ModelError:
-            return None
-    return _io_of(model)
 
 
 def _io_of(model: onnx.ModelProto) -> dict[str, list]:

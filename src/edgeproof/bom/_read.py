@@ -17,6 +17,8 @@ from edgeproof.records import GateRegression, WaiverUse, _Record, read_bytes, va
 from edgeproof.variants.recipe import Recipe
 
 R = TypeVar("R", bound=_Record)
+# how a BOM of a model measured as given (built from no recipe) names its recipe
+NO_RECIPE = "no recipe (the model as given)"
 
 
 class StatedClause(_Record):
@@ -68,9 +70,6 @@ class TargetFacts:
 
     def waiver_of(self, clause: str) -> WaiverUse | None:
         return next((w for w in self.waivers if w.clause == clause), None)
-
-
-NO_RECIPE = "no recipe (the model as given)"
 
 
 @dataclass(frozen=True)

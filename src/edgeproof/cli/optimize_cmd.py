@@ -15,7 +15,7 @@ from edgeproof.errors import DataError
 from edgeproof.measure.session import provider_name
 from edgeproof.outcome import exit_code
 from edgeproof.records import Figure, save_record
-from edgeproof.search import Candidate, SearchOptions, SearchResult, TargetOutcome, default_threads, write_artifacts
+from edgeproof.search import Candidate, Explanation, SearchOptions, SearchResult, TargetOutcome, default_threads, write_artifacts
 from edgeproof.search import optimize as run_search
 
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -111,14 +111,9 @@ def render_undecided(outcome: TargetOutcome) -> None:
         console.print(f"  {escape(why)}", highlight=False, soft_wrap=True)
 
 
-def render_explanation(result: SearchResult, outcome: TargetOutcome) -> None:
-    exp = outcome.explanation
+def render_explanation(result: SearchResult, outcome: TargetOutcome, exp: Explanation) -> None:
     if outcome.outcome == "fail":
         console.print(f"[bold red]no candidate on {outcome.target} meets the contract[/]")
-    if exp is None:
-        for note in outcome.selection.notes:
-            console.print(f"  {escape(note)}", highlight=False)
-        return
     table = Table(title=f"best value any candidate reached, per hard clause ({outcome.target})")
     for col in ("clause", "budget", "best", "by", "met by"):
         table.add_column(col)
@@ -161,7 +156,8 @@ def render_search(result: SearchResult) -> None:
             continue
         if outcome.outcome == "undecided":
             render_undecided(outcome)
-        render_explanation(result, outcome)
+        if outcome.explanation is not None:
+            render_explanation(result, outcome, outcome.explanation)
 
 
 @app.command()

@@ -94,17 +94,20 @@ def _use(waiver: Waiver) -> WaiverUse:
 
 
 # What would give each kind of clause the data it lacks; a waiver or --allow-unverified always would.
+_SCENARIO = "measure under the contract's scenario"
+_POWER_METER = "measure where a power meter reads it (a board, or a host with RAPL or NVML)"
+_SESSIONS = "measure at least two sessions on each side, or both models with `gate --measure`"
 _DECIDERS = {
-    "budgets.p95_ms": "measure under the contract's scenario",
-    "budgets.p99_ms": "measure under the contract's scenario",
-    "budgets.energy_mj_per_inference": "measure where a power meter reads it (a board, or a host with RAPL or NVML)",
-    "budgets.sustained_w": "measure where a power meter reads it (a board, or a host with RAPL or NVML)",
+    "budgets.p95_ms": _SCENARIO,
+    "budgets.p99_ms": _SCENARIO,
+    "budgets.energy_mj_per_inference": _POWER_METER,
+    "budgets.sustained_w": _POWER_METER,
     "budgets.temperature_c": "measure where a temperature sensor reads it",
     "budgets.cpu_fallback_frac": "measure with per-node placement recorded",
     "model.inputs": "measure again, so the record carries the model's inputs",
-    "regression.p50": "measure at least two sessions on each side, or both models with `gate --measure`",
-    "regression.p95": "measure at least two sessions on each side, or both models with `gate --measure`",
-    "regression.p99": "measure at least two sessions on each side, or both models with `gate --measure`",
+    "regression.p50": _SESSIONS,
+    "regression.p95": _SESSIONS,
+    "regression.p99": _SESSIONS,
 }
 
 

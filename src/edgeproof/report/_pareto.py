@@ -100,7 +100,7 @@ def candidate_table(candidates: list[Candidate], outcome: TargetOutcome) -> str:
     for c in candidates:
         rows.append([
             esc(c.id), esc(c.name), badge(c.figures[LATENCY].provenance, detail=True) if LATENCY in c.figures else muted("—"),
-            chip("pass" if c.feasible else "fail"), "yes" if c.id in outcome.pareto else "",
+            chip(c.verdict.outcome), "yes" if c.id in outcome.pareto else "",
             _figure_cell(c, LATENCY), _figure_cell(c, DROP) + (f' <span class="muted">{esc(c.worst_slice)}</span>' if c.worst_slice else ""),
             _figure_cell(c, ENERGY), esc(", ".join(c.failing()) or ("" if c.eligible else c.ineligible_reason)),
         ])
