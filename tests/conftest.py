@@ -12,6 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeproof.records import VariantRef
+
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS_MODEL = ROOT / "examples" / "digits" / "model.onnx"
 DIGITS_CONTRACT = ROOT / "examples" / "digits" / "edgeproof.toml"
@@ -73,10 +75,8 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     )
 
 
-def variant_ref(variant) -> "VariantRef":
+def variant_ref(variant) -> VariantRef:
     """What a run record says about the variant it measured (``variant``: a built ``Variant``)."""
-    from edgeproof.records import VariantRef
-
     return VariantRef(name=variant.recipe.label(), sha256=variant.sha256, recipe=variant.recipe)
 
 
@@ -124,8 +124,11 @@ def make_qdq_chain(path: Path, middle: str) -> Path:
         cur = f"q{i + 1}"
     nodes.append(helper.make_node("DequantizeLinear", [cur, "s", "zp"], ["y"], name="dequant_out"))
     graph = helper.make_graph(
-        nodes, "qdq-chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])], inits,
+        nodes,
+        "qdq-chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -40,7 +40,16 @@ from edgeproof.variants import ExcludedNode, Recipe, build_variant
 
 def _profile(model: Path, out: Path, home: Path) -> Path:
     result = run_cli(
-        "profile", str(model), "--json", str(out), "--sessions", "1", "--samples", "50", "--time-budget", "5",
+        "profile",
+        str(model),
+        "--json",
+        str(out),
+        "--sessions",
+        "1",
+        "--samples",
+        "50",
+        "--time-budget",
+        "5",
         env={"EDGEPROOF_HOME": str(home)},
     )
     assert result.returncode == 0, result.stderr
@@ -315,8 +324,12 @@ def test_rebuild_reproduces_the_int8_variant(bom_path, tmp_path):
 def test_rebuild_of_an_fp32_reference_is_the_identity(release, tmp_path):
     variant = build_variant(DIGITS_MODEL, Recipe(precision="fp32"), cache_dir=tmp_path / "cache")
     run = load_record(release["run"])
-    ref = run.model_copy(update={"variant": variant_ref(variant), "model": run.model.model_copy(
-        update={"sha256": variant.sha256, "path": variant.path, "size_bytes": variant.size_bytes})})
+    ref = run.model_copy(
+        update={
+            "variant": variant_ref(variant),
+            "model": run.model.model_copy(update={"sha256": variant.sha256, "path": variant.path, "size_bytes": variant.size_bytes}),
+        }
+    )
     bom = tmp_path / "fp32.json"
     build_bom([save_record(ref, tmp_path / "fp32-run.json")], bom)
     result = rebuild_variant(bom)
@@ -347,8 +360,18 @@ def _invoke(*args: str) -> tuple[int, str, str]:
 @pytest.mark.slow
 def test_cli_build_sign_verify_tampered_exit_1(release, tmp_path):
     bom, keydir = tmp_path / "bom.json", tmp_path / "keys"
-    built = run_cli("bom", "build", "--run", str(release["run"]), "--verdict", str(release["verdict"]),
-                    "--contract", str(DIGITS_CONTRACT), "-o", str(bom))
+    built = run_cli(
+        "bom",
+        "build",
+        "--run",
+        str(release["run"]),
+        "--verdict",
+        str(release["verdict"]),
+        "--contract",
+        str(DIGITS_CONTRACT),
+        "-o",
+        str(bom),
+    )
     assert built.returncode == 0, built.stderr
     assert _invoke("keygen", "-o", str(keydir))[0] == 0
     private, public = keydir / "edgeproof-ed25519.pem", keydir / "edgeproof-ed25519.pub.pem"
@@ -372,8 +395,11 @@ def test_cli_unusable_input_is_one_line_exit_2(bom_path, keys, tmp_path):
     code, _, err = _invoke("bom", "verify", str(bom_path), "--pub", str(not_a_key))
     assert code == 2 and "not a PEM public key" in _one_line(err)
     rsa_pem = tmp_path / "rsa.pem"
-    rsa_pem.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    rsa_pem.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     code, _, err = _invoke("bom", "sign", str(bom_path), "--key", str(rsa_pem))
     assert code == 2 and "not an Ed25519 private key" in _one_line(err)
     code, _, err = _invoke("keygen", "-o", str(private.parent))

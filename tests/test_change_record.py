@@ -47,7 +47,7 @@ def roomy_contract(path: Path) -> Path:
     busy shared host can pass 10 ms; this test is about the change record, not that tail.
     """
     text = DIGITS_CONTRACT.read_text()
-    text = re.sub(r'^(p9[59]_ms) = .*$', r'\1 = "1 s"', text, flags=re.M)
+    text = re.sub(r"^(p9[59]_ms) = .*$", r'\1 = "1 s"', text, flags=re.M)
     text = text.replace('entry = "dataset.py:load"', f'entry = "{DIGITS_CONTRACT.parent / "dataset.py"}:load"')
     path.write_text(text)
     return path
@@ -66,10 +66,12 @@ def boms(tmp_path_factory):
     out, runs = {}, {}
     for side, (recipe, cal) in recipes.items():
         variant = build_variant(DIGITS_MODEL, recipe, cal, work / "cache")
-        runs[side] = profile_model(variant.path, options=QUICK).model_copy(update={
-            "variant": variant_ref(variant),
-            "evaluation": evaluate(variant.path, reference, slices, dataset.id),
-        })
+        runs[side] = profile_model(variant.path, options=QUICK).model_copy(
+            update={
+                "variant": variant_ref(variant),
+                "evaluation": evaluate(variant.path, reference, slices, dataset.id),
+            }
+        )
         run = save_record(runs[side], work / f"run-{side}.json")
         # the candidate is gated against the release in the field, as a release pipeline does
         verdict = save_record(gate_target(contract, runs[side], runs.get("a") if side == "b" else None), work / f"verdict-{side}.json")
@@ -184,7 +186,7 @@ def test_cli_refuses_a_file_that_is_not_a_bom(boms, tmp_path):
 
 
 def test_an_ungated_baseline_bolds_only_what_moved(boms):
-    """"not gated → pass" is no change: against its own ungated copy a release bolds nothing."""
+    """ "not gated → pass" is no change: against its own ungated copy a release bolds nothing."""
     same = build_change_record(read_bom(boms["a-ungated"]), read_bom(boms["a"]))
     assert {d.status_before for d in same.budgets_impacted} == {"not gated"}
     assert same.bold == [] and "**" not in render_markdown(same)
@@ -198,7 +200,9 @@ def test_bold_is_a_move_beyond_the_intervals_or_a_verdict_changing_its_mind():
         return Stated(Figure.measured(value, "ms", "perf_counter_ns", interval=(value - 1, value + 1)), 0.95)
 
     def clause(status: str) -> StatedClause:
-        return StatedClause(clause="budgets.p95_ms", status=status, value=10.0, budget=10.5, unit="ms", provenance="measured:perf_counter_ns")
+        return StatedClause(
+            clause="budgets.p95_ms", status=status, value=10.0, budget=10.5, unit="ms", provenance="measured:perf_counter_ns"
+        )
 
     steady, moved = stated(10.0), stated(20.0)
     assert not budget_delta("host", "p95_ms", steady, steady, None, clause("pass")).changed

@@ -86,8 +86,16 @@ def make_record(
         placement=placement,
         evaluation=evaluation,
         env=EnvFingerprint(
-            hostname="ci", os="linux", cpu_model="test", cpu_cores=2, ram_gib=8.0, python="3.11",
-            onnxruntime="1.32.0", onnx="1.17", providers=["CPUExecutionProvider"], edgeproof="0.1.0",
+            hostname="ci",
+            os="linux",
+            cpu_model="test",
+            cpu_cores=2,
+            ram_gib=8.0,
+            python="3.11",
+            onnxruntime="1.32.0",
+            onnx="1.17",
+            providers=["CPUExecutionProvider"],
+            edgeproof="0.1.0",
         ),
     )
 
@@ -201,7 +209,7 @@ def test_misspelled_key_inside_array_of_tables_and_inline_table(tmp_path):
     text = BASE + (
         '\n[[escalation]]\nowner = "a"\noptions = ["waiver"]\n'
         '\n[[escalation]]\nowner = "b"\noptoins = ["waiver"]\n'
-        "\n[slices.noise]\nkind = \"stress\"\ntransforms = [\n"
+        '\n[slices.noise]\nkind = "stress"\ntransforms = [\n'
         '  { name = "blur", severity = 0.2 },\n  { name = "gaussian_noise", sevrity = 0.2 },\n]\n'
     )
     assert_error(tmp_path, text, "optoins", "escalation[1].optoins", "did you mean 'options'?")
@@ -394,15 +402,25 @@ def test_latency_under_another_scenario_is_unverified(tmp_path):
 
 
 def test_slice_floors_judge_the_evaluation(tmp_path):
-    text = BASE + '\n[slices.nominal]\nkind = "nominal"\nmax_drop_pp = 1\n' + (
-        '\n[slices.noise]\nkind = "stress"\ntransforms = [{ name = "gaussian_noise", severity = 0.25 }]\nmax_drop_pp = "4 pp"\n'
+    text = (
+        BASE
+        + '\n[slices.nominal]\nkind = "nominal"\nmax_drop_pp = 1\n'
+        + ('\n[slices.noise]\nkind = "stress"\ntransforms = [{ name = "gaussian_noise", severity = 0.25 }]\nmax_drop_pp = "4 pp"\n')
     )
     contract = load_contract(write(tmp_path, text))
     assert clause(evaluate(contract, make_record()), "slices.noise.max_drop_pp").status == "unverified"
 
     def metrics(name, acc, ref):
-        return SliceMetrics(slice_id=f"{name}-id", n=360, accuracy=acc, reference_accuracy=ref, drop_pp=100 * (ref - acc),
-                            agreement=0.99, mean_confidence=0.9, confidence_shift=0.0)
+        return SliceMetrics(
+            slice_id=f"{name}-id",
+            n=360,
+            accuracy=acc,
+            reference_accuracy=ref,
+            drop_pp=100 * (ref - acc),
+            agreement=0.99,
+            mean_confidence=0.9,
+            confidence_shift=0.0,
+        )
 
     evaluation = Evaluation(dataset_id="digits", reference_sha256="0" * 64, slices={"nominal": metrics("nominal", 0.99, 0.99)})
     verdict = evaluate(contract, make_record(evaluation=evaluation))
@@ -419,8 +437,14 @@ def test_slice_floors_judge_the_evaluation(tmp_path):
 def test_cpu_fallback_prefers_time_fraction(tmp_path):
     contract = load_contract(write(tmp_path, '[budgets]\ncpu_fallback_frac = "10 %"\n'))
     nodes = [NodeRecord(name="a", op_type="Conv", provider="NPU"), NodeRecord(name="b", op_type="Softmax", provider="CPU")]
-    by_nodes = Placement(nodes=nodes, primary_provider="NPU", fallback_node_frac=0.5, fallback_flop_frac=None,
-                         fallback_time_frac=None, provenance="simulated:board-a@1")
+    by_nodes = Placement(
+        nodes=nodes,
+        primary_provider="NPU",
+        fallback_node_frac=0.5,
+        fallback_flop_frac=None,
+        fallback_time_frac=None,
+        provenance="simulated:board-a@1",
+    )
     result = clause(evaluate(contract, make_record(placement=by_nodes)), "budgets.cpu_fallback_frac")
     assert result.status == "fail" and result.value == 0.5 and result.provenance == "simulated:board-a@1 (by node count)"
     by_time = by_nodes.model_copy(update={"fallback_time_frac": 0.02})
@@ -437,8 +461,10 @@ def test_digits_example_passes_on_host_with_its_energy_waiver():
     assert statuses["budgets.energy_mj_per_inference"] == "waived"
     # no evaluation in this record, so the slice floors are unverified and the verdict is honestly undecided
     assert statuses["slices.nominal.max_drop_pp"] == "unverified" and not verdict.passed and verdict.outcome == "undecided"
-    assert all(statuses[c] == "pass" for c in ("budgets.p95_ms", "budgets.p99_ms", "budgets.peak_rss_mib",
-                                              "budgets.load_time_ms", "budgets.model_size_mib"))
+    assert all(
+        statuses[c] == "pass"
+        for c in ("budgets.p95_ms", "budgets.p99_ms", "budgets.peak_rss_mib", "budgets.load_time_ms", "budgets.model_size_mib")
+    )
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -476,7 +502,7 @@ def test_the_model_must_accept_the_inputs_the_contract_declares(tmp_path):
     base = '[budgets]\np95_ms = "50 ms"\n[model.inputs.input]\ndtype = "float32"\n'
     cases = {
         'shape = ["batch", 1, 32, 32]': ("pass", "accepts input as declared"),
-        'shape = [1, 1, 32, 32]': ("pass", "accepts input"),  # a fixed size the model leaves free is accepted
+        "shape = [1, 1, 32, 32]": ("pass", "accepts input"),  # a fixed size the model leaves free is accepted
         'shape = ["batch", 3, 32, 32]': ("fail", "input: shape ['batch', 1, 32, 32], the contract declares ['batch', 3, 32, 32]"),
     }
     for shape, (status, note) in cases.items():

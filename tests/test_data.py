@@ -84,9 +84,7 @@ def test_transform_keeps_shape_range_and_is_identity_at_zero(name):
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
 def test_transform_damage_grows_with_severity(name):
     x = images(16, 3)
-    damage = [
-        float(np.abs(apply_transform(x, name, s, np.random.default_rng(5), "t") - x).mean()) for s in (0.2, 0.5, 1.0)
-    ]
+    damage = [float(np.abs(apply_transform(x, name, s, np.random.default_rng(5), "t") - x).mean()) for s in (0.2, 0.5, 1.0)]
     assert damage[0] < damage[1] < damage[2]
 
 
@@ -117,9 +115,7 @@ def test_one_changed_byte_changes_every_id():
     x = ds.evaluation.x.copy()
     raw = x.view(np.uint8)
     raw.reshape(-1)[123] ^= 1
-    changed = make_dataset(
-        "synthetic", {"calibration": ds.calibration, "test": make_part("test", x, ds.evaluation.y, "t")}
-    )
+    changed = make_dataset("synthetic", {"calibration": ds.calibration, "test": make_part("test", x, ds.evaluation.y, "t")})
     assert changed.evaluation.id != ds.evaluation.id
     assert changed.id != ds.id
     assert make_slice(changed, spec).id != make_slice(ds, spec).id

@@ -3,7 +3,7 @@
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -232,10 +232,7 @@ NANO_LINE = (
     "RAM 1766/3964MB (lfb 197x4MB) IRAM 0/252kB(lfb 252kB) SWAP 0/2048MB (cached 0MB) CPU [24%@1224,15%@1224] "
     "EMC_FREQ 0% GR3D_FREQ 0% PLL@21C CPU@25C PMIC@100C GPU@23.5C POM_5V_IN 2545/2547 POM_5V_GPU 0/0 POM_5V_CPU 549/529"
 )
-XAVIER_LINE = (
-    "RAM 5059/30623MB (lfb 5843x4MB) CPU [15%@735] GPU 152/150 CPU 311/311 SOC 933/933 CV 0/0 VDDRQ 155/155 "
-    "SYS5V 1254/1254"
-)
+XAVIER_LINE = "RAM 5059/30623MB (lfb 5843x4MB) CPU [15%@735] GPU 152/150 CPU 311/311 SOC 933/933 CV 0/0 VDDRQ 155/155 SYS5V 1254/1254"
 
 
 def test_tegrastats_lines_of_three_jetpack_formats():
@@ -314,13 +311,8 @@ def test_csv_power_log_aligned_to_windows_with_clock_offset(tmp_path):
 
 def test_csv_cumulative_energy_with_iso_timestamps(tmp_path):
     path = tmp_path / "otii.csv"
-    path.write_text(
-        "time,energy_mj\n"
-        "2026-11-25T10:00:00Z,0\n"
-        "2026-11-25T10:00:01Z,2000\n"
-        "2026-11-25T10:00:02+00:00,6000\n"
-    )
-    t0 = datetime(2026, 11, 25, 10, tzinfo=timezone.utc).timestamp()
+    path.write_text("time,energy_mj\n2026-11-25T10:00:00Z,0\n2026-11-25T10:00:01Z,2000\n2026-11-25T10:00:02+00:00,6000\n")
+    t0 = datetime(2026, 11, 25, 10, tzinfo=UTC).timestamp()
     (window,) = csv_windows(path, [("run", t0 + 0.5, t0 + 1.5)])
     assert window.energy_j == pytest.approx(1.0 + 2.0)
 

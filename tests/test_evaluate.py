@@ -66,17 +66,13 @@ def setup(tmp_path_factory):
     ds = make_dataset(
         "synthetic",
         {
-            "calibration": make_part(
-                "calibration", rng.uniform(0, 1, (10, 1, SIDE, SIDE)).astype(np.float32), np.zeros(10, np.int64), "t"
-            ),
+            "calibration": make_part("calibration", rng.uniform(0, 1, (10, 1, SIDE, SIDE)).astype(np.float32), np.zeros(10, np.int64), "t"),
             "test": make_part("test", x, y.astype(np.int64), "t"),
         },
     )
     specs = [
         SliceSpec(name="clean", kind="nominal", max_drop_pp=1.0),
-        SliceSpec(
-            name="dim", kind="stress", transforms=[TransformSpec(name="contrast", severity=0.9)], max_drop_pp=50.0
-        ),
+        SliceSpec(name="dim", kind="stress", transforms=[TransformSpec(name="contrast", severity=0.9)], max_drop_pp=50.0),
         SliceSpec(name="holes", kind="tail", transforms=[TransformSpec(name="occlusion", severity=0.8)]),
     ]
     slices = make_slices(ds, specs)
@@ -152,15 +148,12 @@ def test_a_user_metric_replaces_top1(setup):
         best_two = np.argsort(outputs, axis=1)[:, -2:]
         return float(np.mean((best_two == labels[:, None]).any(axis=1)))
 
-    ev = evaluate(
-        setup["cand_path"], setup["reference"], setup["slices"], setup["ds"].id, metric=top2, metric_name="top2"
-    )
+    ev = evaluate(setup["cand_path"], setup["reference"], setup["slices"], setup["ds"].id, metric=top2, metric_name="top2")
     assert ev.metric == "top2"
     s = setup["slices"][0]
     assert ev.slices["clean"].accuracy == pytest.approx(top2(by_hand(s.x, setup["cand_w"]), s.y))
     assert (
-        ev.slices["clean"].accuracy
-        >= evaluate(setup["cand_path"], setup["reference"], setup["slices"][:1], "d").slices["clean"].accuracy
+        ev.slices["clean"].accuracy >= evaluate(setup["cand_path"], setup["reference"], setup["slices"][:1], "d").slices["clean"].accuracy
     )
 
 

@@ -199,7 +199,9 @@ def test_a_new_op_the_board_accelerator_lacks_fails_on_the_new_fallback_node(tmp
     contract_path = tmp_path / "c.toml"
     contract_path.write_text(CONTRACT)
     out = tmp_path / "gate"
-    r = run_cli("gate", "--contract", str(contract_path), "--candidate", str(paths["cand"]), "--baseline", str(paths["base"]), "--out", str(out))
+    r = run_cli(
+        "gate", "--contract", str(contract_path), "--candidate", str(paths["cand"]), "--baseline", str(paths["base"]), "--out", str(out)
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     [verdict] = json.loads((out / "gate.json").read_text())["verdicts"]
     fallback = next(c for c in verdict["clauses"] if c["clause"] == "regression.new_fallback_nodes")
@@ -207,9 +209,23 @@ def test_a_new_op_the_board_accelerator_lacks_fails_on_the_new_fallback_node(tmp
     assert fallback["provenance"].startswith("simulated:hailo-8-rpi5@")
     # the same gate over a host record as well: one verdict per target, the host one unaffected
     host_path = tmp_path / "host.run.json"
-    save_record(profile_model(DIGITS_MODEL, options=ProfileOptions(min_sessions=2, max_sessions=2, samples_per_session=40, warmup=5, **QUICK)), host_path)
-    r = run_cli("gate", "--contract", str(contract_path), "--candidate", str(host_path), "--candidate", str(paths["cand"]),
-                "--baseline", str(paths["base"]), "--out", str(out))
+    save_record(
+        profile_model(DIGITS_MODEL, options=ProfileOptions(min_sessions=2, max_sessions=2, samples_per_session=40, warmup=5, **QUICK)),
+        host_path,
+    )
+    r = run_cli(
+        "gate",
+        "--contract",
+        str(contract_path),
+        "--candidate",
+        str(host_path),
+        "--candidate",
+        str(paths["cand"]),
+        "--baseline",
+        str(paths["base"]),
+        "--out",
+        str(out),
+    )
     assert r.returncode == 1
     verdicts = {v["target"]: v for v in json.loads((out / "gate.json").read_text())["verdicts"]}
     assert verdicts.keys() == {"host", "hailo-8-rpi5"}
@@ -285,7 +301,9 @@ def test_the_contract_and_the_gate_apply_a_waiver_by_the_same_rule(tmp_path, hos
     assert active.outcome == "pass" and {w.clause for w in active.waivers_applied} == set(clauses)
     for clause in clauses:
         use = judged[clause].waiver
-        assert judged[clause].status == "waived" and use == WaiverUse(clause=clause, owner="ops", reason="known gap", expires=date(2030, 1, 1), target="host")
+        assert judged[clause].status == "waived" and use == WaiverUse(
+            clause=clause, owner="ops", reason="known gap", expires=date(2030, 1, 1), target="host"
+        )
         assert _waiver_notes(judged[clause]) == ["waived by ops until 2030-01-01: known gap"]
     assert judged["budgets.energy_mj_per_inference"] == evaluate(contract, cand, today=date(2029, 12, 31)).clauses[-1]
 
@@ -332,18 +350,44 @@ def test_cli_gate_that_cannot_decide_exits_3_and_every_output_says_so(tmp_path, 
 
 def test_a_verdict_written_before_outcomes_existed_still_loads(tmp_path):
     """A gate.json of the first release: waivers and regressions as plain objects, no outcome."""
-    clause = {"clause": "budgets.energy_mj_per_inference", "status": "unverified", "value": None, "budget": 5.0, "unit": "mJ",
-              "margin": None, "interval": None, "provenance": "unavailable:no meter", "hard": True, "note": "", "waiver": None}
-    waived = {**clause, "clause": "budgets.p95_ms", "status": "waived",
-              "waiver": {"clause": "budgets.p95_ms", "owner": "ops", "reason": "lab", "expires": "2027-06-30", "target": None}}
-    old = {"schema_version": "edgeproof.verdict/1", "target": "host", "passed": False, "clauses": [clause, waived],
-           "binding_clause": clause["clause"], "allow_unverified": False, "waivers_applied": [waived["waiver"]], "waivers_expired": [],
-           "regressions": [{"clause": "regression.p50", "status": "pass", "ratio": 1.01, "interval": [0.99, 1.02], "limit": 1.03, "note": ""}],
-           "contract_sha256": None}
+    clause = {
+        "clause": "budgets.energy_mj_per_inference",
+        "status": "unverified",
+        "value": None,
+        "budget": 5.0,
+        "unit": "mJ",
+        "margin": None,
+        "interval": None,
+        "provenance": "unavailable:no meter",
+        "hard": True,
+        "note": "",
+        "waiver": None,
+    }
+    waived = {
+        **clause,
+        "clause": "budgets.p95_ms",
+        "status": "waived",
+        "waiver": {"clause": "budgets.p95_ms", "owner": "ops", "reason": "lab", "expires": "2027-06-30", "target": None},
+    }
+    old = {
+        "schema_version": "edgeproof.verdict/1",
+        "target": "host",
+        "passed": False,
+        "clauses": [clause, waived],
+        "binding_clause": clause["clause"],
+        "allow_unverified": False,
+        "waivers_applied": [waived["waiver"]],
+        "waivers_expired": [],
+        "regressions": [{"clause": "regression.p50", "status": "pass", "ratio": 1.01, "interval": [0.99, 1.02], "limit": 1.03, "note": ""}],
+        "contract_sha256": None,
+    }
     path = tmp_path / "gate.json"
     path.write_text(json.dumps({"passed": False, "verdicts": [old]}))
     [verdict] = load_verdicts(path)
-    assert verdict.outcome == "undecided" and verdict.waivers_applied[0].sentence() == "budgets.p95_ms on every target, owner ops, until 2027-06-30: lab"
+    assert (
+        verdict.outcome == "undecided"
+        and verdict.waivers_applied[0].sentence() == "budgets.p95_ms on every target, owner ops, until 2027-06-30: lab"
+    )
     assert verdict.regressions[0].interval == (0.99, 1.02)
     path.write_text(json.dumps({"passed": False, "verdicts": [{**old, "clauses": [{**clause, "status": "fail", "value": 9.0}, waived]}]}))
     assert load_verdicts(path)[0].outcome == "fail"

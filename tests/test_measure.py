@@ -124,7 +124,10 @@ def test_placement_fractions_count_fallback_nodes_and_time():
     assert p.fallback_node_frac == 0.5
     assert p.fallback_time_frac == pytest.approx(0.25)
     assert p.fallback_flop_frac == pytest.approx(0.1)
-    assert placement_of([NodeRecord(name="x", op_type="Relu", provider="CPUExecutionProvider")], "CPUExecutionProvider").fallback_node_frac == 0.0
+    assert (
+        placement_of([NodeRecord(name="x", op_type="Relu", provider="CPUExecutionProvider")], "CPUExecutionProvider").fallback_node_frac
+        == 0.0
+    )
 
 
 def test_history_lists_changes_between_runs(digits_record, tmp_path):

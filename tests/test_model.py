@@ -61,12 +61,19 @@ def test_cli_bad_model_one_line_exit_2(tmp_path, make_bad, expect):
     assert not out.exists()
 
 
-
 def test_cli_optimize_on_a_bad_model_is_one_line_exit_2(tmp_path):
     bad = tmp_path / "m.onnx"
     bad.write_bytes(DIGITS_MODEL.read_bytes()[:5000])
-    proc = run_cli("optimize", str(bad), "--contract", str(DIGITS_MODEL.parent / "edgeproof.toml"), "--out", str(tmp_path / "out"),
-                   "--cache-dir", str(tmp_path / "cache"))
+    proc = run_cli(
+        "optimize",
+        str(bad),
+        "--contract",
+        str(DIGITS_MODEL.parent / "edgeproof.toml"),
+        "--out",
+        str(tmp_path / "out"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr
@@ -77,8 +84,9 @@ def test_cli_optimize_on_a_bad_model_is_one_line_exit_2(tmp_path):
 def test_model_loads_once_with_its_hash_interface_and_external_weights(tmp_path):
     path = make_matmul_model(tmp_path / "m.onnx")
     proto = onnx.load(path)
-    onnx.save(proto, tmp_path / "ext.onnx", save_as_external_data=True, all_tensors_to_one_file=True, location="ext.weights",
-              size_threshold=0)
+    onnx.save(
+        proto, tmp_path / "ext.onnx", save_as_external_data=True, all_tensors_to_one_file=True, location="ext.weights", size_threshold=0
+    )
     model = Model.load(tmp_path / "ext.onnx")
     assert model.sha256 == sha256_file(tmp_path / "ext.onnx") and model.size_bytes == (tmp_path / "ext.onnx").stat().st_size
     assert model.ref.name == "ext" and model.ref.sha256 == model.sha256

@@ -27,8 +27,17 @@ from edgeproof.report import build_report, collect
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SECTION_IDS = ("verdicts", "latency", "pareto", "accuracy", "placement", "thermal", "gate", "bom", "change-record", "sources")
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage", "--remote-debugging-port=0",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-dev-shm-usage",
+    "--remote-debugging-port=0",
 )
 WINDOW = (1400, 2400)
 
@@ -37,7 +46,13 @@ def _parallel(home: Path, *commands: tuple[tuple[str, ...], tuple[int, ...]]) ->
     """Run CLI commands side by side (they do not depend on each other); each must exit with one of its codes."""
     env = {**os.environ, "EDGEPROOF_HOME": str(home)}
     procs = [
-        (args, ok, subprocess.Popen([sys.executable, "-m", "edgeproof.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        (
+            args,
+            ok,
+            subprocess.Popen(
+                [sys.executable, "-m", "edgeproof.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            ),
+        )
         for args, ok in commands
     ]
     for args, ok, proc in procs:
@@ -79,24 +94,92 @@ def demo(tmp_path_factory):
     _parallel(home, (("profile", model, "--json", str(out / "host.profile.json"), *quick), done))
     _parallel(home, (("check", model, "--contract", toml, "--json", str(out / "host.run.json"), *quick), finding))
     _parallel(home, (("gate", "--contract", toml, "--measure", model, model, "--pairs", "2", "--out", str(out / "gate")), finding))
-    _parallel(home, (("optimize", model, "--contract", toml, "--threads", "1", "--opt-levels", "all", "--targets", "host,coral-usb-rpi5",
-                      "--sessions", "1", "--samples", "40", "--time-budget", "60", "--out", str(out / "optimize")), finding))
+    _parallel(
+        home,
+        (
+            (
+                "optimize",
+                model,
+                "--contract",
+                toml,
+                "--threads",
+                "1",
+                "--opt-levels",
+                "all",
+                "--targets",
+                "host,coral-usb-rpi5",
+                "--sessions",
+                "1",
+                "--samples",
+                "40",
+                "--time-budget",
+                "60",
+                "--out",
+                str(out / "optimize"),
+            ),
+            finding,
+        ),
+    )
     release, baseline = out / "bom" / "release.bom.json", out / "bom" / "baseline.bom.json"
     # The rest only reads files and simulates, so it may share the cores.
     _parallel(
         home,
-        (("simulate", model, "--target", "raspberry-pi-5", "--soak", "5m", "--ambient", "45", "--json", str(out / "sim" / "rpi5.soak.run.json")), done),
+        (
+            (
+                "simulate",
+                model,
+                "--target",
+                "raspberry-pi-5",
+                "--soak",
+                "5m",
+                "--ambient",
+                "45",
+                "--json",
+                str(out / "sim" / "rpi5.soak.run.json"),
+            ),
+            done,
+        ),
         (("simulate", model, "--target", "coral-usb-rpi5", "--precision", "int8", "--json", str(out / "sim" / "coral.run.json")), done),
         (("keygen", "-o", str(keys)), done),
-        (("bom", "build", "--run", str(out / "gate" / "candidate.run.json"), "--verdict", str(out / "host.run.verdict.json"),
-          "--contract", toml, "--model", model, "-o", str(release)), done),
-        (("bom", "build", "--run", str(out / "gate" / "baseline.run.json"), "--contract", toml, "--model", model, "-o", str(baseline)), done),
+        (
+            (
+                "bom",
+                "build",
+                "--run",
+                str(out / "gate" / "candidate.run.json"),
+                "--verdict",
+                str(out / "host.run.verdict.json"),
+                "--contract",
+                toml,
+                "--model",
+                model,
+                "-o",
+                str(release),
+            ),
+            done,
+        ),
+        (
+            ("bom", "build", "--run", str(out / "gate" / "baseline.run.json"), "--contract", toml, "--model", model, "-o", str(baseline)),
+            done,
+        ),
     )
     _parallel(
         home,
         (("bom", "sign", str(release), "--key", str(next(k for k in keys.glob("*.pem") if not k.name.endswith(".pub.pem")))), done),
-        (("change-record", "--from", str(baseline), "--to", str(release), "--why", "same model re-measured <script>alert(1)</script>",
-          "-o", str(out / "change-record")), done),
+        (
+            (
+                "change-record",
+                "--from",
+                str(baseline),
+                "--to",
+                str(release),
+                "--why",
+                "same model re-measured <script>alert(1)</script>",
+                "-o",
+                str(out / "change-record"),
+            ),
+            done,
+        ),
     )
     result = run_cli("report", str(out), "-o", str(work / "report.html"), env={"EDGEPROOF_HOME": str(home)})
     assert result.returncode == 0, result.stderr
@@ -114,8 +197,10 @@ class _WebSocket:
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout_s)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
-            (f"GET {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\nUpgrade: websocket\r\n"
-             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+            (
+                f"GET {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
         )
         self.buf = bytearray()
         while b"\r\n\r\n" not in self.buf:
@@ -225,7 +310,9 @@ def open_offline(html: Path, work: Path) -> dict:
     log = work / "chromium.log"
     profile = work / "chromium-profile"
     with open(log, "w") as err:
-        proc = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"], stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"], stdout=subprocess.DEVNULL, stderr=err
+        )
     try:
         tools = _DevTools(_WebSocket(_devtools_url(log, proc)))
         for domain in ("Runtime", "Log", "Network", "Page"):
@@ -236,7 +323,8 @@ def open_offline(html: Path, work: Path) -> dict:
         assert tools.wait_for("document.readyState === 'complete'", 30), "the report did not finish loading"
         drawn = tools.wait_for(
             "document.querySelectorAll('div.plot').length > 0 && "
-            "[...document.querySelectorAll('div.plot')].every(d => d.querySelector('svg.main-svg'))", 30
+            "[...document.querySelectorAll('div.plot')].every(d => d.querySelector('svg.main-svg'))",
+            30,
         )
         facts = tools.evaluate("""JSON.stringify({
             sections: [...document.querySelectorAll('main section')].map(s => s.id),
@@ -249,10 +337,14 @@ def open_offline(html: Path, work: Path) -> dict:
             text: document.body.innerText,
             scripts_with_src: document.querySelectorAll('script[src], link[href]').length,
         })""")
-        png = base64.b64decode(tools.call(
-            "Page.captureScreenshot", format="png", captureBeyondViewport=True,
-            clip={"x": 0, "y": 0, "width": WINDOW[0], "height": WINDOW[1], "scale": 0.5},
-        )["data"])
+        png = base64.b64decode(
+            tools.call(
+                "Page.captureScreenshot",
+                format="png",
+                captureBeyondViewport=True,
+                clip={"x": 0, "y": 0, "width": WINDOW[0], "height": WINDOW[1], "scale": 0.5},
+            )["data"]
+        )
         tools.call("Browser.close")
     finally:
         try:
@@ -291,8 +383,8 @@ def decode_png(data: bytes) -> tuple[int, int, int, list[bytes]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, header = 8, bytearray(), None
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
@@ -305,7 +397,7 @@ def decode_png(data: bytes) -> tuple[int, int, int, list[bytes]]:
     rows, prev = [], bytearray(stride)
     for y in range(height):
         start = y * (stride + 1)
-        kind, row = raw[start], bytearray(raw[start + 1:start + 1 + stride])
+        kind, row = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
         if kind == 1:
             for i in range(bpp, stride):
                 row[i] = (row[i] + row[i - bpp]) & 0xFF
@@ -329,7 +421,7 @@ def colour_stats(png: bytes) -> tuple[int, float]:
     colours, ink = set(), 0
     for row in rows:
         for x in range(0, width * bpp, bpp):
-            px = row[x:x + 3]
+            px = row[x : x + 3]
             colours.add(px)
             ink += min(px) < 240
     return len(colours), ink / (width * height)
@@ -345,7 +437,7 @@ def test_cli_writes_one_self_contained_file_and_prints_its_path(demo):
     assert html.count("plotly.js v") == 1 and "Plotly.newPlot" in html
     # plotly.js itself mentions URLs (its logo link, map attributions); the page around it must fetch nothing
     start = html.index("plotly.js v")
-    ours = html[:start] + html[html.index("</script>", start):]
+    ours = html[:start] + html[html.index("</script>", start) :]
     for marker in ('src="http', "src='http", 'href="http', "@import", "url(http", "fonts.googleapis"):
         assert marker not in ours, marker
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -392,8 +484,12 @@ def test_absent_sections_say_so(tmp_path, demo):
     path = build_report(tmp_path / "out", tmp_path / "r.html")
     html = path.read_text()
     for section, words in (
-        ("pareto", "No optimize run in this folder"), ("thermal", "No soak ran in this folder"), ("gate", "No gate ran in this folder"),
-        ("verdicts", "No contract verdict in this folder"), ("bom", "No BOM in this folder"), ("change-record", "No change record in this folder"),
+        ("pareto", "No optimize run in this folder"),
+        ("thermal", "No soak ran in this folder"),
+        ("gate", "No gate ran in this folder"),
+        ("verdicts", "No contract verdict in this folder"),
+        ("bom", "No BOM in this folder"),
+        ("change-record", "No change record in this folder"),
         ("accuracy", "No evaluation in this folder"),
     ):
         body = html.split(f'<section id="{section}">', 1)[1].split("</section>", 1)[0]

@@ -61,7 +61,11 @@ def cand(
     for clause, (budget, unit) in BUDGETS.items():
         value = values[clause]
         status = "pass" if value <= budget else ("waived" if waive_p95 and clause == "budgets.p95_ms" else "fail")
-        clauses.append(ClauseResult(clause=clause, status=status, value=value, budget=budget, unit=unit, margin=budget - value, provenance="measured:test"))
+        clauses.append(
+            ClauseResult(
+                clause=clause, status=status, value=value, budget=budget, unit=unit, margin=budget - value, provenance="measured:test"
+            )
+        )
     passed = all(c.status in ("pass", "waived") for c in clauses)
     failing = [c for c in clauses if c.status == "fail"]
     binding = min(failing, key=lambda c: c.margin / c.budget).clause if failing else None
@@ -71,12 +75,26 @@ def cand(
         "accuracy_drop_pp": Figure.measured(drop, "pp", "test"),
         "peak_rss_mib": Figure.measured(rss, "MiB", "test"),
         "model_size_mib": Figure.measured(size, "MiB", "test"),
-        "energy_mj_per_inference": Figure.unavailable("mJ", "no power meter on this host") if energy is None else Figure.simulated(energy, "mJ", "board@1"),
+        "energy_mj_per_inference": Figure.unavailable("mJ", "no power meter on this host")
+        if energy is None
+        else Figure.simulated(energy, "mJ", "board@1"),
     }
     return Candidate(
-        id=cid, variant=precision, variant_sha256=cid * 8, variant_path=f"/nowhere/{cid}.onnx", precision=precision, cache_hit=False,
-        target="host", threads=1, opt_level="all", run_id=cid, figures=figures, feasible=passed, eligible=eligible,
-        ineligible_reason="" if eligible else f"{precision} is not in [model] precisions", verdict=Verdict(target="host", passed=passed, clauses=clauses, binding_clause=binding),
+        id=cid,
+        variant=precision,
+        variant_sha256=cid * 8,
+        variant_path=f"/nowhere/{cid}.onnx",
+        precision=precision,
+        cache_hit=False,
+        target="host",
+        threads=1,
+        opt_level="all",
+        run_id=cid,
+        figures=figures,
+        feasible=passed,
+        eligible=eligible,
+        ineligible_reason="" if eligible else f"{precision} is not in [model] precisions",
+        verdict=Verdict(target="host", passed=passed, clauses=clauses, binding_clause=binding),
     )
 
 
@@ -252,9 +270,13 @@ def test_a_target_is_undecided_not_infeasible_when_nothing_was_measured_or_a_can
     assert decide_target("host", [cand("b", p95=1.0)], "b", [], 240.0, 30.0) == ("pass", [])
 
     # "b" fails nothing on evidence but has no energy figure: the target cannot be called infeasible
-    no_data = ClauseResult(clause="budgets.energy_mj_per_inference", status="unverified", value=None, budget=5.0, unit="mJ", provenance=NO_METER)
+    no_data = ClauseResult(
+        clause="budgets.energy_mj_per_inference", status="unverified", value=None, budget=5.0, unit="mJ", provenance=NO_METER
+    )
     clauses = [*cand("b", p95=1.0).verdict.clauses, no_data]
-    verdict = Verdict(target="host", outcome="undecided", passed=False, clauses=clauses, undecided_because=undecided_because(clauses, False))
+    verdict = Verdict(
+        target="host", outcome="undecided", passed=False, clauses=clauses, undecided_because=undecided_because(clauses, False)
+    )
     open_ = cand("b", p95=1.0).model_copy(update={"feasible": False, "verdict": verdict})
     outcome, why = decide_target("host", [failing, open_], None, [], 240.0, 30.0)
     assert outcome == "undecided" and len(why) == 1
@@ -297,7 +319,8 @@ def quadrant_model(path: Path) -> Path:
         oh.make_node("Gemm", ["f", "head", "hb"], ["logits"], name="head"),
     ]
     graph = oh.make_graph(
-        nodes, "quadrants",
+        nodes,
+        "quadrants",
         [oh.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, SIDE, SIDE])],
         [oh.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
         [nh.from_array(w, "w"), nh.from_array(b, "b"), nh.from_array(head, "head"), nh.from_array(np.zeros(4, np.float32), "hb")],
@@ -361,8 +384,9 @@ expires = 2099-01-01
 """
 
 
-def write_task(folder: Path, p95: str = "50 ms", precisions: str = '["fp32", "fp16", "int8"]', npz: str = "tiny.npz",
-               extra_slice: str = "") -> Path:
+def write_task(
+    folder: Path, p95: str = "50 ms", precisions: str = '["fp32", "fp16", "int8"]', npz: str = "tiny.npz", extra_slice: str = ""
+) -> Path:
     """The tiny model, its data and a contract in ``folder``; returns the contract path."""
     folder.mkdir(parents=True, exist_ok=True)
     quadrant_model(folder / "tiny.onnx")
@@ -381,8 +405,19 @@ QUICK = ("--threads", "1", "--opt-levels", "all", "--sessions", "1", "--samples"
 def test_optimize_end_to_end_then_every_variant_from_cache(tmp_path):
     contract = write_task(tmp_path / "task")
     out, cache = tmp_path / "out", tmp_path / "cache"
-    args = ("optimize", str(tmp_path / "task" / "tiny.onnx"), "--contract", str(contract), *QUICK,
-            "--cache-dir", str(cache), "--out", str(out), "--json", str(tmp_path / "s.json"))
+    args = (
+        "optimize",
+        str(tmp_path / "task" / "tiny.onnx"),
+        "--contract",
+        str(contract),
+        *QUICK,
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(out),
+        "--json",
+        str(tmp_path / "s.json"),
+    )
     first = run_cli(*args, "--max-candidates", "3")
     assert first.returncode == 0, first.stderr + first.stdout
     for text in ("candidates on host", "candidates over p95_ms, accuracy_drop_pp, peak_rss_mib", "chosen on host", "vs fp32"):
@@ -425,8 +460,17 @@ def test_optimize_end_to_end_then_every_variant_from_cache(tmp_path):
 @pytest.mark.slow
 def test_infeasible_contract_exits_1_naming_binding_clause_and_closest(tmp_path):
     contract = write_task(tmp_path / "task", p95="0.0001 ms", precisions='["fp32"]')
-    proc = run_cli("optimize", str(tmp_path / "task" / "tiny.onnx"), "--contract", str(contract), *QUICK,
-                   "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"))
+    proc = run_cli(
+        "optimize",
+        str(tmp_path / "task" / "tiny.onnx"),
+        "--contract",
+        str(contract),
+        *QUICK,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert proc.returncode == 1, proc.stderr + proc.stdout
     assert "no candidate on host meets the contract" in proc.stdout and "could not decide" not in proc.stdout
     assert "binding clause: budgets.p95_ms" in proc.stdout
@@ -441,8 +485,19 @@ def test_infeasible_contract_exits_1_naming_binding_clause_and_closest(tmp_path)
 def test_a_time_budget_spent_before_anything_was_measured_is_undecided_exit_3_not_1(tmp_path):
     contract = write_task(tmp_path / "task")
     out = tmp_path / "out"
-    proc = run_cli("optimize", str(tmp_path / "task" / "tiny.onnx"), "--contract", str(contract), *QUICK, "--time-budget", "1",
-                   "--cache-dir", str(tmp_path / "cache"), "--out", str(out))
+    proc = run_cli(
+        "optimize",
+        str(tmp_path / "task" / "tiny.onnx"),
+        "--contract",
+        str(contract),
+        *QUICK,
+        "--time-budget",
+        "1",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 3, proc.stderr + proc.stdout
     assert "could not decide whether a candidate on host meets the contract" in proc.stdout
     assert "no candidate on host meets the contract" not in proc.stdout
@@ -456,8 +511,16 @@ def test_a_time_budget_spent_before_anything_was_measured_is_undecided_exit_3_no
 @pytest.mark.slow
 def test_a_simulated_board_is_one_more_candidate_target(tmp_path):
     contract = load_contract(write_task(tmp_path / "task", precisions='["fp32"]'))
-    options = SearchOptions(targets=("host", "jetson-orin-nano-8gb"), power_modes=("7W",), threads=(1,), opt_levels=("all",), sessions=1, samples=20,
-                            cold_start_repeats=1, cache_dir=tmp_path / "cache")
+    options = SearchOptions(
+        targets=("host", "jetson-orin-nano-8gb"),
+        power_modes=("7W",),
+        threads=(1,),
+        opt_levels=("all",),
+        sessions=1,
+        samples=20,
+        cold_start_repeats=1,
+        cache_dir=tmp_path / "cache",
+    )
     result = optimize(tmp_path / "task" / "tiny.onnx", contract, options).result
     host, board = result.outcomes
     [sim] = [result.candidate(c) for c in board.candidates]
@@ -467,7 +530,6 @@ def test_a_simulated_board_is_one_more_candidate_target(tmp_path):
     # energy is simulated on the board, so its front uses it; the host has no meter, so its front does not
     assert "energy_mj_per_inference" in board.pareto_axes and "energy_mj_per_inference" not in host.pareto_axes
     assert board.selection.chosen == sim.id and host.selection.chosen is not None
-
 
 
 @pytest.mark.slow
@@ -484,12 +546,14 @@ def test_optimize_reads_and_parses_the_source_model_once(tmp_path, monkeypatch):
         return real_parse(data, path)
 
     monkeypatch.setattr(edgeproof.model, "_parse", counting_parse)
-    options = SearchOptions(threads=(1,), opt_levels=("all",), sessions=1, samples=20, cold_start_repeats=1, max_candidates=1,
-                            cache_dir=tmp_path / "cache")
+    options = SearchOptions(
+        threads=(1,), opt_levels=("all",), sessions=1, samples=20, cold_start_repeats=1, max_candidates=1, cache_dir=tmp_path / "cache"
+    )
     result = optimize(source, contract, options).result
     assert len(result.candidates) == 1 and any(v.precision.startswith("int8") for v in result.variants)
     assert parsed.count(source.resolve()) == 1
     assert result.model.sha256 == sha256_file(source) and result.model.io is not None
+
 
 # ---------------------------------------------------------------- bad input: one line, exit 2
 
@@ -534,7 +598,9 @@ def test_data_flag_overrides_the_contract_and_is_checked_too(tmp_path):
     contract = write_task(tmp_path / "task")
     xc, yc = quadrant_data(16, seed=1)
     np.savez(tmp_path / "other.npz", x_calibration=xc, y_calibration=yc, x_test=xc[:, :, :4, :4], y_test=yc)
-    proc = run_cli("optimize", str(tmp_path / "task" / "tiny.onnx"), "--contract", str(contract), "--data", str(tmp_path / "other.npz"), timeout=120)
+    proc = run_cli(
+        "optimize", str(tmp_path / "task" / "tiny.onnx"), "--contract", str(contract), "--data", str(tmp_path / "other.npz"), timeout=120
+    )
     assert proc.returncode == 2
     assert "other.npz" in proc.stderr and "rows have shape" in proc.stderr
 

@@ -113,7 +113,11 @@ def test_soak_at_high_ambient_throttles_a_passive_board_and_latency_rises():
 def test_firmware_profile_changes_behaviour_and_is_recorded(tmp_path):
     stock = (CATALOG_DIR.parent / "firmware" / "raspberry-pi-5.toml").read_text()
     early = tmp_path / "early.toml"
-    early.write_text(stock.replace('version = "stock-2025.01"', 'version = "lab-60c"').replace("trip_c = 80.0", "trip_c = 60.0").replace("clear_c = 75.0", "clear_c = 55.0"))
+    early.write_text(
+        stock.replace('version = "stock-2025.01"', 'version = "lab-60c"')
+        .replace("trip_c = 80.0", "trip_c = 60.0")
+        .replace("clear_c = 75.0", "clear_c = 55.0")
+    )
     base = simulate_run(DIGITS_MODEL, "raspberry-pi-5", soak_s=600, ambient_c=25, **FAST)
     lab = simulate_run(DIGITS_MODEL, "raspberry-pi-5", firmware=early, soak_s=600, ambient_c=25, **FAST)
     assert lab.target.firmware["version"] == "lab-60c" and lab.target.firmware["governor"]["trip_c"] == 60.0
@@ -122,7 +126,9 @@ def test_firmware_profile_changes_behaviour_and_is_recorded(tmp_path):
     assert lab.latency.p50_ms > base.latency.p50_ms
     capped = tmp_path / "capped.toml"
     capped.write_text(stock.replace('power_mode = "default"', 'power_mode = "default"\ncpu_clock_cap_ghz = 1.2'))
-    assert simulate_run(DIGITS_MODEL, "raspberry-pi-5", firmware=capped, **FAST).simulation.latency_model_ms > base.simulation.latency_model_ms
+    assert (
+        simulate_run(DIGITS_MODEL, "raspberry-pi-5", firmware=capped, **FAST).simulation.latency_model_ms > base.simulation.latency_model_ms
+    )
     watchdog = tmp_path / "watchdog.toml"
     watchdog.write_text(stock.replace('power_mode = "default"', 'power_mode = "default"\nwatchdog_timeout_ms = 0.5'))
     warned = simulate_run(DIGITS_MODEL, "raspberry-pi-5", firmware=watchdog, **FAST)
@@ -135,7 +141,11 @@ def test_a_power_cap_lowers_the_clocks(tmp_path):
     (tmp_path / "capped.toml").write_text(capped)
     (tmp_path / "firmware").mkdir()
     fw = tmp_path / "firmware" / "orin-capped.toml"
-    fw.write_text((CATALOG_DIR.parent / "firmware" / "jetson-orin-nano-8gb.toml").read_text().replace('board = "jetson-orin-nano-8gb"', 'board = "orin-capped"'))
+    fw.write_text(
+        (CATALOG_DIR.parent / "firmware" / "jetson-orin-nano-8gb.toml")
+        .read_text()
+        .replace('board = "jetson-orin-nano-8gb"', 'board = "orin-capped"')
+    )
     free = simulate_run(DIGITS_MODEL, "jetson-orin-nano-8gb", **FAST)
     held = simulate_run(DIGITS_MODEL, "orin-capped", catalog_dirs=[tmp_path], **FAST)  # stock firmware found beside the board
     assert held.simulation.operating_point.cap_factor == pytest.approx(((6.0 - 3.5) / 7.0) ** 0.5)
@@ -199,7 +209,20 @@ def test_host_profile_knows_when_it_is_stale(quick_host_profile, tmp_path):
 @pytest.mark.slow
 def test_cli_simulate_and_compat(tmp_path):
     out = tmp_path / "run.json"
-    result = run_cli("simulate", str(DIGITS_MODEL), "--target", "jetson-orin-nano-8gb", "--power-mode", "7W", "--soak", "2m", "--ambient", "45", "--json", str(out))
+    result = run_cli(
+        "simulate",
+        str(DIGITS_MODEL),
+        "--target",
+        "jetson-orin-nano-8gb",
+        "--power-mode",
+        "7W",
+        "--soak",
+        "2m",
+        "--ambient",
+        "45",
+        "--json",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     assert "simulated:jetson-orin-nano-8gb@" in result.stdout
     record = load_record(out)
@@ -232,11 +255,28 @@ def test_check_on_a_board_runs_the_contract_scenario_power_mode_and_firmware(tmp
     fw = tmp_path / "fw.toml"
     fw.write_text((CATALOG_DIR.parent / "firmware" / "jetson-orin-nano-8gb.toml").read_text())
     out = tmp_path / "run.json"
-    r = run_cli("check", str(DIGITS_MODEL), "--contract", str(contract), "--target", "jetson-orin-nano", "--power-mode", "7W",
-                "--firmware", str(fw), "--json", str(out))
+    r = run_cli(
+        "check",
+        str(DIGITS_MODEL),
+        "--contract",
+        str(contract),
+        "--target",
+        "jetson-orin-nano",
+        "--power-mode",
+        "7W",
+        "--firmware",
+        str(fw),
+        "--json",
+        str(out),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     record = load_record(out)
-    assert (record.target.id, record.target.power_mode, record.scenario.name, record.scenario.rate_hz) == ("jetson-orin-nano-8gb", "7W", "periodic", 30)
+    assert (record.target.id, record.target.power_mode, record.scenario.name, record.scenario.rate_hz) == (
+        "jetson-orin-nano-8gb",
+        "7W",
+        "periodic",
+        30,
+    )
     verdict = json.loads(out.with_suffix(".verdict.json").read_text())
     p95 = next(c for c in verdict["clauses"] if c["clause"] == "budgets.p95_ms")
     assert p95["status"] == "pass" and p95["provenance"].startswith("simulated:jetson-orin-nano-8gb@")

@@ -68,7 +68,10 @@ def test_a_unique_prefix_names_a_board_and_an_ambiguous_one_is_refused(tmp_path)
     [
         (lambda t: t.replace('"cpu.op_overhead_us" = ', '"unused" = '), r"sources: no source for cpu\.op_overhead_us"),
         (lambda t: t.replace("cores = 4\n", 'cores = "four"\n', 1), r"cpu\.cores: .*integer"),
-        (lambda t: t.replace('default_power_mode = "default"', 'default_power_mode = "turbo"'), r"default_power_mode 'turbo' is not one of"),
+        (
+            lambda t: t.replace('default_power_mode = "default"', 'default_power_mode = "turbo"'),
+            r"default_power_mode 'turbo' is not one of",
+        ),
         (lambda t: t.replace("[memory]", "[memory\n"), r"not valid TOML"),
         (lambda t: t.replace('"jitter" = "assumed:', '"jitter" = "trust me:'), r"sources\.jitter: give a URL"),
         (lambda t: t.replace("bandwidth_gbs = 17.07\n", "bandwidth_gbs = 17.07\nbandwith = 3\n"), r"memory\.bandwith: Extra inputs"),

@@ -113,9 +113,7 @@ def task(tmp_path_factory):
             transforms=[TransformSpec(name="gaussian_noise", severity=0.3)],
             max_drop_pp=5.0,
         ),
-        SliceSpec(
-            name="occluded", kind="tail", transforms=[TransformSpec(name="occlusion", severity=0.3)], max_drop_pp=5.0
-        ),
+        SliceSpec(name="occluded", kind="tail", transforms=[TransformSpec(name="occlusion", severity=0.3)], max_drop_pp=5.0),
     ]
     slices = make_slices(ds, specs)
     model = tiny_cnn(tmp / "tiny.onnx")
@@ -158,9 +156,7 @@ def test_static_int8_runs_and_stays_near_float(task):
     assert {"QuantizeLinear", "DequantizeLinear"} <= op_types(v.path)
     r = v.recipe
     assert (r.format, r.calibrator, r.activation_type, r.weight_type) == ("QDQ", "minmax", "U8", "S8")
-    assert (
-        r.calibration_kinds == ("nominal",) and r.calibration_id == task["calibration"].id and r.calibration_rows == 64
-    )
+    assert r.calibration_kinds == ("nominal",) and r.calibration_id == task["calibration"].id and r.calibration_rows == 64
     assert r.source_sha256 and "quant_pre_process" in r.steps
     assert r.steps[-1] == f"onnxruntime {ort.__version__} quantize_static"
     ev = evaluate(v.path, task["reference"], task["slices"], task["ds"].id)
@@ -337,14 +333,10 @@ def test_profiler_kernels_are_attributed_to_float_nodes(task):
 
 def test_slow_quantized_nodes_are_kept_float_for_speed(task):
     dynamic = build_variant(task["model"], Recipe(precision="int8-dynamic"), cache_dir=task["cache"])
-    comparison = compare_node_speed(
-        prepare_for_quantization(task["model"], task["cache"]).path, dynamic.path, task["slices"][0].x
-    )
+    comparison = compare_node_speed(prepare_for_quantization(task["model"], task["cache"]).path, dynamic.path, task["slices"][0].x)
     assert comparison.provenance == "measured:onnxruntime-profiler"
     convs = {n.name: n for n in comparison.nodes if n.op_type == "Conv"}
-    assert set(convs) == {"conv1", "conv2"} and all(
-        n.quantized and n.float_us > 0 and n.quant_us > 0 for n in convs.values()
-    )
+    assert set(convs) == {"conv1", "conv2"} and all(n.quantized and n.float_us > 0 and n.quant_us > 0 for n in convs.values())
 
     faster, _ = keep_slow_nodes_float(task["model"], dynamic, task["slices"][0].x, cache_dir=task["cache"])
     kept = {n.name: n for n in faster.recipe.excluded_nodes}

@@ -44,29 +44,105 @@ _PRECISION = {
 # Floating-point operations per output element for element-wise ops (an estimate: transcendental
 # functions count as a few operations, as vendor FLOP counters such as fvcore and ptflops do).
 _ELEMENTWISE_FLOPS = {
-    "Add": 1, "Sub": 1, "Mul": 1, "Div": 1, "Relu": 1, "LeakyRelu": 2, "PRelu": 2, "Clip": 2, "Max": 1,
-    "Min": 1, "Abs": 1, "Neg": 1, "Sqrt": 1, "Reciprocal": 1, "Pow": 1, "Exp": 4, "Log": 4, "Erf": 8,
-    "Sigmoid": 4, "Tanh": 4, "HardSigmoid": 3, "HardSwish": 4, "Gelu": 8, "Elu": 4, "Selu": 4,
-    "Softplus": 4, "Mish": 8, "Floor": 1, "Ceil": 1, "Round": 1, "Sign": 1, "Equal": 1, "Greater": 1,
-    "Less": 1, "Where": 1, "Not": 1, "And": 1, "Or": 1, "Cast": 1, "QuantizeLinear": 2,
-    "DequantizeLinear": 2, "DynamicQuantizeLinear": 4, "BatchNormalization": 2, "Softmax": 5,
-    "LogSoftmax": 6, "LayerNormalization": 8, "InstanceNormalization": 8, "GroupNormalization": 8,
-    "LpNormalization": 3, "Dropout": 0,
+    "Add": 1,
+    "Sub": 1,
+    "Mul": 1,
+    "Div": 1,
+    "Relu": 1,
+    "LeakyRelu": 2,
+    "PRelu": 2,
+    "Clip": 2,
+    "Max": 1,
+    "Min": 1,
+    "Abs": 1,
+    "Neg": 1,
+    "Sqrt": 1,
+    "Reciprocal": 1,
+    "Pow": 1,
+    "Exp": 4,
+    "Log": 4,
+    "Erf": 8,
+    "Sigmoid": 4,
+    "Tanh": 4,
+    "HardSigmoid": 3,
+    "HardSwish": 4,
+    "Gelu": 8,
+    "Elu": 4,
+    "Selu": 4,
+    "Softplus": 4,
+    "Mish": 8,
+    "Floor": 1,
+    "Ceil": 1,
+    "Round": 1,
+    "Sign": 1,
+    "Equal": 1,
+    "Greater": 1,
+    "Less": 1,
+    "Where": 1,
+    "Not": 1,
+    "And": 1,
+    "Or": 1,
+    "Cast": 1,
+    "QuantizeLinear": 2,
+    "DequantizeLinear": 2,
+    "DynamicQuantizeLinear": 4,
+    "BatchNormalization": 2,
+    "Softmax": 5,
+    "LogSoftmax": 6,
+    "LayerNormalization": 8,
+    "InstanceNormalization": 8,
+    "GroupNormalization": 8,
+    "LpNormalization": 3,
+    "Dropout": 0,
 }
 
 # Ops that only move or reinterpret data: no arithmetic.
 _DATA_MOVEMENT = {
-    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose", "Concat", "Split", "Slice",
-    "Gather", "GatherElements", "GatherND", "Pad", "Expand", "Tile", "Shape", "Size", "Constant",
-    "ConstantOfShape", "DepthToSpace", "SpaceToDepth", "ScatterND", "ScatterElements", "Range", "NonZero",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Transpose",
+    "Concat",
+    "Split",
+    "Slice",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Pad",
+    "Expand",
+    "Tile",
+    "Shape",
+    "Size",
+    "Constant",
+    "ConstantOfShape",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "ScatterND",
+    "ScatterElements",
+    "Range",
+    "NonZero",
 }
 
 _CONV = {"Conv", "ConvInteger", "QLinearConv"}
 _MATMUL = {"MatMul", "MatMulInteger", "QLinearMatMul"}
 _POOL = {"MaxPool", "AveragePool", "LpPool"}
 _GLOBAL_OR_REDUCE = {
-    "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
-    "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp", "ArgMax", "ArgMin",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "GlobalLpPool",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceSumSquare",
+    "ReduceLogSumExp",
+    "ArgMax",
+    "ArgMin",
 }
 _INTEGER_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QGemm"}
 # Ops whose first two inputs are activation and weight (a third, the bias, is not data).
@@ -193,10 +269,18 @@ def _constant_value(node: onnx.NodeProto) -> tuple[int, tuple[int, ...], int] | 
             arr = numpy_helper.to_array(tensor)
             return tensor.data_type, shape, int(arr.nbytes)
         if attr.name in ("value_float", "value_int"):
-            return (onnx.TensorProto.FLOAT if attr.name == "value_float" else onnx.TensorProto.INT64), (), 4 if attr.name == "value_float" else 8
+            return (
+                (onnx.TensorProto.FLOAT if attr.name == "value_float" else onnx.TensorProto.INT64),
+                (),
+                4 if attr.name == "value_float" else 8,
+            )
         if attr.name in ("value_floats", "value_ints"):
             n = len(attr.floats) if attr.name == "value_floats" else len(attr.ints)
-            return (onnx.TensorProto.FLOAT if attr.name == "value_floats" else onnx.TensorProto.INT64), (n,), n * (4 if attr.name == "value_floats" else 8)
+            return (
+                (onnx.TensorProto.FLOAT if attr.name == "value_floats" else onnx.TensorProto.INT64),
+                (n,),
+                n * (4 if attr.name == "value_floats" else 8),
+            )
     return None
 
 
@@ -230,7 +314,10 @@ def _flops(node: onnx.NodeProto, macs: int, shapes: dict[str, tuple[int, ...]]) 
     op = node.op_type
     out = shapes.get(node.output[0]) if node.output else None
     if op in _CONV or op in _MATMUL or op in ("Gemm", "ConvTranspose"):
-        bias = out is not None and ((op in ("Conv", "ConvTranspose", "Gemm") and len(node.input) > 2 and node.input[2]) or (op == "QLinearConv" and len(node.input) > 8))
+        bias = out is not None and (
+            (op in ("Conv", "ConvTranspose", "Gemm") and len(node.input) > 2 and node.input[2])
+            or (op == "QLinearConv" and len(node.input) > 8)
+        )
         return 2 * macs + (math.prod(out) if bias else 0)
     if op in _POOL:
         kernel = _attr(node, "kernel_shape", [])
@@ -382,7 +469,11 @@ def _node_dtype(node: onnx.NodeProto, elem: dict[str, int]) -> str:
 
 
 def _has_flop_rule(op: str) -> bool:
-    return op in _ELEMENTWISE_FLOPS or op in _DATA_MOVEMENT or op in _CONV | _MATMUL | _POOL | _GLOBAL_OR_REDUCE | {"Gemm", "ConvTranspose", "Resize"}
+    return (
+        op in _ELEMENTWISE_FLOPS
+        or op in _DATA_MOVEMENT
+        or op in _CONV | _MATMUL | _POOL | _GLOBAL_OR_REDUCE | {"Gemm", "ConvTranspose", "Resize"}
+    )
 
 
 def _node_precision(node: onnx.NodeProto, dtype_name: str, producer_op: dict[str, str], constant: dict[str, int]) -> str:

@@ -359,15 +359,17 @@ def tests_run(a: BomFacts, b: BomFacts) -> list[GateSummary]:
         counts: dict[str, int] = {}
         for clause in tb.clauses:
             counts[clause.status] = counts.get(clause.status, 0) + 1
-        rows.append(GateSummary(
-            target=tid,
-            kind=tb.kind,
-            verdict=tb.verdict,
-            previous_verdict=ta.verdict if ta else "target absent",
-            binding_clause=tb.binding_clause,
-            clause_counts=counts,
-            not_passing=[_not_passing(tb, c) for c in tb.clauses if c.status != "pass"],
-        ))
+        rows.append(
+            GateSummary(
+                target=tid,
+                kind=tb.kind,
+                verdict=tb.verdict,
+                previous_verdict=ta.verdict if ta else "target absent",
+                binding_clause=tb.binding_clause,
+                clause_counts=counts,
+                not_passing=[_not_passing(tb, c) for c in tb.clauses if c.status != "pass"],
+            )
+        )
     return rows
 
 
@@ -518,7 +520,9 @@ def render_markdown(record: ChangeRecord) -> str:
         "## Telemetry fields to watch",
         "",
     ]
-    lines += [f"- `{t.field}`: {t.why}" for t in record.telemetry_to_watch] or ["- none derived: no budget moved and no recipe or runtime changed"]
+    lines += [f"- `{t.field}`: {t.why}" for t in record.telemetry_to_watch] or [
+        "- none derived: no budget moved and no recipe or runtime changed"
+    ]
     lines += ["", "## Hardware caveats", ""]
     lines += [f"- {c}" for c in record.hardware_caveats] or ["- none"]
     return "\n".join(lines) + "\n"

@@ -25,19 +25,126 @@ def steps(out: Path) -> list[tuple[str, list[str], tuple[int, ...]]]:
     chosen = str(out / "optimize" / "chosen-host.onnx")
     return [
         ("Is this host fit to measure on?", ["doctor"], (0, 1)),
-        ("Profile the fp32 model and check it against its contract", ["check", model, "--contract", contract, "--json", str(out / "host.run.json")], JUDGED),
-        ("Search variants for the best contract-feasible candidate", ["optimize", model, "--contract", contract, "--out", str(out / "optimize"), "--json", str(out / "optimize" / "search.json")], JUDGED),
+        (
+            "Profile the fp32 model and check it against its contract",
+            ["check", model, "--contract", contract, "--json", str(out / "host.run.json")],
+            JUDGED,
+        ),
+        (
+            "Search variants for the best contract-feasible candidate",
+            ["optimize", model, "--contract", contract, "--out", str(out / "optimize"), "--json", str(out / "optimize" / "search.json")],
+            JUDGED,
+        ),
         ("Which boards can run it, and what falls back to the CPU (simulated)", ["compat", model, "--targets", "all"], (0,)),
-        ("Simulate a 10-minute soak on a passively cooled board at 45 °C (simulated)", ["simulate", model, "--target", "raspberry-pi-5", "--soak", "10m", "--ambient", "45", "--json", str(out / "sim" / "raspberry-pi-5.soak.run.json")], (0,)),
-        ("Simulate the model on Jetson Orin Nano in its 7 W mode (simulated)", ["simulate", model, "--target", "jetson-orin-nano", "--power-mode", "7W", "--json", str(out / "sim" / "jetson-orin-nano.run.json")], (0,)),
-        ("Check the chosen variant against the contract on Jetson Orin Nano (simulated)", ["check", chosen, "--contract", contract, "--target", "jetson-orin-nano", "--json", str(out / "sim" / "jetson-orin-nano.check.json")], JUDGED),
-        ("Gate the chosen variant against the fp32 baseline, interleaved", ["gate", "--contract", contract, "--measure", model, chosen, "--out", str(out / "gate")], JUDGED),
+        (
+            "Simulate a 10-minute soak on a passively cooled board at 45 °C (simulated)",
+            [
+                "simulate",
+                model,
+                "--target",
+                "raspberry-pi-5",
+                "--soak",
+                "10m",
+                "--ambient",
+                "45",
+                "--json",
+                str(out / "sim" / "raspberry-pi-5.soak.run.json"),
+            ],
+            (0,),
+        ),
+        (
+            "Simulate the model on Jetson Orin Nano in its 7 W mode (simulated)",
+            [
+                "simulate",
+                model,
+                "--target",
+                "jetson-orin-nano",
+                "--power-mode",
+                "7W",
+                "--json",
+                str(out / "sim" / "jetson-orin-nano.run.json"),
+            ],
+            (0,),
+        ),
+        (
+            "Check the chosen variant against the contract on Jetson Orin Nano (simulated)",
+            [
+                "check",
+                chosen,
+                "--contract",
+                contract,
+                "--target",
+                "jetson-orin-nano",
+                "--json",
+                str(out / "sim" / "jetson-orin-nano.check.json"),
+            ],
+            JUDGED,
+        ),
+        (
+            "Gate the chosen variant against the fp32 baseline, interleaved",
+            ["gate", "--contract", contract, "--measure", model, chosen, "--out", str(out / "gate")],
+            JUDGED,
+        ),
         *([] if (out / "keys" / "edgeproof-ed25519.pem").exists() else [("Make a signing key", ["keygen", "-o", str(out / "keys")], (0,))]),
-        ("Build the inference bill of materials for the release", ["bom", "build", "--run", str(out / "gate" / "candidate.run.json"), "--verdict", str(out / "gate" / "gate.json"), "--contract", contract, "--model", chosen, "-o", str(out / "bom" / "release.bom.json")], (0,)),
-        ("Build the BOM of the fp32 baseline (the rollback path)", ["bom", "build", "--run", str(out / "gate" / "baseline.run.json"), "--contract", contract, "--model", model, "-o", str(out / "bom" / "baseline.bom.json")], (0,)),
-        ("Sign the release BOM", ["bom", "sign", str(out / "bom" / "release.bom.json"), "--key", str(out / "keys" / "edgeproof-ed25519.pem")], (0,)),
-        ("Verify the signature and the model it names", ["bom", "verify", str(out / "bom" / "release.bom.json"), "--pub", str(out / "keys" / "edgeproof-ed25519.pub.pem")], (0,)),
-        ("Write the change record for the release board", ["change-record", "--from", str(out / "bom" / "baseline.bom.json"), "--to", str(out / "bom" / "release.bom.json"), "--why", "ship the variant edgeproof optimize chose for the host under the contract's budgets and preferences (optimize/search.json)", "-o", str(out / "change-record")], (0,)),
+        (
+            "Build the inference bill of materials for the release",
+            [
+                "bom",
+                "build",
+                "--run",
+                str(out / "gate" / "candidate.run.json"),
+                "--verdict",
+                str(out / "gate" / "gate.json"),
+                "--contract",
+                contract,
+                "--model",
+                chosen,
+                "-o",
+                str(out / "bom" / "release.bom.json"),
+            ],
+            (0,),
+        ),
+        (
+            "Build the BOM of the fp32 baseline (the rollback path)",
+            [
+                "bom",
+                "build",
+                "--run",
+                str(out / "gate" / "baseline.run.json"),
+                "--contract",
+                contract,
+                "--model",
+                model,
+                "-o",
+                str(out / "bom" / "baseline.bom.json"),
+            ],
+            (0,),
+        ),
+        (
+            "Sign the release BOM",
+            ["bom", "sign", str(out / "bom" / "release.bom.json"), "--key", str(out / "keys" / "edgeproof-ed25519.pem")],
+            (0,),
+        ),
+        (
+            "Verify the signature and the model it names",
+            ["bom", "verify", str(out / "bom" / "release.bom.json"), "--pub", str(out / "keys" / "edgeproof-ed25519.pub.pem")],
+            (0,),
+        ),
+        (
+            "Write the change record for the release board",
+            [
+                "change-record",
+                "--from",
+                str(out / "bom" / "baseline.bom.json"),
+                "--to",
+                str(out / "bom" / "release.bom.json"),
+                "--why",
+                "ship the variant edgeproof optimize chose for the host under the contract's budgets and preferences (optimize/search.json)",
+                "-o",
+                str(out / "change-record"),
+            ],
+            (0,),
+        ),
         ("Write the report", ["report", str(out), "-o", str(out / "report.html")], (0,)),
     ]
 
@@ -57,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\ndemo stopped: step {i} exited {code}", file=sys.stderr)
             return code or 1
         if code != 0:
-            findings.append(f"step {i} ({cmd[0]}) exited {code}: a finding (an unfit host, a contract or gate failure, or a verdict that could not be decided), see above")
+            findings.append(
+                f"step {i} ({cmd[0]}) exited {code}: a finding (an unfit host, a contract or gate failure, or a verdict that could not be decided), see above"
+            )
     print(f"\ndemo finished in {time.monotonic() - started:.0f} s")
     for f in findings:
         print(f"note: {f}")

@@ -41,9 +41,7 @@ def confidences_of(outputs: np.ndarray) -> np.ndarray:
     return scores.max(axis=1)
 
 
-def infer(
-    model_path: str | Path, x: np.ndarray, batch_size: int = 64, settings: RuntimeSettings = EVAL_SETTINGS
-) -> np.ndarray:
+def infer(model_path: str | Path, x: np.ndarray, batch_size: int = 64, settings: RuntimeSettings = EVAL_SETTINGS) -> np.ndarray:
     """First output of the model for every row of ``x``, run in batches.
 
     A symbolic batch axis is fed ``batch_size`` rows at a time; a fixed batch of b rows is fed
@@ -101,9 +99,7 @@ def compare(
             raise DataError(f"slice {s.name!r}: no outputs to evaluate (candidate or reference missing it)")
         out, ref = outputs[s.name], reference.outputs[s.name]
         if out.shape != ref.shape:
-            raise ModelError(
-                f"slice {s.name!r}: variant outputs {list(out.shape)} but the reference outputs {list(ref.shape)}"
-            )
+            raise ModelError(f"slice {s.name!r}: variant outputs {list(out.shape)} but the reference outputs {list(ref.shape)}")
         accuracy, ref_accuracy = float(score(out, s.y)), float(score(ref, s.y))
         metrics[s.name] = SliceMetrics(
             slice_id=s.id,

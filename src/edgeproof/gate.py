@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from scipy import stats as sps
@@ -58,7 +58,9 @@ def is_interleaved_pair(base: RunRecord, cand: RunRecord) -> bool:
     return a is not None and b is not None and a.partner_run_id == cand.run_id and b.partner_run_id == base.run_id
 
 
-def paired_ratio_of(base_sessions: list[list[float]], cand_sessions: list[list[float]], blocks: int, block_size: int, q: float) -> RatioEstimate:
+def paired_ratio_of(
+    base_sessions: list[list[float]], cand_sessions: list[list[float]], blocks: int, block_size: int, q: float
+) -> RatioEstimate:
     """Ratio from interleaved blocks. The centre (q = 0.5) uses per-block median ratios: their median
     within each session pair, then a t interval over pairs, floored by the t interval over all blocks.
     A tail quantile uses each pair's pooled quantile ratio, with a t interval over pairs."""
@@ -81,7 +83,9 @@ def paired_ratio_of(base_sessions: list[list[float]], cand_sessions: list[list[f
     return _exp(metric, mean, lo, hi, f"interleaved, {len(per_pair)} session pairs", len(per_pair))
 
 
-def regression_decided(p50_pct: float, p95_pct: float, blocks: int, block_size: int) -> Callable[[list[list[float]], list[list[float]]], bool]:
+def regression_decided(
+    p50_pct: float, p95_pct: float, blocks: int, block_size: int
+) -> Callable[[list[list[float]], list[list[float]]], bool]:
     """Whether interleaved sessions settle the centre and p95 regression clauses: each ratio's
     interval lies wholly above its limit (a regression) or wholly at or below it (no regression).
     The gate adds session pairs while this is False (``InterleaveOptions.max_pairs``)."""
@@ -100,7 +104,9 @@ def regression_decided(p50_pct: float, p95_pct: float, blocks: int, block_size: 
 def paired_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate:
     layout = base.interleave
     assert layout is not None, "paired_ratio needs an interleaved pair (is_interleaved_pair)"
-    return paired_ratio_of([s.samples_ms for s in base.sessions], [s.samples_ms for s in cand.sessions], layout.blocks, layout.block_size, q)
+    return paired_ratio_of(
+        [s.samples_ms for s in base.sessions], [s.samples_ms for s in cand.sessions], layout.blocks, layout.block_size, q
+    )
 
 
 def unpaired_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate | None:
@@ -131,7 +137,12 @@ def ratio_clause(metric: str, est: RatioEstimate | None, tolerance_pct: float, p
     clause = f"regression.{metric}"
     if est is None:
         return ClauseResult(
-            clause=clause, status="unverified", value=None, budget=limit, unit="x", provenance=provenance,
+            clause=clause,
+            status="unverified",
+            value=None,
+            budget=limit,
+            unit="x",
+            provenance=provenance,
             note="fewer than two sessions on a side: no interval to judge a regression by",
         )
     status = "fail" if est.low > limit else "pass"
@@ -172,8 +183,13 @@ def accuracy_clauses(base: RunRecord, cand: RunRecord) -> list[ClauseResult]:
         if not labels or not bpred or not cpred or base.evaluation.labels.get(name) != labels:
             out.append(
                 ClauseResult(
-                    clause=f"regression.accuracy.{name}", status="unverified", value=cs.accuracy, budget=None, unit="acc",
-                    provenance="measured:evaluation", note="baseline and candidate lack paired predictions on the same labels",
+                    clause=f"regression.accuracy.{name}",
+                    status="unverified",
+                    value=cs.accuracy,
+                    budget=None,
+                    unit="acc",
+                    provenance="measured:evaluation",
+                    note="baseline and candidate lack paired predictions on the same labels",
                 )
             )
             continue
@@ -233,8 +249,14 @@ def memory_clause(base: RunRecord, cand: RunRecord, tolerance_pct: float) -> Cla
     ratio = c.value / b.value
     limit = 1.0 + tolerance_pct / 100.0
     return ClauseResult(
-        clause="regression.peak_rss", status="fail" if ratio > limit else "pass", value=ratio, budget=limit, unit="x",
-        margin=limit - ratio, provenance=c.provenance, note=f"{b.value:.1f} → {c.value:.1f} MiB",
+        clause="regression.peak_rss",
+        status="fail" if ratio > limit else "pass",
+        value=ratio,
+        budget=limit,
+        unit="x",
+        margin=limit - ratio,
+        provenance=c.provenance,
+        note=f"{b.value:.1f} → {c.value:.1f} MiB",
     )
 
 
@@ -246,8 +268,14 @@ def energy_clause(base: RunRecord, cand: RunRecord, tolerance_pct: float) -> Cla
     ratio = c.value / b.value
     limit = 1.0 + tolerance_pct / 100.0
     return ClauseResult(
-        clause="regression.energy", status="fail" if ratio > limit else "pass", value=ratio, budget=limit, unit="x",
-        margin=limit - ratio, provenance=c.provenance, note=f"{b.value:.4g} → {c.value:.4g} mJ per inference",
+        clause="regression.energy",
+        status="fail" if ratio > limit else "pass",
+        value=ratio,
+        budget=limit,
+        unit="x",
+        margin=limit - ratio,
+        provenance=c.provenance,
+        note=f"{b.value:.4g} → {c.value:.4g} mJ per inference",
     )
 
 
@@ -297,7 +325,11 @@ def gate_target(
         ratio_clause("p95", latency_ratio(base, cand, 0.95), tol.p95_pct, cand.latency_provenance),
         ratio_clause("p99", latency_ratio(base, cand, 0.99), tol.p99_pct, cand.latency_provenance),
     ]
-    regressions += [c for c in (memory_clause(base, cand, tol.peak_rss_pct), energy_clause(base, cand, tol.energy_pct), fallback_clause(base, cand)) if c]
+    regressions += [
+        c
+        for c in (memory_clause(base, cand, tol.peak_rss_pct), energy_clause(base, cand, tol.energy_pct), fallback_clause(base, cand))
+        if c
+    ]
     regressions += accuracy_clauses(base, cand)
     regressions, applied, expired = apply_waivers(regressions, contract.waivers, cand.target.id, today, allow_unverified)
     clauses = verdict.clauses + regressions
@@ -324,8 +356,13 @@ def gate_target(
     )
 
 
-def gate(contract, candidates: list[RunRecord], baselines: list[RunRecord] | None = None, allow_unverified: bool = False,
-         today: date | None = None) -> list[Verdict]:
+def gate(
+    contract,
+    candidates: list[RunRecord],
+    baselines: list[RunRecord] | None = None,
+    allow_unverified: bool = False,
+    today: date | None = None,
+) -> list[Verdict]:
     """One verdict per candidate target (a board matrix), each against the baseline of the same target."""
     by_target: dict[str, RunRecord] = {}
     for b in baselines or []:

@@ -22,13 +22,17 @@ def to_markdown(verdicts: list[Verdict]) -> str:
     overall_outcome = overall(v.outcome for v in verdicts)
     lines = [f"## edgeproof gate: {OUTCOME_WORDS[overall_outcome]}", ""]
     for v in verdicts:
-        lines.append(f"### {v.target}: {OUTCOME_WORDS[v.outcome]}" + (f" — binding clause `{v.binding_clause}`" if v.binding_clause else ""))
+        lines.append(
+            f"### {v.target}: {OUTCOME_WORDS[v.outcome]}" + (f" — binding clause `{v.binding_clause}`" if v.binding_clause else "")
+        )
         lines.append("")
         lines.append("| clause | status | value | budget | provenance | note |")
         lines.append("|---|---|---|---|---|---|")
         for c in v.clauses:
             note = c.note.replace("|", "\\|")
-            lines.append(f"| `{c.clause}` | {_ICON[c.status]} {c.status} | {_fmt(c.value, c.unit)} | {_fmt(c.budget, c.unit)} | {c.provenance} | {note} |")
+            lines.append(
+                f"| `{c.clause}` | {_ICON[c.status]} {c.status} | {_fmt(c.value, c.unit)} | {_fmt(c.budget, c.unit)} | {c.provenance} | {note} |"
+            )
         if v.allow_unverified:
             lines.append("\n_--allow-unverified: unverified clauses counted as passing._")
         if v.undecided_because:
@@ -49,9 +53,7 @@ def to_junit(verdicts: list[Verdict]) -> str:
     for v in verdicts:
         failures = sum(1 for c in v.clauses if c.status == "fail")
         errors = sum(1 for c in v.clauses if _undecided(c, v))
-        suite = ET.SubElement(
-            suites, "testsuite", name=v.target, tests=str(len(v.clauses)), failures=str(failures), errors=str(errors)
-        )
+        suite = ET.SubElement(suites, "testsuite", name=v.target, tests=str(len(v.clauses)), failures=str(failures), errors=str(errors))
         for c in v.clauses:
             case = ET.SubElement(suite, "testcase", classname=f"edgeproof.{v.target}", name=c.clause)
             text = f"value {_fmt(c.value, c.unit)}, budget {_fmt(c.budget, c.unit)} ({c.provenance}). {c.note}".strip()
@@ -85,7 +87,9 @@ def to_sarif(verdicts: list[Verdict], artifact: str) -> str:
                 {
                     "ruleId": c.clause,
                     "level": "error" if c.status == "fail" or undecided else "warning",
-                    "message": {"text": f"[{v.target}] {said}: value {_fmt(c.value, c.unit)}, budget {_fmt(c.budget, c.unit)}. {c.note}".strip()},
+                    "message": {
+                        "text": f"[{v.target}] {said}: value {_fmt(c.value, c.unit)}, budget {_fmt(c.budget, c.unit)}. {c.note}".strip()
+                    },
                     "locations": [{"physicalLocation": {"artifactLocation": {"uri": artifact}}}],
                     "properties": {
                         "target": v.target,

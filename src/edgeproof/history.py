@@ -119,8 +119,7 @@ def list_runs(root: str | Path | None = None, model: str | None = None, limit: i
         con.close()
     for row in rows:
         row["changes"] = {
-            f: (row[f] / row[f"prev_{f}"] - 1.0) if row[f] is not None and row[f"prev_{f}"] not in (None, 0) else None
-            for f in FIGURES
+            f: (row[f] / row[f"prev_{f}"] - 1.0) if row[f] is not None and row[f"prev_{f}"] not in (None, 0) else None for f in FIGURES
         }
     return rows
 

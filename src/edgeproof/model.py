@@ -168,7 +168,9 @@ def same_interface(a: dict[str, list] | None, b: dict[str, list] | None) -> str 
         if names_a != names_b:
             return f"{side} {names_a} vs {names_b}"
         for (name, ta, da), (_, tb, db) in zip(a[side], b[side]):
-            fixed_differ = len(da) != len(db) or any(isinstance(x, int) and isinstance(y, int) and x and y and x != y for x, y in zip(da, db))
+            fixed_differ = len(da) != len(db) or any(
+                isinstance(x, int) and isinstance(y, int) and x and y and x != y for x, y in zip(da, db)
+            )
             if ta != tb or fixed_differ:
                 return f"{side[:-1]} {name!r} is {ta}{da} vs {tb}{db}"
     return None
@@ -247,9 +249,8 @@ def resolve_inputs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | 
             else:
                 label = d.dim_param or "?"
                 raise DataError(
-                    f"input {vi.name!r} dim {i} is symbolic ({label}); give it with --shape {vi.name}=" + ",".join(
-                        str(x) for x in resolved + ["N"]
-                    )
+                    f"input {vi.name!r} dim {i} is symbolic ({label}); give it with --shape {vi.name}="
+                    + ",".join(str(x) for x in resolved + ["N"])
                     + ",..."
                 )
         specs.append(InputSpec(vi.name, dtype, tuple(resolved)))

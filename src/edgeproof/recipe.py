@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-
 SliceKind = Literal["nominal", "stress", "tail"]
 Precision = Literal["fp32", "fp16", "int8-dynamic", "int8-static"]
 QuantFormatName = Literal["QDQ", "QOperator"]

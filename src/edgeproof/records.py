@@ -8,14 +8,14 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterable
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeproof.errors import RecordError
-from edgeproof.measure.stats import Interval, LatencyStats, summarize
+from edgeproof.measure.stats import LatencyStats, summarize
 from edgeproof.outcome import Outcome
 from edgeproof.recipe import Recipe
 
@@ -416,7 +416,7 @@ class RunRecord(_Record):
 
     schema_version: str = RUN_SCHEMA
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
-    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     kind: Literal["measured", "simulated"]
     model: ModelRef
     variant: VariantRef | None = None
@@ -468,8 +468,19 @@ class RunRecord(_Record):
 
 # Version-1 ``extras`` keys that described a simulation, now fields of ``Simulation``.
 _V1_SIMULATION_KEYS = (
-    "target_name", "precision_override", "operating_point", "latency_model_ms", "partitions", "timeline", "soak",
-    "memory", "load", "jitter", "model_cost", "assumptions", "host_profile",
+    "target_name",
+    "precision_override",
+    "operating_point",
+    "latency_model_ms",
+    "partitions",
+    "timeline",
+    "soak",
+    "memory",
+    "load",
+    "jitter",
+    "model_cost",
+    "assumptions",
+    "host_profile",
 )
 
 
@@ -587,9 +598,7 @@ def load_record(path: str | Path, cls: type[BaseModel] = RunRecord) -> Any:
     raw = upgrade(cls, raw)
     expected = cls.model_fields.get("schema_version")
     if expected is not None and "schema_version" in raw and raw["schema_version"] != expected.default:
-        raise RecordError(
-            f"{path}: schema_version {raw['schema_version']!r}, this edgeproof reads {expected.default!r}"
-        )
+        raise RecordError(f"{path}: schema_version {raw['schema_version']!r}, this edgeproof reads {expected.default!r}")
     return validated(cls, raw, str(path))
 
 
@@ -681,7 +690,9 @@ class GateRegression(_Record):
 
     @classmethod
     def of(cls, result: ClauseResult) -> GateRegression:
-        return cls(clause=result.clause, status=result.status, ratio=result.value, interval=result.interval, limit=result.budget, note=result.note)
+        return cls(
+            clause=result.clause, status=result.status, ratio=result.value, interval=result.interval, limit=result.budget, note=result.note
+        )
 
 
 def _outcome_of_statuses(statuses: Iterable[str], allow_unverified: bool) -> Outcome:

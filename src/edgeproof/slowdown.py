@@ -55,4 +55,3 @@ def add_busy_branch(model_path: str | Path, out_path: str | Path, chain: int, wi
     out_path = Path(out_path)
     onnx.save(model, out_path)
     return out_path
-

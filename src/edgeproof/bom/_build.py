@@ -173,13 +173,16 @@ def _runtime_components(runs: tuple[RunRecord, ...]) -> dict[str, Component]:
         if run.kind != "measured":
             continue
         env = run.env
-        found.setdefault(env.onnxruntime, Component(
-            type=ComponentType.FRAMEWORK,
-            name="onnxruntime",
-            version=env.onnxruntime,
-            bom_ref=f"runtime:onnxruntime@{env.onnxruntime}",
-            properties=_props({"runtime.build": _build_info(run), "runtime.providers_available": ",".join(env.providers)}),
-        ))
+        found.setdefault(
+            env.onnxruntime,
+            Component(
+                type=ComponentType.FRAMEWORK,
+                name="onnxruntime",
+                version=env.onnxruntime,
+                bom_ref=f"runtime:onnxruntime@{env.onnxruntime}",
+                properties=_props({"runtime.build": _build_info(run), "runtime.providers_available": ",".join(env.providers)}),
+            ),
+        )
     return found
 
 

@@ -59,8 +59,7 @@ def rebuild_variant(
         expected_sha256=facts.model_sha256,
         rebuilt_sha256=variant.sha256,
         file=Path(out) if out is not None else None,
-        message=f"{recipe.label()} rebuilt from {source_path}: {verdict} "
-        f"(BOM {facts.model_sha256[:12]}…, rebuilt {variant.sha256[:12]}…)",
+        message=f"{recipe.label()} rebuilt from {source_path}: {verdict} (BOM {facts.model_sha256[:12]}…, rebuilt {variant.sha256[:12]}…)",
     )
 
 

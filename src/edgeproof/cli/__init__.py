@@ -1,18 +1,21 @@
 """Command-line entry point: thin commands over the library, one module per area."""
 
+# isort: skip_file  (the import order registers the commands, and so orders --help)
+
 from __future__ import annotations
 
-from edgeproof.cli._app import app
-
 # Each module registers its commands on `app` when imported.
-from edgeproof.cli import core  # noqa: E402,F401
-from edgeproof.cli import contract_cmd  # noqa: E402,F401
-from edgeproof.cli import gate_cmd  # noqa: E402,F401
-from edgeproof.cli import optimize_cmd  # noqa: E402,F401
-from edgeproof.cli import bom_cmd  # noqa: E402,F401
-from edgeproof.cli import simulate  # noqa: E402,F401
-from edgeproof.cli import report_cmd  # noqa: E402,F401
-from edgeproof.cli import inspect_cmd  # noqa: E402,F401
+from edgeproof.cli import (
+    bom_cmd,  # noqa: E402,F401
+    contract_cmd,  # noqa: E402,F401
+    core,  # noqa: E402,F401
+    gate_cmd,  # noqa: E402,F401
+    inspect_cmd,  # noqa: E402,F401
+    optimize_cmd,  # noqa: E402,F401
+    report_cmd,  # noqa: E402,F401
+    simulate,  # noqa: E402,F401
+)
+from edgeproof.cli._app import app
 
 
 def main() -> None:

@@ -33,7 +33,9 @@ def _outcome(ok: bool, message: str, failure: str) -> None:
 def build(
     run: Annotated[list[Path], typer.Option("--run", help="Run record JSON (repeatable: one per target).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Where to write the BOM.")],
-    verdict: Annotated[list[Path] | None, typer.Option("--verdict", help="A verdict JSON, or the gate.json of `edgeproof gate` (repeatable).")] = None,
+    verdict: Annotated[
+        list[Path] | None, typer.Option("--verdict", help="A verdict JSON, or the gate.json of `edgeproof gate` (repeatable).")
+    ] = None,
     contract: Annotated[Path | None, typer.Option("--contract", help="The budget contract (TOML) the release was gated on.")] = None,
     model: Annotated[Path | None, typer.Option("--model", help="The model file (default: the path the run recorded).")] = None,
 ) -> None:

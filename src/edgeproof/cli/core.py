@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -31,14 +32,14 @@ SessionsOpt = Annotated[int, typer.Option("--sessions", min=1, help="Minimum fre
 SamplesOpt = Annotated[int, typer.Option("--samples", min=20, help="Timed inferences per session (capped by the time budget).")]
 BudgetOpt = Annotated[float, typer.Option("--time-budget", min=1.0, help="Seconds after which no further session starts.")]
 EngineOpt = Annotated[str, typer.Option("--engine", help="builtin (lean loop) or loadgen (MLPerf LoadGen, VALID/INVALID kept).")]
-ShapeOpt = Annotated[Optional[list[str]], typer.Option("--shape", help="NAME=D1,D2,... for symbolic dims (repeatable).")]
-InputsOpt = Annotated[Optional[Path], typer.Option("--inputs", help=".npz with one array per input name (real samples).")]
-JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the record as JSON here.")]
+ShapeOpt = Annotated[list[str] | None, typer.Option("--shape", help="NAME=D1,D2,... for symbolic dims (repeatable).")]
+InputsOpt = Annotated[Path | None, typer.Option("--inputs", help=".npz with one array per input name (real samples).")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the record as JSON here.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Refuse to measure on an unfit host.")]
-DeadlineOpt = Annotated[Optional[float], typer.Option("--deadline-ms", help="Deadline for periodic/server (default: the period).")]
+DeadlineOpt = Annotated[float | None, typer.Option("--deadline-ms", help="Deadline for periodic/server (default: the period).")]
 TargetOpt = Annotated[str, typer.Option("--target", help="host, or a board id from `edgeproof targets` (simulated).")]
-PowerModeOpt = Annotated[Optional[str], typer.Option("--power-mode", help="Simulated board only: one of its power modes.")]
-FirmwareOpt = Annotated[Optional[Path], typer.Option("--firmware", help="Simulated board only: firmware profile TOML.")]
+PowerModeOpt = Annotated[str | None, typer.Option("--power-mode", help="Simulated board only: one of its power modes.")]
+FirmwareOpt = Annotated[Path | None, typer.Option("--firmware", help="Simulated board only: firmware profile TOML.")]
 
 
 @contextmanager
@@ -53,9 +54,24 @@ def progress_bar(label: str) -> Iterator:
         yield update
 
 
-def measure(model: Path, target: str, scenario: str, threads: int, provider: str, opt_level: str, sessions: int, samples: int,
-            time_budget: float, engine: str, shape: list[str] | None, inputs: Path | None, strict: bool,
-            deadline_ms: float | None, power_mode: str | None = None, firmware: Path | None = None) -> RunRecord:
+def measure(
+    model: Path,
+    target: str,
+    scenario: str,
+    threads: int,
+    provider: str,
+    opt_level: str,
+    sessions: int,
+    samples: int,
+    time_budget: float,
+    engine: str,
+    shape: list[str] | None,
+    inputs: Path | None,
+    strict: bool,
+    deadline_ms: float | None,
+    power_mode: str | None = None,
+    firmware: Path | None = None,
+) -> RunRecord:
     """Profile on the host, or simulate on a catalog board (at the scenario's rate, in the power mode
     and firmware given); the record lands in the history."""
     if opt_level not in ("disable", "basic", "extended", "all"):
@@ -148,7 +164,7 @@ def render_verdict(verdict: Verdict) -> None:
     for col in ("clause", "status", "value", "budget", "margin", "provenance"):
         table.add_column(col)
     for c in verdict.clauses:
-        fmt = lambda v: "—" if v is None else f"{v:.4g} {c.unit}"  # noqa: E731
+        fmt = lambda v, unit=c.unit: "—" if v is None else f"{v:.4g} {unit}"
         status = f"[{colours[c.status]}]{c.status}[/]" + ("" if c.hard else " (soft)")
         table.add_row(c.clause, status, fmt(c.value), fmt(c.budget), fmt(c.margin), _short(c.provenance))
     console.print(table)
@@ -203,8 +219,22 @@ def profile(
 ) -> None:
     """Measure a model: latency percentiles with intervals, cold start, peak RSS, energy, placement."""
     record = measure(
-        model, target, scenario, threads, provider, opt_level, sessions, samples, time_budget, engine, shape, inputs, strict, deadline_ms,
-        power_mode, firmware,
+        model,
+        target,
+        scenario,
+        threads,
+        provider,
+        opt_level,
+        sessions,
+        samples,
+        time_budget,
+        engine,
+        shape,
+        inputs,
+        strict,
+        deadline_ms,
+        power_mode,
+        firmware,
     )
     render_run(record)
     if json_out:
@@ -217,9 +247,11 @@ def profile(
 def check(
     model: ModelArg,
     contract: Annotated[Path, typer.Option("--contract", help="Budget contract (TOML).")],
-    allow_unverified: Annotated[bool, typer.Option("--allow-unverified", help="Count unverified hard clauses as passing, visibly.")] = False,
+    allow_unverified: Annotated[
+        bool, typer.Option("--allow-unverified", help="Count unverified hard clauses as passing, visibly.")
+    ] = False,
     target: TargetOpt = "host",
-    scenario: Annotated[Optional[str], typer.Option("--scenario", help="Override the contract's scenario.")] = None,
+    scenario: Annotated[str | None, typer.Option("--scenario", help="Override the contract's scenario.")] = None,
     threads: ThreadsOpt = 1,
     provider: ProviderOpt = "cpu",
     opt_level: OptLevelOpt = "all",
@@ -241,8 +273,22 @@ def check(
 
     spec = load_contract(contract)
     record = measure(
-        model, target, scenario or spec.scenario, threads, provider, opt_level, sessions, samples, time_budget, engine, shape, inputs, strict, deadline_ms,
-        power_mode, firmware,
+        model,
+        target,
+        scenario or spec.scenario,
+        threads,
+        provider,
+        opt_level,
+        sessions,
+        samples,
+        time_budget,
+        engine,
+        shape,
+        inputs,
+        strict,
+        deadline_ms,
+        power_mode,
+        firmware,
     )
     evaluation = evaluate_for_contract(spec, model)
     if evaluation is not None:
@@ -260,7 +306,7 @@ def check(
 @app.command("history")
 @user_errors
 def history_cmd(
-    model: Annotated[Optional[str], typer.Option("--model", help="Only runs of this model name.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Only runs of this model name.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 30,
 ) -> None:
     """List past runs and what each changed vs the previous run of the same model and settings."""
@@ -269,7 +315,22 @@ def history_cmd(
         console.print(f"no runs recorded yet in {history.history_path()}")
         return
     table = Table(title=f"history ({history.history_path()})")
-    for col in ("run", "when", "kind", "model", "variant", "target", "thr", "scenario", "p50 ms", "p95 ms", "RSS MiB", "load ms", "energy mJ", "worst drop pp"):
+    for col in (
+        "run",
+        "when",
+        "kind",
+        "model",
+        "variant",
+        "target",
+        "thr",
+        "scenario",
+        "p50 ms",
+        "p95 ms",
+        "RSS MiB",
+        "load ms",
+        "energy mJ",
+        "worst drop pp",
+    ):
         table.add_column(col)
 
     def cell(row: dict, key: str) -> str:
@@ -282,7 +343,14 @@ def history_cmd(
 
     for r in rows:
         table.add_row(
-            r["run_id"], str(r["created_at"])[:19], r["kind"], r["model_name"], r["variant"], r["target"], str(r["threads"]), r["scenario"],
+            r["run_id"],
+            str(r["created_at"])[:19],
+            r["kind"],
+            r["model_name"],
+            r["variant"],
+            r["target"],
+            str(r["threads"]),
+            r["scenario"],
             *(cell(r, k) for k in history.FIGURES),
         )
     console.print(table)

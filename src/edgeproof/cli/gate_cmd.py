@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,20 +18,27 @@ from edgeproof.records import RunRecord, load_record, save_record, write_atomic
 @user_errors
 def gate(
     contract: Annotated[Path, typer.Option("--contract", help="Budget contract (TOML).")],
-    candidate: Annotated[Optional[list[Path]], typer.Option("--candidate", help="Candidate run record(s), one per target.")] = None,
-    baseline: Annotated[Optional[list[Path]], typer.Option("--baseline", help="Baseline run record(s), matched by target.")] = None,
+    candidate: Annotated[list[Path] | None, typer.Option("--candidate", help="Candidate run record(s), one per target.")] = None,
+    baseline: Annotated[list[Path] | None, typer.Option("--baseline", help="Baseline run record(s), matched by target.")] = None,
     measure: Annotated[
-        Optional[tuple[Path, Path]],
+        tuple[Path, Path] | None,
         typer.Option("--measure", help="BASELINE_MODEL CANDIDATE_MODEL: measure both on --target, interleaved in fresh sessions."),
     ] = None,
     pairs: Annotated[int, typer.Option("--pairs", min=2, help="Session pairs for --measure (always run).")] = 10,
-    max_pairs: Annotated[int, typer.Option("--max-pairs", min=2, help="With --measure: add pairs, 5 at a time, up to this many while a latency clause is undecided.")] = 30,
+    max_pairs: Annotated[
+        int,
+        typer.Option(
+            "--max-pairs", min=2, help="With --measure: add pairs, 5 at a time, up to this many while a latency clause is undecided."
+        ),
+    ] = 30,
     threads: ThreadsOpt = 1,
     target: TargetOpt = "host",
     power_mode: PowerModeOpt = None,
     firmware: FirmwareOpt = None,
     allow_unverified: Annotated[bool, typer.Option("--allow-unverified")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for gate.md, gate.junit.xml, gate.sarif, gate.json (and measured records).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for gate.md, gate.junit.xml, gate.sarif, gate.json (and measured records).")
+    ] = None,
 ) -> None:
     """Gate a release: every contract clause, plus regression vs baseline (latency ratio intervals,
     paired accuracy test, memory, energy, new CPU-fallback nodes)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -72,12 +72,23 @@ def render_candidates(result: SearchResult, outcome: TargetOutcome) -> None:
         mark = ("→" if cid == outcome.selection.chosen else " ") + ("★" if cand.pareto else " ")
         drop = _cell(cand.figures["accuracy_drop_pp"], 2) + (f" ({cand.worst_slice})" if cand.worst_slice else "")
         table.add_row(
-            mark, cid, escape(cand.variant), cand.settings_label, _cell(cand.figures["p50_ms"]), _cell(cand.figures["p95_ms"]), drop,
-            _cell(cand.figures["peak_rss_mib"]), _energy_cell(cand.figures["energy_mj_per_inference"]), _feasible_cell(cand),
+            mark,
+            cid,
+            escape(cand.variant),
+            cand.settings_label,
+            _cell(cand.figures["p50_ms"]),
+            _cell(cand.figures["p95_ms"]),
+            drop,
+            _cell(cand.figures["peak_rss_mib"]),
+            _energy_cell(cand.figures["energy_mj_per_inference"]),
+            _feasible_cell(cand),
         )
     console.print(table)
     front = ", ".join(outcome.pareto)
-    console.print(f"Pareto front of all {len(outcome.candidates)} candidates over {', '.join(outcome.pareto_axes) or 'no axis'}: {front}", highlight=False)
+    console.print(
+        f"Pareto front of all {len(outcome.candidates)} candidates over {', '.join(outcome.pareto_axes) or 'no axis'}: {front}",
+        highlight=False,
+    )
     for note in outcome.pareto_notes:
         console.print(f"  [dim]{escape(note)}[/]", highlight=False)
 
@@ -93,7 +104,9 @@ def render_choice(result: SearchResult, outcome: TargetOutcome) -> None:
             trail.append(f"{step.metric} ({step.source}): best {step.best:.4g}, {len(step.kept)} within ±{step.tolerance:.2g}")
         else:
             trail.append(f"{step.metric} ({step.source}) skipped: unavailable")
-    console.print(f"  picked among {len(sel.considered)} feasible candidates by " + "; then ".join(trail or ["being the only one"]), highlight=False)
+    console.print(
+        f"  picked among {len(sel.considered)} feasible candidates by " + "; then ".join(trail or ["being the only one"]), highlight=False
+    )
     if sel.vs_fp32 is not None:
         cmp = sel.vs_fp32
         line = f"  vs fp32 ({cmp.fp32_candidate}): p50 ×{cmp.p50_ratio:.2f}, p95 ×{cmp.p95_ratio:.2f}"
@@ -165,19 +178,31 @@ def render_search(result: SearchResult) -> None:
 def optimize(
     model: ModelArg,
     contract: Annotated[Path, typer.Option("--contract", help="Budget contract (TOML); its \\[data] table and slices are used.")],
-    data: Annotated[Optional[str], typer.Option("--data", help="Dataset replacing the contract's \\[data] table: an .npz or file.py:function.")] = None,
-    threads: Annotated[Optional[str], typer.Option("--threads", help="Intra-op thread counts to try, e.g. 1,2 (default: 1 and 2, capped at the cores).")] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Dataset replacing the contract's \\[data] table: an .npz or file.py:function.")
+    ] = None,
+    threads: Annotated[
+        str | None, typer.Option("--threads", help="Intra-op thread counts to try, e.g. 1,2 (default: 1 and 2, capped at the cores).")
+    ] = None,
     opt_levels: Annotated[str, typer.Option("--opt-levels", help="Graph optimisation levels to try, e.g. all,basic.")] = "all,basic",
     targets: Annotated[str, typer.Option("--targets", help="host and/or catalog board ids (simulated), comma-separated.")] = "host",
-    power_modes: Annotated[Optional[str], typer.Option("--power-modes", help="Board power modes to try (default: every mode in the catalog entry).")] = None,
-    max_candidates: Annotated[Optional[int], typer.Option("--max-candidates", min=1, help="Measure at most this many candidates.")] = None,
-    time_budget: Annotated[float, typer.Option("--time-budget", min=1.0, help="Seconds after which no further candidate is measured.")] = 240.0,
+    power_modes: Annotated[
+        str | None, typer.Option("--power-modes", help="Board power modes to try (default: every mode in the catalog entry).")
+    ] = None,
+    max_candidates: Annotated[int | None, typer.Option("--max-candidates", min=1, help="Measure at most this many candidates.")] = None,
+    time_budget: Annotated[
+        float, typer.Option("--time-budget", min=1.0, help="Seconds after which no further candidate is measured.")
+    ] = 240.0,
     sessions: SessionsOpt = 3,
     samples: SamplesOpt = 200,
     provider: ProviderOpt = "cpu",
-    allow_unverified: Annotated[bool, typer.Option("--allow-unverified", help="Count unverified hard clauses as passing, visibly.")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Variant cache (default $EDGEPROOF_HOME/variants).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for each candidate's run record, the chosen ONNX and search.json.")] = Path("out/optimize"),
+    allow_unverified: Annotated[
+        bool, typer.Option("--allow-unverified", help="Count unverified hard clauses as passing, visibly.")
+    ] = False,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Variant cache (default $EDGEPROOF_HOME/variants).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for each candidate's run record, the chosen ONNX and search.json.")] = Path(
+        "out/optimize"
+    ),
     json_out: JsonOpt = None,
 ) -> None:
     """Search quantization variants, threads, graph optimisation and targets; pick by the contract.

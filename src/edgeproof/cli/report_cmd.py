@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,7 @@ from edgeproof.cli._app import app, console, user_errors
 @user_errors
 def report(
     outdir: Annotated[Path, typer.Argument(help="Folder a profile / optimize / simulate / gate / bom run wrote its records to.")],
-    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="HTML file to write (default: OUTDIR/report.html).")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="HTML file to write (default: OUTDIR/report.html).")] = None,
 ) -> None:
     """Write a self-contained HTML report (plots embedded, opens offline) of every record under OUTDIR."""
     from edgeproof.report import build_report

@@ -6,7 +6,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -16,8 +16,10 @@ from edgeproof.cli.core import progress_bar
 from edgeproof.errors import TargetError
 from edgeproof.records import RunRecord, save_record, write_atomic
 
-CatalogOpt = Annotated[Optional[list[Path]], typer.Option("--catalog", help="Extra directory of board TOML files (repeatable).")]
-HostProfileOpt = Annotated[Optional[Path], typer.Option("--host-profile", help="Host profile file (default: $EDGEPROOF_HOME/host-profile.json).")]
+CatalogOpt = Annotated[list[Path] | None, typer.Option("--catalog", help="Extra directory of board TOML files (repeatable).")]
+HostProfileOpt = Annotated[
+    Path | None, typer.Option("--host-profile", help="Host profile file (default: $EDGEPROOF_HOME/host-profile.json).")
+]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
 _SECONDS = {"ms": 1e-3, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -34,8 +36,10 @@ def parse_duration_s(text: str) -> float:
 @app.command()
 @user_errors
 def targets(
-    show: Annotated[Optional[str], typer.Option("--show", help="Print one board's full profile with its sources.")] = None,
-    calibrate_host: Annotated[bool, typer.Option("--calibrate-host", help="Run the host microbenchmarks and store the host profile.")] = False,
+    show: Annotated[str | None, typer.Option("--show", help="Print one board's full profile with its sources.")] = None,
+    calibrate_host: Annotated[
+        bool, typer.Option("--calibrate-host", help="Run the host microbenchmarks and store the host profile.")
+    ] = False,
     catalog: CatalogOpt = None,
     host_profile: HostProfileOpt = None,
 ) -> None:
@@ -48,7 +52,9 @@ def targets(
         with progress_bar("calibrating host") as update:
             profile = calibrate(progress=update)
         save_profile(profile, host_profile)
-        console.print(f"host profile written to {host_profile} ({profile.calibration_s:.0f} s, {profile.fingerprint.cpu_model}, onnxruntime {profile.fingerprint.onnxruntime})")
+        console.print(
+            f"host profile written to {host_profile} ({profile.calibration_s:.0f} s, {profile.fingerprint.cpu_model}, onnxruntime {profile.fingerprint.onnxruntime})"
+        )
         return
     if show is not None:
         target = get_target(show, catalog or ())
@@ -67,8 +73,14 @@ def targets(
         tops = ", ".join(f"{p} {v:g}" for p, v in acc.peak_tops.items()) if acc else "—"
         assumed = sum(1 for s in t.sources.values() if s.startswith("assumed:"))
         table.add_row(
-            t.id, t.name, acc.name if acc else f"none ({t.cpu.name} CPU)", tops, ", ".join(t.power_modes),
-            t.thermal.cooling, f"simulated:{t.version}", f"{len(t.sources)} ({assumed} assumed)",
+            t.id,
+            t.name,
+            acc.name if acc else f"none ({t.cpu.name} CPU)",
+            tops,
+            ", ".join(t.power_modes),
+            t.thermal.cooling,
+            f"simulated:{t.version}",
+            f"{len(t.sources)} ({assumed} assumed)",
         )
     table.add_row("host", "this machine", "none", "—", "—", "—", _host_status(host_profile, load_profile), "calibrated")
     console.print(table)
@@ -86,18 +98,22 @@ def _host_status(path: Path, load) -> str:
 @app.command()
 @user_errors
 def simulate(
-    model: Annotated[Optional[Path], typer.Argument(help="ONNX model file.")] = None,
+    model: Annotated[Path | None, typer.Argument(help="ONNX model file.")] = None,
     target: Annotated[str, typer.Option("--target", help="Board id from `edgeproof targets`, or host.")] = "raspberry-pi-5",
-    power_mode: Annotated[Optional[str], typer.Option("--power-mode", help="A power mode of the board (default: firmware boot mode).")] = None,
-    firmware: Annotated[Optional[Path], typer.Option("--firmware", help="Firmware profile TOML (default: the board's stock one).")] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="What-if: run float kernels as fp16, int8 or int16.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: all online cores; host: 1).")] = None,
-    soak: Annotated[Optional[str], typer.Option("--soak", help="Thermal soak duration, e.g. 10m; latency samples then follow the soak.")] = None,
-    ambient: Annotated[Optional[float], typer.Option("--ambient", help="Ambient temperature in °C for the soak.")] = None,
-    rate: Annotated[Optional[float], typer.Option("--rate", help="Periodic load in inferences/s (default: back to back).")] = None,
+    power_mode: Annotated[str | None, typer.Option("--power-mode", help="A power mode of the board (default: firmware boot mode).")] = None,
+    firmware: Annotated[Path | None, typer.Option("--firmware", help="Firmware profile TOML (default: the board's stock one).")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="What-if: run float kernels as fp16, int8 or int16.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads (default: all online cores; host: 1).")] = None,
+    soak: Annotated[
+        str | None, typer.Option("--soak", help="Thermal soak duration, e.g. 10m; latency samples then follow the soak.")
+    ] = None,
+    ambient: Annotated[float | None, typer.Option("--ambient", help="Ambient temperature in °C for the soak.")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="Periodic load in inferences/s (default: back to back).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the jitter model.")] = 0,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the RunRecord (or validation report) as JSON here.")] = None,
-    validate_host: Annotated[bool, typer.Option("--validate-host", help="Measure the digits variants on this host and compare with the host profile.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the RunRecord (or validation report) as JSON here.")] = None,
+    validate_host: Annotated[
+        bool, typer.Option("--validate-host", help="Measure the digits variants on this host and compare with the host profile.")
+    ] = False,
     catalog: CatalogOpt = None,
     host_profile: HostProfileOpt = None,
 ) -> None:
@@ -111,9 +127,19 @@ def simulate(
 
     with progress_bar(f"simulating {model.name} on {target}") as update:
         record = simulate_run(
-            model, target, power_mode=power_mode, firmware=firmware, precision=precision, threads=threads,
-            soak_s=parse_duration_s(soak) if soak else None, ambient_c=ambient, rate_hz=rate, seed=seed,
-            catalog_dirs=catalog or (), host_profile_path=host_profile, progress=update,
+            model,
+            target,
+            power_mode=power_mode,
+            firmware=firmware,
+            precision=precision,
+            threads=threads,
+            soak_s=parse_duration_s(soak) if soak else None,
+            ambient_c=ambient,
+            rate_hz=rate,
+            seed=seed,
+            catalog_dirs=catalog or (),
+            host_profile_path=host_profile,
+            progress=update,
         )
     _print_record(record)
     if json_out is not None:
@@ -125,7 +151,9 @@ def _print_record(record: RunRecord) -> None:
     label = record.latency_provenance
     lat = record.latency
     console.print(f"[bold]{record.model.name}[/] on [bold]{record.target.id}[/] [yellow]({label})[/]", highlight=False)
-    console.print(f"  latency p50 {lat.p50_ms:.3f} ms  p95 {lat.p95_ms:.3f} ms  p99 {lat.p99_ms:.3f} ms  ({lat.n_samples} simulated samples)")
+    console.print(
+        f"  latency p50 {lat.p50_ms:.3f} ms  p95 {lat.p95_ms:.3f} ms  p99 {lat.p99_ms:.3f} ms  ({lat.n_samples} simulated samples)"
+    )
     for name in ("load_time_ms", "peak_rss_mib", "energy_mj_per_inference", "sustained_w", "temperature_c"):
         console.print(f"  {name}: {getattr(record, name).label()}", highlight=False)
     sim = record.simulation
@@ -144,8 +172,15 @@ def _print_record(record: RunRecord) -> None:
             console.print(head + "no throttling")
         else:
             before, after = soak.mean_latency_before_trip_ms, soak.mean_latency_after_trip_ms
-            shift = f"latency {before:.3f} → {after:.3f} ms" if before is not None else f"throttled from the start (idle already above the trip point), latency {after:.3f} ms"
-            console.print(head + f"first throttle at {soak.first_trip_s:.0f} s, throttled {soak.throttled_s:.0f} s, {len(soak.throttle_events)} governor events, {shift}")
+            shift = (
+                f"latency {before:.3f} → {after:.3f} ms"
+                if before is not None
+                else f"throttled from the start (idle already above the trip point), latency {after:.3f} ms"
+            )
+            console.print(
+                head
+                + f"first throttle at {soak.first_trip_s:.0f} s, throttled {soak.throttled_s:.0f} s, {len(soak.throttle_events)} governor events, {shift}"
+            )
     for warning in record.warnings:
         console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
 
@@ -165,7 +200,9 @@ def _validate(host_profile: Path, json_out: Path | None) -> None:
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     verdict = "meets" if report["meets_target"] else "misses"
-    console.print(f"MAPE {report['mape']:.1%} ({verdict} the {report['target_mape']:.0%} target); worst: {report['worst_case']['variant']} × {report['worst_case']['threads']} thread(s) at {report['worst_case']['error']:+.1%}")
+    console.print(
+        f"MAPE {report['mape']:.1%} ({verdict} the {report['target_mape']:.0%} target); worst: {report['worst_case']['variant']} × {report['worst_case']['threads']} thread(s) at {report['worst_case']['error']:+.1%}"
+    )
     if json_out is not None:
         write_atomic(json_out, json.dumps(report, indent=2))
         console.print(f"report written to {json_out}")
@@ -176,8 +213,13 @@ def _validate(host_profile: Path, json_out: Path | None) -> None:
 def compat(
     model: Annotated[Path, typer.Argument(help="ONNX model file.")],
     targets_: Annotated[str, typer.Option("--targets", help="all, or comma-separated board ids.")] = "all",
-    precisions: Annotated[Optional[str], typer.Option("--precisions", help="Comma-separated: native, fp32, fp16, int8, int16 (default: native + each accelerator precision).")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the matrix as JSON here.")] = None,
+    precisions: Annotated[
+        str | None,
+        typer.Option(
+            "--precisions", help="Comma-separated: native, fp32, fp16, int8, int16 (default: native + each accelerator precision)."
+        ),
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the matrix as JSON here.")] = None,
     catalog: CatalogOpt = None,
 ) -> None:
     """Compatibility matrix: per board and precision, ops that fall back, partitions, bytes copied, fragmentation cost."""
@@ -192,7 +234,17 @@ def compat(
     for r in rows:
         fb = ", ".join(f"{op}×{n}" for op, n in r.fallback_ops.items()) or "—"
         frag = "n/a" if r.fragmentation_ms is None else f"{r.fragmentation_ms:.3f}"
-        table.add_row(r.target, r.precision, f"{r.accelerator_kernels}/{r.kernels}" if r.accelerator else "no accel", fb, str(r.partitions), str(r.bytes_copied), f"{r.copy_ms:.3f}", f"{r.latency_ms:.3f}", frag)
+        table.add_row(
+            r.target,
+            r.precision,
+            f"{r.accelerator_kernels}/{r.kernels}" if r.accelerator else "no accel",
+            fb,
+            str(r.partitions),
+            str(r.bytes_copied),
+            f"{r.copy_ms:.3f}",
+            f"{r.latency_ms:.3f}",
+            frag,
+        )
     console.print(table)
     if json_out is not None:
         write_atomic(json_out, json.dumps([r.to_dict() for r in rows], indent=2))

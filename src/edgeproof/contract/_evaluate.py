@@ -128,7 +128,9 @@ def undecided_because(results: list[ClauseResult], allow_unverified: bool) -> li
         if r.status != "unverified":
             continue
         why = r.provenance.split(":", 1)[1] if r.provenance.startswith("unavailable:") else r.note.split("; ")[0]
-        lines.append(f"{r.clause}: no data ({why}); to decide it, {_decider(r.clause)}, waive it in the contract, or pass --allow-unverified")
+        lines.append(
+            f"{r.clause}: no data ({why}); to decide it, {_decider(r.clause)}, waive it in the contract, or pass --allow-unverified"
+        )
     return lines
 
 
@@ -189,7 +191,9 @@ def refused_inputs(declared: dict[str, Any], io: dict[str, list]) -> list[str]:
 def _observe_interface(contract: Contract, record: RunRecord) -> _Observed:
     where = f"measured:onnx-graph({record.model.sha256[:12]})"
     if record.model.io is None:
-        return _Observed(None, "unavailable:the record does not carry the model's inputs", ("no data: record made before inputs were recorded",))
+        return _Observed(
+            None, "unavailable:the record does not carry the model's inputs", ("no data: record made before inputs were recorded",)
+        )
     problems = refused_inputs(contract.model.inputs, record.model.io)
     note = "; ".join(problems) if problems else f"accepts {', '.join(contract.model.inputs)} as declared"
     return _Observed(float(len(problems)), where, (note,))

@@ -94,9 +94,7 @@ def _validation_error(path: Path, raw: dict[str, Any], lines: dict[Loc, int], ex
     # misspelt: the unknown key (with its did-you-mean) says so better, so the "missing" one goes.
     misspelt_in = {loc[:-1] for loc, errs in grouped.items() if errs[0]["type"] == "extra_forbidden"}
     problems = [
-        (loc, _message(loc, errs))
-        for loc, errs in grouped.items()
-        if not (errs[0]["type"] == "missing" and loc[:-1] in misspelt_in)
+        (loc, _message(loc, errs)) for loc, errs in grouped.items() if not (errs[0]["type"] == "missing" and loc[:-1] in misspelt_in)
     ]
     return _first_problem(path, lines, problems)
 
@@ -163,7 +161,10 @@ def _cross_check(contract: Contract) -> list[tuple[Loc, str]]:
             )
         if contract.contract.targets and waiver.target is not None and waiver.target not in contract.contract.targets:
             problems.append(
-                (("waivers", i, "target"), f"target {waiver.target!r} is not in [contract] targets ({', '.join(contract.contract.targets)})")
+                (
+                    ("waivers", i, "target"),
+                    f"target {waiver.target!r} is not in [contract] targets ({', '.join(contract.contract.targets)})",
+                )
             )
     problems.extend(_slice_problems(contract))
     return problems

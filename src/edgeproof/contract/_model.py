@@ -76,9 +76,7 @@ class ModelSection(_Section):
     """``[model]``: the model file (relative to the contract), supported precisions and accepted inputs."""
 
     path: f.Text | None = None
-    precisions: Annotated[list[Annotated[str, f.one_of(PRECISIONS)]], AfterValidator(f.unique)] = Field(
-        default_factory=lambda: ["fp32"]
-    )
+    precisions: Annotated[list[Annotated[str, f.one_of(PRECISIONS)]], AfterValidator(f.unique)] = Field(default_factory=lambda: ["fp32"])
     inputs: dict[f.Name, InputSpec] = Field(default_factory=dict)
 
 

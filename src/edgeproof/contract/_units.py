@@ -60,18 +60,14 @@ def parse_quantity(value: object, dim: Dimension) -> float:
     unknown unit or a unit of another dimension, or lies outside the dimension's range.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(
-            f"wrong type: expected a number in {dim.canonical} or a string like '5 {dim.canonical}', got {_type_name(value)}"
-        )
+        raise ValueError(f"wrong type: expected a number in {dim.canonical} or a string like '5 {dim.canonical}', got {_type_name(value)}")
     if isinstance(value, str):
         match = _QUANTITY.match(value)
         if match is None:
             raise ValueError(f"{value!r} is not a quantity; write a number or a string like '5 {dim.canonical}'")
         number, unit = float(match.group(1)), match.group(2)
         if unit is None:
-            raise ValueError(
-                f"{value!r} has no unit; write a bare number for {dim.canonical} or add a unit ({dim.units()})"
-            )
+            raise ValueError(f"{value!r} has no unit; write a bare number for {dim.canonical} or add a unit ({dim.units()})")
         if unit not in dim.factors:
             other = next((d for d in _ALL if unit in d.factors), None)
             if other is not None:

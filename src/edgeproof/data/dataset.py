@@ -159,9 +159,7 @@ def _load_npz(path: Path, entry: str, wanted: list[str]) -> dict[str, Part]:
         raise DataError(f"{entry}: not a readable .npz ({first_line(exc)})") from None
     for name in wanted:
         if f"x_{name}" not in arrays:
-            raise DataError(
-                f"{entry}: no array 'x_{name}' (inputs of part {name!r}); keys: {', '.join(arrays) or 'none'}"
-            )
+            raise DataError(f"{entry}: no array 'x_{name}' (inputs of part {name!r}); keys: {', '.join(arrays) or 'none'}")
         if f"y_{name}" not in arrays:
             raise DataError(f"{entry}: part {name!r} has no labels (array 'y_{name}' missing)")
     return {name: make_part(name, arrays[f"x_{name}"], arrays[f"y_{name}"], entry) for name in wanted}
@@ -190,9 +188,7 @@ def _call_entry_point(func: Callable[[str], Any], name: str, entry: str) -> Part
     try:
         result = func(name)
     except Exception as exc:  # the user's loader decides what an unknown part raises
-        raise DataError(
-            f"{entry}: part {name!r} could not be loaded ({type(exc).__name__}: {first_line(exc)})"
-        ) from None
+        raise DataError(f"{entry}: part {name!r} could not be loaded ({type(exc).__name__}: {first_line(exc)})") from None
     if isinstance(result, np.ndarray):
         raise DataError(f"{entry}: part {name!r} has no labels (the function returned only an array)")
     if not isinstance(result, tuple | list) or len(result) != 2:
@@ -207,8 +203,7 @@ def model_input(model: Model | str | Path) -> tuple[str, list[int | str]]:
     if len(inputs) != 1:
         raise ModelError(f"{where}: evaluation needs exactly one graph input, the model has {len(inputs)}")
     dims: list[int | str] = [
-        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
-        for d in inputs[0].type.tensor_type.shape.dim
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in inputs[0].type.tensor_type.shape.dim
     ]
     return inputs[0].name, dims
 
@@ -224,6 +219,5 @@ def check_fits_model(dataset: Dataset, model: Model | str | Path) -> None:
         if not fits:
             shown = ",".join(str(d) for d in dims)
             raise DataError(
-                f"{dataset.source}: part {part.name!r} rows have shape {row} but model input {name!r} "
-                f"of {loaded.path.name} is [{shown}]"
+                f"{dataset.source}: part {part.name!r} rows have shape {row} but model input {name!r} of {loaded.path.name} is [{shown}]"
             )

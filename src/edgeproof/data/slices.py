@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -109,9 +108,7 @@ def make_slice(dataset: Dataset, spec: SliceSpec) -> Slice:
     check_slice_specs([spec])
     part = dataset.part(spec.part, f"slice {spec.name!r}")
     x = transformed(part.x, spec)
-    return Slice(
-        spec=spec, x=x, y=part.y, id=content_id([("x", x), ("y", part.y)], {"source": part.id, **spec.recipe()})
-    )
+    return Slice(spec=spec, x=x, y=part.y, id=content_id([("x", x), ("y", part.y)], {"source": part.id, **spec.recipe()}))
 
 
 def make_slices(dataset: Dataset, specs: Sequence[SliceSpec]) -> list[Slice]:

@@ -68,7 +68,9 @@ def _child(request: dict) -> dict:
     }
 
 
-def measure_cold_start(model_path: str | Path, settings: RuntimeSettings, specs: list[InputSpec], npz: str | None = None, repeats: int = 3) -> list[ColdStart]:
+def measure_cold_start(
+    model_path: str | Path, settings: RuntimeSettings, specs: list[InputSpec], npz: str | None = None, repeats: int = 3
+) -> list[ColdStart]:
     """Run the cold start ``repeats`` times, each in a new interpreter; one record per run."""
     request = {
         "model": str(Path(model_path).resolve()),
@@ -87,7 +89,9 @@ def measure_cold_start(model_path: str | Path, settings: RuntimeSettings, specs:
                 timeout=_CHILD_TIMEOUT_S,
             )
         except subprocess.TimeoutExpired:
-            raise ModelError(f"{model_path}: cold-start process took over {_CHILD_TIMEOUT_S} s (session creation or first inference hangs)") from None
+            raise ModelError(
+                f"{model_path}: cold-start process took over {_CHILD_TIMEOUT_S} s (session creation or first inference hangs)"
+            ) from None
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ModelError(f"{model_path}: cold-start process failed ({tail})")

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from edgeproof.errors import DataError
 from edgeproof.measure import energy, thermal
 from edgeproof.measure.runner import (
     EnergyTally,
     Prepared,
-    Progress,
     ProfileOptions,
+    Progress,
     finish_record,
     now_iso,
 )
 from edgeproof.measure.scenarios import back_to_back
 from edgeproof.measure.session import open_session, run_checked
-from edgeproof.errors import DataError
 from edgeproof.records import HostFitness, InterleaveLayout, RunRecord, RuntimeSettings, ScenarioResult, SessionSamples
 
 
@@ -44,8 +44,12 @@ Decided = Callable[[list[list[float]], list[list[float]]], bool]
 
 
 def interleaved_sessions(
-    paths: tuple[Path, Path], feeds: tuple[list, list], settings: RuntimeSettings, ab: InterleaveOptions,
-    tallies: tuple[EnergyTally, EnergyTally] | None = None, progress: Progress | None = None,
+    paths: tuple[Path, Path],
+    feeds: tuple[list, list],
+    settings: RuntimeSettings,
+    ab: InterleaveOptions,
+    tallies: tuple[EnergyTally, EnergyTally] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[SessionSamples], list[SessionSamples]]:
     """Time A and B interleaved: for each pair, open both sessions in random order, then alternate
     blocks, the leading arm alternating block to block. Returns each arm's sessions."""
@@ -76,8 +80,13 @@ def interleaved_sessions(
 
 
 def interleaved_sessions_until(
-    paths: tuple[Path, Path], feeds: tuple[list, list], settings: RuntimeSettings, ab: InterleaveOptions,
-    decided: Decided | None = None, tallies: tuple[EnergyTally, EnergyTally] | None = None, progress: Progress | None = None,
+    paths: tuple[Path, Path],
+    feeds: tuple[list, list],
+    settings: RuntimeSettings,
+    ab: InterleaveOptions,
+    decided: Decided | None = None,
+    tallies: tuple[EnergyTally, EnergyTally] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[SessionSamples], list[SessionSamples]]:
     """``ab.pairs`` interleaved pairs, then ``ab.step`` more at a time while ``decided`` says the
     comparison is still open, up to ``ab.max_pairs``. Extending only an undecided comparison keeps

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from importlib import metadata
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 import mlperf_loadgen as lg
@@ -36,7 +36,9 @@ def parse_summary(text: str) -> dict:
     return out
 
 
-def run_loadgen(run: RunFn, feeds: list[Feeds], scenario: Scenario, min_queries: int, min_duration_ms: int, expected_latency_ms: float) -> tuple[list[float], dict]:
+def run_loadgen(
+    run: RunFn, feeds: list[Feeds], scenario: Scenario, min_queries: int, min_duration_ms: int, expected_latency_ms: float
+) -> tuple[list[float], dict]:
     """Run one LoadGen performance test; returns our per-query service times (ms) and LoadGen's summary."""
     if scenario.name not in _SCENARIOS:
         raise DataError(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -21,7 +21,17 @@ from edgeproof.measure.scenarios import Scenario, back_to_back, batched_feeds, p
 from edgeproof.measure.session import open_session, run_checked
 from edgeproof.measure.stats import relative_half_width, summarize
 from edgeproof.model import Model, as_model, feeds_from_npz, resolve_inputs, synthetic_feeds
-from edgeproof.records import ColdStart, Figure, HostFitness, InterleaveLayout, ModelRef, RunRecord, RuntimeSettings, ScenarioResult, SessionSamples
+from edgeproof.records import (
+    ColdStart,
+    Figure,
+    HostFitness,
+    InterleaveLayout,
+    ModelRef,
+    RunRecord,
+    RuntimeSettings,
+    ScenarioResult,
+    SessionSamples,
+)
 from edgeproof.targets.host import fingerprint, host_target
 
 Progress = Callable[[str, float], None]
@@ -212,7 +222,7 @@ def cold_start_figure(cold: list[ColdStart], key: str, unit: str, meter: str, pi
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def profile_model(

@@ -123,13 +123,9 @@ def instability_warnings(arrays: list[np.ndarray], stats: LatencyStats) -> list[
         medians = np.array([np.median(a) for a in arrays])
         spread = float(medians.max() / medians.min() - 1.0)
         if spread > _SESSION_SPREAD_WARN:
-            warnings.append(
-                f"session medians differ by {spread:.1%}: the machine is noisy or changed between sessions"
-            )
+            warnings.append(f"session medians differ by {spread:.1%}: the machine is noisy or changed between sessions")
     if stats.p99_ms > _TAIL_RATIO_WARN * stats.p50_ms:
-        warnings.append(
-            f"p99 is {stats.p99_ms / stats.p50_ms:.1f}x p50: a long tail, often bursts of other load on the machine"
-        )
+        warnings.append(f"p99 is {stats.p99_ms / stats.p50_ms:.1f}x p50: a long tail, often bursts of other load on the machine")
     p95 = stats.ci["p95"]
     rel_half = (p95.high - p95.low) / 2 / stats.p95_ms
     if rel_half > _WIDE_CI_WARN:

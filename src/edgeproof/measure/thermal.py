@@ -106,4 +106,3 @@ def _psutil_temperatures() -> dict[str, float]:
         for i, entry in enumerate(entries, start=1):
             temps[f"{chip}/{entry.label or f'temp{i}'}"] = float(entry.current)
     return temps
-

@@ -54,7 +54,10 @@ def accuracy_figure(labels: list[str], evaluations: list[Evaluation], slices: li
         m = [ev.slices[s] for s in present]
         fig.add_trace(
             go.Bar(
-                x=present, y=[x.accuracy for x in m], name=ptext(label), marker_color=colour(i),
+                x=present,
+                y=[x.accuracy for x in m],
+                name=ptext(label),
+                marker_color=colour(i),
                 customdata=[[x.drop_pp, x.n, x.agreement] for x in m],
                 hovertemplate=f"{ptext(label)}<br>%{{x}}: %{{y:.2%}} {ptext(ev.metric)}<br>drop %{{customdata[0]:.2f}} pp vs reference"
                 f"<br>agreement %{{customdata[2]:.1%}} on %{{customdata[1]}} samples<br>measured:evaluate(dataset {ev.dataset_id[:12]})<extra></extra>",
@@ -68,7 +71,10 @@ def accuracy_figure(labels: list[str], evaluations: list[Evaluation], slices: li
         name = "float reference" if len(references) == 1 else f"reference {ref_sha[:8]}"
         fig.add_trace(
             go.Scatter(
-                x=present, y=[ev.slices[s].reference_accuracy for s in present], mode="markers", name=name,
+                x=present,
+                y=[ev.slices[s].reference_accuracy for s in present],
+                mode="markers",
+                name=name,
                 marker={"symbol": "line-ew-open", "size": 26, "color": "#1d2430", "line": {"width": 2.5}},
                 hovertemplate=f"{name}<br>%{{x}}: %{{y:.2%}}<extra></extra>",
             )
@@ -91,7 +97,11 @@ def _cell(ev: Evaluation, name: str, floor: float | None) -> str:
 def section(inputs: Inputs) -> Section:
     found = distinct_evaluations(inputs)
     if not found:
-        return absent_section("accuracy", "Accuracy per slice per variant", "No evaluation in this folder: the run records carry none (`edgeproof check` evaluates the contract's slices).")
+        return absent_section(
+            "accuracy",
+            "Accuracy per slice per variant",
+            "No evaluation in this folder: the run records carry none (`edgeproof check` evaluates the contract's slices).",
+        )
     labels = unique_labels([label for label, _, _ in found], [rel for _, rel, _ in found])
     evaluations = [ev for _, _, ev in found]
     slices = slice_order(evaluations)
@@ -107,12 +117,19 @@ def section(inputs: Inputs) -> Section:
     for name in slices:
         first = next(ev.slices[name] for ev in evaluations if name in ev.slices)
         floor = floors.get(name)
-        rows.append([
-            f"<code>{esc(name)}</code>", str(first.n), esc(f"{floor:g} pp") if floor is not None else '<span class="muted">none stated</span>',
-            esc(f"{first.reference_accuracy:.2%}"), *(_cell(ev, name, floor) for ev in evaluations),
-        ])
+        rows.append(
+            [
+                f"<code>{esc(name)}</code>",
+                str(first.n),
+                esc(f"{floor:g} pp") if floor is not None else '<span class="muted">none stated</span>',
+                esc(f"{first.reference_accuracy:.2%}"),
+                *(_cell(ev, name, floor) for ev in evaluations),
+            ]
+        )
     body += table(headers, rows)
-    body += "<p>" + " ".join(
-        f'{source(rel)} {badge(f"measured:evaluate(dataset {ev.dataset_id[:12]}, {ev.metric})")}' for (_, rel, ev) in found
-    ) + "</p>"
+    body += (
+        "<p>"
+        + " ".join(f"{source(rel)} {badge(f'measured:evaluate(dataset {ev.dataset_id[:12]}, {ev.metric})')}" for (_, rel, ev) in found)
+        + "</p>"
+    )
     return Section("accuracy", "Accuracy per slice per variant", body, frozenset({"measured"}))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import edgeproof
 from edgeproof.errors import RecordError
@@ -80,7 +80,7 @@ def sources_section(inputs: Inputs) -> Section:
 
 def render_report(inputs: Inputs, generated_at: str | None = None) -> str:
     """The whole report as one HTML document: plotly.js and every figure inline, no network needed."""
-    generated_at = generated_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    generated_at = generated_at or datetime.now(UTC).isoformat(timespec="seconds")
     sections = [build(inputs) for build in SECTIONS]
     model = subject_model(inputs)
     title = f"edgeproof report — {model[0]}" if model else "edgeproof report"
@@ -91,9 +91,7 @@ def render_report(inputs: Inputs, generated_at: str | None = None) -> str:
         f"<title>{esc(title)}</title><style>{CSS}</style>{plotly_script()}</head><body>"
         f"{header_html(inputs, generated_at)}"
         '<main class="wrap">'
-        f"{toc_html(sections)}"
-        + "".join(render_section(s) for s in [*sections, sources_section(inputs)])
-        + "</main>"
+        f"{toc_html(sections)}" + "".join(render_section(s) for s in [*sections, sources_section(inputs)]) + "</main>"
         '<footer class="wrap">Badges: <span class="badge b-measured">measured</span> on real hardware, '
         '<span class="badge b-simulated">simulated</span> from a board model, <span class="badge b-estimated">estimated</span> '
         "from an analytic model; a figure with no meter reads <i>unavailable</i>, never zero.</footer>"
@@ -108,6 +106,10 @@ def build_report(outdir: str | Path, out_html: str | Path) -> Path:
     """
     inputs = collect(outdir)
     if inputs.empty:
-        skipped = f"; {len(inputs.skipped)} file(s) could not be read, first: {inputs.skipped[0][0]}: {inputs.skipped[0][1]}" if inputs.skipped else ""
+        skipped = (
+            f"; {len(inputs.skipped)} file(s) could not be read, first: {inputs.skipped[0][0]}: {inputs.skipped[0][1]}"
+            if inputs.skipped
+            else ""
+        )
         raise RecordError(f"{outdir}: no edgeproof records found (run records, verdicts, gate/search results, BOMs){skipped}")
     return write_atomic(out_html, render_report(inputs))

@@ -30,24 +30,38 @@ def forest_figure(clauses: list[ClauseResult]) -> go.Figure | None:
         if not rows:
             continue
         intervals = [c.interval for _, c in rows]
-        fig.add_trace(go.Scatter(
-            x=[c.value for _, c in rows], y=[n for n, _ in rows], mode="markers", name=status,
-            marker={"size": 11, "color": STATUS_COLOUR[status]},
-            error_x={
-                "type": "data", "symmetric": False, "thickness": 2, "width": 6, "color": STATUS_COLOUR[status],
-                "array": [(iv[1] - c.value) if iv else 0 for iv, (_, c) in zip(intervals, rows)],
-                "arrayminus": [(c.value - iv[0]) if iv else 0 for iv, (_, c) in zip(intervals, rows)],
-            },
-            customdata=[[ptext(c.note), ptext(c.provenance)] for _, c in rows],
-            hovertemplate="%{y}: candidate/baseline %{x:.4g}<br>%{customdata[0]}<br>%{customdata[1]}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=[c.value for _, c in rows],
+                y=[n for n, _ in rows],
+                mode="markers",
+                name=status,
+                marker={"size": 11, "color": STATUS_COLOUR[status]},
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "thickness": 2,
+                    "width": 6,
+                    "color": STATUS_COLOUR[status],
+                    "array": [(iv[1] - c.value) if iv else 0 for iv, (_, c) in zip(intervals, rows)],
+                    "arrayminus": [(c.value - iv[0]) if iv else 0 for iv, (_, c) in zip(intervals, rows)],
+                },
+                customdata=[[ptext(c.note), ptext(c.provenance)] for _, c in rows],
+                hovertemplate="%{y}: candidate/baseline %{x:.4g}<br>%{customdata[0]}<br>%{customdata[1]}<extra></extra>",
+            )
+        )
     limits = [(n, c) for n, c in zip(names, ratios) if c.budget is not None]
     if limits:
-        fig.add_trace(go.Scatter(
-            x=[c.budget for _, c in limits], y=[n for n, _ in limits], mode="markers", name="limit",
-            marker={"symbol": "line-ns-open", "size": 22, "color": "#1d2430", "line": {"width": 2.5}},
-            hovertemplate="%{y}: limit %{x:.4g}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=[c.budget for _, c in limits],
+                y=[n for n, _ in limits],
+                mode="markers",
+                name="limit",
+                marker={"symbol": "line-ns-open", "size": 22, "color": "#1d2430", "line": {"width": 2.5}},
+                hovertemplate="%{y}: limit %{x:.4g}<extra></extra>",
+            )
+        )
     fig.add_vline(x=1.0, line={"color": GREY, "width": 1, "dash": "dot"})
     fig.update_xaxes(type="log", title_text="candidate / baseline (1 = no change; log scale; bars: 95% interval)")
     fig.update_yaxes(autorange="reversed", automargin=True)
@@ -65,10 +79,14 @@ def target_block(rel: str, index: int, verdict: Verdict) -> str:
     contract = len(verdict.clauses) - len(regressions)
     failing = [c.clause for c in verdict.clauses if c.status == "fail"]
     title = f"{esc(verdict.target)} {chip(verdict.outcome)} {source(rel)}"
-    body = "<p>" + esc(
-        f"{contract} contract clause(s) (see the contract verdict above) and {len(regressions)} regression clause(s) vs the baseline."
-        + (f" Failing: {', '.join(failing)}." if failing else "")
-    ) + "</p>"
+    body = (
+        "<p>"
+        + esc(
+            f"{contract} contract clause(s) (see the contract verdict above) and {len(regressions)} regression clause(s) vs the baseline."
+            + (f" Failing: {', '.join(failing)}." if failing else "")
+        )
+        + "</p>"
+    )
     if not regressions:
         return card(title, body + muted("No baseline was given, so the gate judged the contract only."))
     fig = forest_figure(regressions)

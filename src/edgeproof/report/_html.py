@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 PROVENANCE_KINDS = ("measured", "simulated", "estimated", "unavailable")
 _SHORT_DETAIL = 36

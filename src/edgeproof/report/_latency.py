@@ -49,7 +49,9 @@ def legend_height_px(labels: list[str]) -> int:
     return LEGEND_ROW_PX * -(-len(labels) // per_row)
 
 
-def cdf_figure(records: list[RunRecord], labels: list[str], budget_ms: float | None, emphasis: list[bool] | None = None, legend_px: int = 0) -> go.Figure:
+def cdf_figure(
+    records: list[RunRecord], labels: list[str], budget_ms: float | None, emphasis: list[bool] | None = None, legend_px: int = 0
+) -> go.Figure:
     """One CDF line per run; ``emphasis`` (Pareto front, chosen) draws some lines bold and the rest faint."""
     fig = go.Figure()
     for i, (rec, label) in enumerate(zip(records, labels)):
@@ -59,7 +61,11 @@ def cdf_figure(records: list[RunRecord], labels: list[str], budget_ms: float | N
         bold = emphasis is None or emphasis[i]
         fig.add_trace(
             go.Scatter(
-                x=x, y=y, mode="lines", name=name, opacity=1.0 if bold else 0.45,
+                x=x,
+                y=y,
+                mode="lines",
+                name=name,
+                opacity=1.0 if bold else 0.45,
                 line={"color": colour(i), "width": 2.5 if bold else 1.2, "dash": "dash" if sim else "solid", "shape": "hv"},
                 hovertemplate=f"{name}<br>%{{x:.4g}} ms: %{{y:.1%}} of samples<br>{ptext(rec.latency_provenance)}<extra></extra>",
             )
@@ -67,8 +73,16 @@ def cdf_figure(records: list[RunRecord], labels: list[str], budget_ms: float | N
     fig.add_hline(y=0.95, line={"color": "#8a94a6", "width": 1, "dash": "dot"}, annotation_text="p95", annotation_position="top left")
     if budget_ms is not None:
         # a trace, not an annotated vline: annotations on a log axis take log10 coordinates
-        fig.add_trace(go.Scatter(x=[budget_ms, budget_ms], y=[0, 1], mode="lines", name=f"contract p95 budget {budget_ms:g} ms",
-                                 line={"color": "#c0392b", "width": 1.5, "dash": "dot"}, hoverinfo="name"))
+        fig.add_trace(
+            go.Scatter(
+                x=[budget_ms, budget_ms],
+                y=[0, 1],
+                mode="lines",
+                name=f"contract p95 budget {budget_ms:g} ms",
+                line={"color": "#c0392b", "width": 1.5, "dash": "dot"},
+                hoverinfo="name",
+            )
+        )
     log = wants_log_axis(min(r.latency.min_ms for r in records), max(r.latency.max_ms for r in records))
     fig.update_xaxes(title_text="latency per inference (ms)" + (", log scale" if log else ""), type="log" if log else "linear")
     fig.update_yaxes(title_text="fraction of inferences at or below", tickformat=".0%", range=[0, 1.02])
@@ -82,18 +96,27 @@ def _rows(found: list[Found], labels: list[str]) -> list[list[str]]:
     for f, label in zip(found, labels):
         rec: RunRecord = f.item
         lat = rec.latency
-        rows.append([
-            esc(label), source(f.rel), badge(rec.latency_provenance),
-            f"{lat.n_samples} in {lat.n_sessions}", esc(rec.scenario.name),
-            _interval(rec, "p50"), _interval(rec, "p95"), _interval(rec, "p99"),
-        ])
+        rows.append(
+            [
+                esc(label),
+                source(f.rel),
+                badge(rec.latency_provenance),
+                f"{lat.n_samples} in {lat.n_sessions}",
+                esc(rec.scenario.name),
+                _interval(rec, "p50"),
+                _interval(rec, "p95"),
+                _interval(rec, "p99"),
+            ]
+        )
     return rows
 
 
 _HEADERS = ["run", "file", "evidence", "samples in sessions", "scenario", "p50 ms [95% CI]", "p95 ms [95% CI]", "p99 ms [95% CI]"]
 
 
-def _block(found: list[Found], labels: list[str], budget_ms: float | None, plot_id: str, emphasis: list[bool] | None = None) -> tuple[str, str]:
+def _block(
+    found: list[Found], labels: list[str], budget_ms: float | None, plot_id: str, emphasis: list[bool] | None = None
+) -> tuple[str, str]:
     """(plot, table) for a group of runs."""
     records = [f.item for f in found]
     legend_px = legend_height_px(labels)
@@ -103,14 +126,23 @@ def _block(found: list[Found], labels: list[str], budget_ms: float | None, plot_
 
 def section(inputs: Inputs) -> Section:
     if not inputs.runs:
-        return absent_section("latency", "Latency CDF per candidate", "No run records in this folder: `edgeproof profile --json`, `simulate --json` or `gate --out` write them.")
+        return absent_section(
+            "latency",
+            "Latency CDF per candidate",
+            "No run records in this folder: `edgeproof profile --json`, `simulate --json` or `gate --out` write them.",
+        )
     budget = p95_budget_ms(inputs)
     body = note(
         "Every timed inference of every session, pooled, as a cumulative distribution: the further left and the steeper, the better. "
         "Solid lines are measured; dashed lines are simulated from a board model."
     )
-    searched = {c.run_id: (f.rel, c, outcome) for f in inputs.searches for outcome in f.item.outcomes
-                for c in f.item.candidates if c.id in outcome.candidates}
+    searched = {
+        c.run_id: (f.rel, c, outcome)
+        for f in inputs.searches
+        for outcome in f.item.outcomes
+        for c in f.item.candidates
+        if c.id in outcome.candidates
+    }
     others = [f for f in inputs.runs if f.item.run_id not in searched]
     if others:
         labels = unique_labels([run_label(f.item) for f in others], [f.rel for f in others])

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import math
+
 import plotly.graph_objects as go
 
 from edgeproof.records import RunRecord
 from edgeproof.report._collect import Found, Inputs
-from edgeproof.report._html import Section, absent_section, badge, card, chip, esc, fmt, muted, note, provenance_kind, source, table, unavailable
+from edgeproof.report._html import (
+    Section,
+    absent_section,
+    badge,
+    card,
+    chip,
+    esc,
+    fmt,
+    muted,
+    note,
+    provenance_kind,
+    source,
+    table,
+    unavailable,
+)
 from edgeproof.report._plots import GREY, PASS, plot_html, ptext, wants_log_axis
 from edgeproof.search import Candidate, SearchResult, TargetOutcome
 
@@ -28,7 +43,9 @@ def marker_sizes(energies: list[float | None]) -> list[float]:
 def _hover(c: Candidate, sim: bool, accuracy: float | None) -> str:
     energy = c.figures.get(ENERGY)
     energy_text = "energy unavailable" if energy is None or energy.value is None else f"{energy.value:.4g} mJ/inference"
-    worst = f"worst slice {c.worst_slice}" + (f" at {accuracy:.2%} top-1" if accuracy is not None else "") if c.worst_slice else "no slice data"
+    worst = (
+        f"worst slice {c.worst_slice}" + (f" at {accuracy:.2%} top-1" if accuracy is not None else "") if c.worst_slice else "no slice data"
+    )
     failing = c.failing()
     verdict = "meets the contract" if c.feasible else f"fails {', '.join(failing[:4])}" + ("…" if len(failing) > 4 else "")
     tag = " [simulated]" if sim else ""
@@ -66,14 +83,23 @@ def pareto_figure(candidates: list[Candidate], outcome: TargetOutcome, accuracy_
         if not members:
             continue
         sim = [provenance_kind(c.figures[LATENCY].provenance) == "simulated" for c in members]
-        fig.add_trace(go.Scatter(
-            x=[c.value(LATENCY) for c in members], y=[c.value(DROP) for c in members], mode="markers", name=group,
-            marker={
-                "size": [sizes[c.id] * _SCALE.get(group, 1.0) for c in members], "color": style["color"], "symbol": style["symbol"],
-                "opacity": 0.85, "line": {"width": [0 if c.value(ENERGY) is not None else 2 for c in members], "color": "#1d2430"},
-            },
-            hovertext=[_hover(c, s, accuracy_of.get(c.id)) for c, s in zip(members, sim)], hoverinfo="text",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=[c.value(LATENCY) for c in members],
+                y=[c.value(DROP) for c in members],
+                mode="markers",
+                name=group,
+                marker={
+                    "size": [sizes[c.id] * _SCALE.get(group, 1.0) for c in members],
+                    "color": style["color"],
+                    "symbol": style["symbol"],
+                    "opacity": 0.85,
+                    "line": {"width": [0 if c.value(ENERGY) is not None else 2 for c in members], "color": "#1d2430"},
+                },
+                hovertext=[_hover(c, s, accuracy_of.get(c.id)) for c, s in zip(members, sim)],
+                hoverinfo="text",
+            )
+        )
     p95s = [c.value(LATENCY) for c in plotted]
     log = wants_log_axis(min(p95s), max(p95s))
     fig.update_xaxes(title_text="p95 latency (ms)" + (", log scale" if log else ""), type="log" if log else "linear")
@@ -98,12 +124,19 @@ def _figure_cell(c: Candidate, key: str) -> str:
 def candidate_table(candidates: list[Candidate], outcome: TargetOutcome) -> str:
     rows = []
     for c in candidates:
-        rows.append([
-            esc(c.id), esc(c.name), badge(c.figures[LATENCY].provenance, detail=True) if LATENCY in c.figures else muted("—"),
-            chip(c.verdict.outcome), "yes" if c.id in outcome.pareto else "",
-            _figure_cell(c, LATENCY), _figure_cell(c, DROP) + (f' <span class="muted">{esc(c.worst_slice)}</span>' if c.worst_slice else ""),
-            _figure_cell(c, ENERGY), esc(", ".join(c.failing()) or ("" if c.eligible else c.ineligible_reason)),
-        ])
+        rows.append(
+            [
+                esc(c.id),
+                esc(c.name),
+                badge(c.figures[LATENCY].provenance, detail=True) if LATENCY in c.figures else muted("—"),
+                chip(c.verdict.outcome),
+                "yes" if c.id in outcome.pareto else "",
+                _figure_cell(c, LATENCY),
+                _figure_cell(c, DROP) + (f' <span class="muted">{esc(c.worst_slice)}</span>' if c.worst_slice else ""),
+                _figure_cell(c, ENERGY),
+                esc(", ".join(c.failing()) or ("" if c.eligible else c.ineligible_reason)),
+            ]
+        )
     return table(["id", "candidate", "evidence", "contract", "front", "p95", "worst-slice drop", "energy", "failing / ineligible"], rows)
 
 
@@ -116,21 +149,40 @@ def selection_html(result: SearchResult, outcome: TargetOutcome) -> str:
         parts.append(f"<p><b>Chosen:</b> {esc(sel.chosen)} {esc(chosen)}{artifact}, among {len(sel.considered)} feasible candidate(s).</p>")
         if sel.vs_fp32 is not None:
             v = sel.vs_fp32
-            parts.append(f"<p>Against the fastest fp32 candidate {esc(v.fp32_candidate)}: p50 ×{v.p50_ratio:.3g}, p95 ×{v.p95_ratio:.3g}. {esc(v.why)}</p>")
+            parts.append(
+                f"<p>Against the fastest fp32 candidate {esc(v.fp32_candidate)}: p50 ×{v.p50_ratio:.3g}, p95 ×{v.p95_ratio:.3g}. {esc(v.why)}</p>"
+            )
     else:
         parts.append(f"<p>{chip('fail')} <b>No candidate meets every hard clause on {esc(outcome.target)}.</b></p>")
     if sel.steps:
-        parts.append(table(
-            ["metric", "from", "used", "best", "tolerance", "kept", "dropped", "note"],
-            [[f"<code>{esc(s.metric)}</code>", esc(s.source), "yes" if s.used else "no", esc(fmt(s.best)), esc(fmt(s.tolerance)),
-              esc(", ".join(s.kept)), esc(", ".join(s.dropped)), esc(s.note)] for s in sel.steps],
-        ))
+        parts.append(
+            table(
+                ["metric", "from", "used", "best", "tolerance", "kept", "dropped", "note"],
+                [
+                    [
+                        f"<code>{esc(s.metric)}</code>",
+                        esc(s.source),
+                        "yes" if s.used else "no",
+                        esc(fmt(s.best)),
+                        esc(fmt(s.tolerance)),
+                        esc(", ".join(s.kept)),
+                        esc(", ".join(s.dropped)),
+                        esc(s.note),
+                    ]
+                    for s in sel.steps
+                ],
+            )
+        )
     ex = outcome.explanation
     if ex is not None:
-        parts.append(f"<p><b>Why nothing fits:</b> {esc(ex.why)} Binding clause <code>{esc(ex.binding_clause)}</code>; "
-                     f"closest candidate {esc(ex.closest_candidate or 'none')} fails {esc(', '.join(ex.closest_fails) or 'nothing')}.</p>")
+        parts.append(
+            f"<p><b>Why nothing fits:</b> {esc(ex.why)} Binding clause <code>{esc(ex.binding_clause)}</code>; "
+            f"closest candidate {esc(ex.closest_candidate or 'none')} fails {esc(', '.join(ex.closest_fails) or 'nothing')}.</p>"
+        )
         if ex.escalation is not None:
-            parts.append(f"<p><b>Next:</b> {esc(ex.escalation.owner)} — {esc(', '.join(ex.escalation.options))}. {esc(ex.escalation.note)}</p>")
+            parts.append(
+                f"<p><b>Next:</b> {esc(ex.escalation.owner)} — {esc(', '.join(ex.escalation.options))}. {esc(ex.escalation.note)}</p>"
+            )
     notes = [*sel.notes, *outcome.pareto_notes]
     if notes:
         parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
@@ -148,7 +200,9 @@ def outcome_card(found: Found, index: int, outcome: TargetOutcome, runs_by_id: d
     if fig is not None:
         tag = " [simulated]" if sim else ""
         body += plot_html(fig, f"plot-pareto-{index}", height=460, title=f"{ptext(outcome.target)}: {len(candidates)} candidates{tag}")
-        body += note("Marker area grows with energy per inference; a ringed smallest marker means energy is unavailable for that candidate (no meter), not zero.")
+        body += note(
+            "Marker area grows with energy per inference; a ringed smallest marker means energy is unavailable for that candidate (no meter), not zero."
+        )
     else:
         body += muted("No candidate has both a p95 and a worst-slice drop to plot.")
     body += selection_html(result, outcome)
@@ -158,7 +212,11 @@ def outcome_card(found: Found, index: int, outcome: TargetOutcome, runs_by_id: d
 
 def section(inputs: Inputs) -> Section:
     if not inputs.searches:
-        return absent_section("pareto", "Pareto chart", "No optimize run in this folder: `edgeproof optimize MODEL --contract C --out DIR` writes search.json.")
+        return absent_section(
+            "pareto",
+            "Pareto chart",
+            "No optimize run in this folder: `edgeproof optimize MODEL --contract C --out DIR` writes search.json.",
+        )
     runs_by_id = {f.item.run_id: f.item for f in inputs.runs}
     body = note(
         "Every candidate the search measured or simulated, per target: p95 latency against the accuracy drop on its worst slice. "
@@ -168,7 +226,9 @@ def section(inputs: Inputs) -> Section:
     for found in inputs.searches:
         result = found.item
         if result.skipped:
-            body += note(f"{found.rel}: {len(result.skipped)} candidate(s) skipped: " + "; ".join(f"{s.name}: {s.reason}" for s in result.skipped))
+            body += note(
+                f"{found.rel}: {len(result.skipped)} candidate(s) skipped: " + "; ".join(f"{s.name}: {s.reason}" for s in result.skipped)
+            )
         for outcome in result.outcomes:
             body += outcome_card(found, index, outcome, runs_by_id)
             index += 1

@@ -16,7 +16,11 @@ NOT_RECORDED = "not recorded"
 MAX_TIMELINES = 6
 # Colours of the phases of one simulated inference; CPU kernels are red only where they fell back from an accelerator.
 PHASE_COLOUR = {"kernel:accel": "#2b6cb0", "kernel:cpu": "#2b6cb0", "kernel:fallback": FAIL, "copy": "#dd6b20", "launch": GREY}
-PHASE_NAME = {"kernel:accel": "kernel on the accelerator", "kernel:cpu": "kernel on the CPU", "kernel:fallback": "kernel on the CPU fallback"}
+PHASE_NAME = {
+    "kernel:accel": "kernel on the accelerator",
+    "kernel:cpu": "kernel on the CPU",
+    "kernel:fallback": "kernel on the CPU fallback",
+}
 
 
 def distinct_placements(inputs: Inputs) -> list[Found]:
@@ -27,8 +31,13 @@ def distinct_placements(inputs: Inputs) -> list[Found]:
         rec: RunRecord = f.item
         if rec.placement is None:
             continue
-        key = (rec.model.sha256, rec.target.id, rec.target.power_mode, precision_override(rec),
-               tuple((n.name, n.provider) for n in rec.placement.nodes))
+        key = (
+            rec.model.sha256,
+            rec.target.id,
+            rec.target.power_mode,
+            precision_override(rec),
+            tuple((n.name, n.provider) for n in rec.placement.nodes),
+        )
         if key not in seen:
             seen.add(key)
             found.append(f)
@@ -56,10 +65,15 @@ def placement_row(label: str, rel: str, rec: RunRecord) -> list[str]:
     else:
         segments = copies = muted(NOT_RECORDED)
     return [
-        esc(label), source(rel), badge(p.provenance), esc(p.primary_provider), str(primary),
+        esc(label),
+        source(rel),
+        badge(p.provenance),
+        esc(p.primary_provider),
+        str(primary),
         f'<span class="{"over" if fallback else ""}">{fallback}</span>',
         f"{_share(p.fallback_node_frac)} / {_share(p.fallback_flop_frac)} / {_share(p.fallback_time_frac)}",
-        segments, copies,
+        segments,
+        copies,
     ]
 
 
@@ -68,14 +82,28 @@ def split_figure(labels: list[str], records: list[RunRecord]) -> go.Figure:
     splits = [node_split(r.placement) for r in records if r.placement is not None]
     providers = [[ptext(r.placement.primary_provider), ptext(r.placement.provenance)] for r in records if r.placement is not None]
     fig = go.Figure()
-    fig.add_trace(go.Bar(
-        y=names, x=[s[0] for s in splits], orientation="h", name="on the primary provider (accelerator, or the CPU when that is the target)",
-        marker_color="#2b6cb0", customdata=providers, hovertemplate="%{y}<br>%{x} nodes on %{customdata[0]}<br>%{customdata[1]}<extra></extra>",
-    ))
-    fig.add_trace(go.Bar(
-        y=names, x=[s[1] for s in splits], orientation="h", name="CPU fallback",
-        marker_color=FAIL, customdata=providers, hovertemplate="%{y}<br>%{x} nodes fell back to the CPU<br>%{customdata[1]}<extra></extra>",
-    ))
+    fig.add_trace(
+        go.Bar(
+            y=names,
+            x=[s[0] for s in splits],
+            orientation="h",
+            name="on the primary provider (accelerator, or the CPU when that is the target)",
+            marker_color="#2b6cb0",
+            customdata=providers,
+            hovertemplate="%{y}<br>%{x} nodes on %{customdata[0]}<br>%{customdata[1]}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Bar(
+            y=names,
+            x=[s[1] for s in splits],
+            orientation="h",
+            name="CPU fallback",
+            marker_color=FAIL,
+            customdata=providers,
+            hovertemplate="%{y}<br>%{x} nodes fell back to the CPU<br>%{customdata[1]}<extra></extra>",
+        )
+    )
     fig.update_layout(barmode="stack", legend={"y": -0.25})
     fig.update_xaxes(title_text="ONNX nodes")
     fig.update_yaxes(automargin=True, autorange="reversed")
@@ -96,13 +124,19 @@ def timeline_figure(rec: RunRecord) -> go.Figure | None:
             key = "kernel:fallback" if has_accelerator and r.device == "cpu" else f"kernel:{r.device}"
         groups.setdefault(key, []).append(r)
     for key, items in groups.items():
-        fig.add_trace(go.Bar(
-            y=[ptext(r.device) for r in items], x=[r.duration_us / 1e3 for r in items],
-            base=[r.start_us / 1e3 for r in items], orientation="h", name=PHASE_NAME.get(key, ptext(key)),
-            marker_color=PHASE_COLOUR.get(key, SIM), marker_line={"width": 0.5, "color": "#ffffff"},
-            customdata=[[ptext(r.name), ptext(r.bound or ""), r.power_w] for r in items],
-            hovertemplate="%{customdata[0]}<br>%{base:.4g} → +%{x:.4g} ms (%{customdata[1]}-bound)<br>%{customdata[2]:.3g} W<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Bar(
+                y=[ptext(r.device) for r in items],
+                x=[r.duration_us / 1e3 for r in items],
+                base=[r.start_us / 1e3 for r in items],
+                orientation="h",
+                name=PHASE_NAME.get(key, ptext(key)),
+                marker_color=PHASE_COLOUR.get(key, SIM),
+                marker_line={"width": 0.5, "color": "#ffffff"},
+                customdata=[[ptext(r.name), ptext(r.bound or ""), r.power_w] for r in items],
+                hovertemplate="%{customdata[0]}<br>%{base:.4g} → +%{x:.4g} ms (%{customdata[1]}-bound)<br>%{customdata[2]:.3g} W<extra></extra>",
+            )
+        )
     fig.update_layout(barmode="overlay", showlegend=True)
     fig.update_xaxes(title_text="time within one inference (ms) [simulated]")
     return fig
@@ -136,12 +170,20 @@ def section(inputs: Inputs) -> Section:
     )
     body += plot_html(split_figure(labels, records), "plot-placement", height=max(220, 90 + 44 * len(records)))
     body += table(
-        ["run", "file", "evidence", "primary provider", "nodes on primary", "CPU fallback nodes", "fallback share (nodes / FLOPs / time)", "partitions", "copies"],
+        [
+            "run",
+            "file",
+            "evidence",
+            "primary provider",
+            "nodes on primary",
+            "CPU fallback nodes",
+            "fallback share (nodes / FLOPs / time)",
+            "partitions",
+            "copies",
+        ],
         [placement_row(label, f.rel, f.item) for label, f in zip(labels, found)],
     )
-    details = "".join(
-        f"<div><b>{esc(label)}</b>: {d}</div>" for label, rec in zip(labels, records) if (d := _fallback_details(rec))
-    )
+    details = "".join(f"<div><b>{esc(label)}</b>: {d}</div>" for label, rec in zip(labels, records) if (d := _fallback_details(rec)))
     body += details
     shown = 0
     for i, (label, rec) in enumerate(zip(labels, records)):
@@ -151,6 +193,8 @@ def section(inputs: Inputs) -> Section:
         if fig is None:
             continue
         shown += 1
-        body += plot_html(fig, f"plot-timeline-{i}", height=230, title=f"One inference on {ptext(rec.target.id)}: {ptext(label)} [simulated]")
+        body += plot_html(
+            fig, f"plot-timeline-{i}", height=230, title=f"One inference on {ptext(rec.target.id)}: {ptext(label)} [simulated]"
+        )
     kinds = frozenset(provenance_kind(r.placement.provenance) for r in records if r.placement is not None)
     return Section("placement", "Op placement per target", body, kinds)

@@ -41,7 +41,9 @@ def signature_html(bom: Found, facts: BomFacts, sig: BomSignature | None) -> str
     if sig is None:
         return f"<p>Signature: {muted('none next to this BOM')} (sign it with <code>edgeproof bom sign</code>).</p>"
     matches = sig.bom_sha256 == facts.sha256
-    state = chip("pass") + " the signature's digest is this BOM's bytes" if matches else chip("fail") + " the BOM changed after it was signed"
+    state = (
+        chip("pass") + " the signature's digest is this BOM's bytes" if matches else chip("fail") + " the BOM changed after it was signed"
+    )
     return (
         f"<p>Signature: {esc(sig.algorithm)}, key id <code>{esc(sig.key_id or '?')}</code>, "
         f"signed {esc(sig.signed_at or 'at an unstated time')} ({source(signature_path(bom.rel).as_posix())}); {state}. "
@@ -52,12 +54,18 @@ def signature_html(bom: Found, facts: BomFacts, sig: BomSignature | None) -> str
 def bom_card(bom: Found, inputs: Inputs) -> str:
     facts: BomFacts = bom.item
     title = f"{esc(facts.model_name)} <code>{esc(facts.model_sha256[:16])}…</code> {source(bom.rel)}"
-    body = "<p>" + "<br>".join([
-        f"Model: <code>{esc(facts.model_path)}</code> (sha256 <code>{esc(facts.model_sha256)}</code>)",
-        f"Recipe: {esc(facts.recipe_label)}",
-        f"Contract: <code>{esc(facts.contract_path)}</code> (sha256 <code>{esc(facts.contract_sha256[:16])}…</code>)",
-        f"Schema check: {esc(facts.schema_validation)}",
-    ]) + "</p>"
+    body = (
+        "<p>"
+        + "<br>".join(
+            [
+                f"Model: <code>{esc(facts.model_path)}</code> (sha256 <code>{esc(facts.model_sha256)}</code>)",
+                f"Recipe: {esc(facts.recipe_label)}",
+                f"Contract: <code>{esc(facts.contract_path)}</code> (sha256 <code>{esc(facts.contract_sha256[:16])}…</code>)",
+                f"Schema check: {esc(facts.schema_validation)}",
+            ]
+        )
+        + "</p>"
+    )
     rows = []
     for tid, target in sorted(facts.targets.items()):
         kind = target.run_kind
@@ -87,9 +95,13 @@ def _budget_row(d: BudgetDelta) -> list[str]:
     delta = esc(f"{d.delta_pct:+.1f}%".replace("-", "−")) if d.delta_pct is not None else muted("—")
     budget = esc(fmt(d.budget, d.budget_unit or "")) if d.budget is not None else muted("none")
     return [
-        esc(d.target), f"<code>{esc(d.figure)}</code>",
-        esc(fmt(d.before, d.unit, missing="unavailable")), esc(fmt(d.after, d.unit, missing="unavailable")),
-        delta, budget, f"{esc(d.status_before)} → {esc(d.status_after)}",
+        esc(d.target),
+        f"<code>{esc(d.figure)}</code>",
+        esc(fmt(d.before, d.unit, missing="unavailable")),
+        esc(fmt(d.after, d.unit, missing="unavailable")),
+        delta,
+        budget,
+        f"{esc(d.status_before)} → {esc(d.status_after)}",
         f"{badge(d.provenance_before)} → {badge(d.provenance_after)}",
         '<span class="over">yes</span>' if d.changed else "no",
     ]
@@ -100,7 +112,10 @@ def change_card(found: Found) -> str:
     title = f"{_side(rec.previous)} → {_side(rec.candidate)} {source(found.rel)}"
     body = f"<p><b>Why:</b> {esc(rec.why)}</p><h4>What changed</h4>"
     if rec.what_changed:
-        body += table(["field", "from", "to"], [[esc(c.field), f"<code>{esc(c.before)}</code>", f"<code>{esc(c.after)}</code>"] for c in rec.what_changed])
+        body += table(
+            ["field", "from", "to"],
+            [[esc(c.field), f"<code>{esc(c.before)}</code>", f"<code>{esc(c.after)}</code>"] for c in rec.what_changed],
+        )
     else:
         body += "<p>Nothing in the two BOMs differs.</p>"
     body += "<h4>Budgets impacted</h4>"
@@ -119,7 +134,9 @@ def change_card(found: Found) -> str:
         f"(sha256 <code>{esc(rb.model_sha256[:16])}…</code>, {esc(rb.recipe)}) from BOM <code>{esc(rb.bom)}</code>; " + signed
     )
     watch = rec.telemetry_to_watch
-    body += "<h4>Telemetry to watch</h4>" + (bullet_list(f"<code>{esc(w.field)}</code>: {esc(w.why)}" for w in watch) if watch else muted("None derived."))
+    body += "<h4>Telemetry to watch</h4>" + (
+        bullet_list(f"<code>{esc(w.field)}</code>: {esc(w.why)}" for w in watch) if watch else muted("None derived.")
+    )
     if rec.hardware_caveats:
         body += f"<h4>Hardware caveats</h4>{bullet_list(esc(c) for c in rec.hardware_caveats)}"
     return card(title, body)
@@ -127,7 +144,11 @@ def change_card(found: Found) -> str:
 
 def change_section(inputs: Inputs) -> Section:
     if not inputs.change_records:
-        return absent_section("change-record", "Change record", "No change record in this folder: `edgeproof change-record --from OLD.bom.json --to NEW.bom.json -o DIR/change-record` writes one.")
+        return absent_section(
+            "change-record",
+            "Change record",
+            "No change record in this folder: `edgeproof change-record --from OLD.bom.json --to NEW.bom.json -o DIR/change-record` writes one.",
+        )
     body = note("What changed between the release in the field and the candidate, why, which budgets moved, and how to roll back.")
     body += "".join(change_card(c) for c in inputs.change_records)
     return Section("change-record", "Change record", body)

@@ -28,7 +28,15 @@ def soaks(inputs: Inputs) -> list[tuple[Found, SoakTrace]]:
         soak = rec.simulation.soak if rec.simulation is not None else None
         if soak is None or not (soak.t_s and soak.temperature_c and soak.latency_ms):
             continue
-        key = (rec.model.sha256, rec.target.id, rec.target.power_mode, precision_override(rec), soak.duration_s, soak.ambient_c, soak.rate_hz)
+        key = (
+            rec.model.sha256,
+            rec.target.id,
+            rec.target.power_mode,
+            precision_override(rec),
+            soak.duration_s,
+            soak.ambient_c,
+            soak.rate_hz,
+        )
         if key not in seen:
             seen.add(key)
             found.append((f, soak))
@@ -45,24 +53,57 @@ def soak_figure(rec: RunRecord, soak: SoakTrace) -> go.Figure:
     t = soak.t_s
     tag = " [simulated]" if simulated(rec) else ""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.55, 0.45])
-    fig.add_trace(go.Scatter(x=t, y=soak.temperature_c, mode="lines", name=f"temperature{tag}", line={"color": FAIL, "width": 2},
-                             hovertemplate="%{x:.0f} s: %{y:.1f} °C<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=t, y=soak.latency_ms, mode="lines", name=f"latency{tag}", line={"color": SIM, "width": 2, "shape": "hv"},
-                             hovertemplate="%{x:.0f} s: %{y:.4g} ms<extra></extra>"), row=2, col=1)
+    fig.add_trace(
+        go.Scatter(
+            x=t,
+            y=soak.temperature_c,
+            mode="lines",
+            name=f"temperature{tag}",
+            line={"color": FAIL, "width": 2},
+            hovertemplate="%{x:.0f} s: %{y:.1f} °C<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=t,
+            y=soak.latency_ms,
+            mode="lines",
+            name=f"latency{tag}",
+            line={"color": SIM, "width": 2, "shape": "hv"},
+            hovertemplate="%{x:.0f} s: %{y:.4g} ms<extra></extra>",
+        ),
+        row=2,
+        col=1,
+    )
     governor = governor_of(rec)
     for key, label in (("trip_c", "trip"), ("clear_c", "clear")):
         if isinstance(governor.get(key), (int, float)):
-            fig.add_hline(y=governor[key], row=1, col=1, line={"color": "#8a94a6", "width": 1, "dash": "dot"},
-                          annotation_text=f"{label} {governor[key]:g} °C", annotation_position="bottom right")
+            fig.add_hline(
+                y=governor[key],
+                row=1,
+                col=1,
+                line={"color": "#8a94a6", "width": 1, "dash": "dot"},
+                annotation_text=f"{label} {governor[key]:g} °C",
+                annotation_position="bottom right",
+            )
     events = soak.throttle_events
     for kind, colour, symbol in (("trip", FAIL, "triangle-down"), ("clear", PASS, "triangle-up")):
         hits = [e for e in events if e.event == kind]
         if hits:
-            fig.add_trace(go.Scatter(
-                x=[e.t_s for e in hits], y=[e.temperature_c for e in hits], mode="markers", name=f"throttle {kind}{tag}",
-                marker={"symbol": symbol, "size": 11, "color": colour, "line": {"width": 1, "color": "#ffffff"}},
-                hovertemplate=f"{kind} at %{{x:.0f}} s (%{{y:.1f}} °C)<extra></extra>",
-            ), row=1, col=1)
+            fig.add_trace(
+                go.Scatter(
+                    x=[e.t_s for e in hits],
+                    y=[e.temperature_c for e in hits],
+                    mode="markers",
+                    name=f"throttle {kind}{tag}",
+                    marker={"symbol": symbol, "size": 11, "color": colour, "line": {"width": 1, "color": "#ffffff"}},
+                    hovertemplate=f"{kind} at %{{x:.0f}} s (%{{y:.1f}} °C)<extra></extra>",
+                ),
+                row=1,
+                col=1,
+            )
     for e in events[:MAX_EVENT_LINES]:
         fig.add_vline(x=e.t_s, line={"color": FAIL if e.event == "trip" else PASS, "width": 1, "dash": "dot"})
     fig.update_yaxes(title_text="temperature (°C)", row=1, col=1)
@@ -89,10 +130,15 @@ def _summary(soak: SoakTrace) -> str:
 def _row(f: Found, soak: SoakTrace) -> list[str]:
     rec: RunRecord = f.item
     return [
-        esc(run_label(rec)), source(f.rel), badge(rec.latency_provenance),
+        esc(run_label(rec)),
+        source(f.rel),
+        badge(rec.latency_provenance),
         "asked for" if soak.requested else "simulator default",
-        esc(f"{soak.duration_s:.0f} s"), esc(f"{soak.ambient_c:g} °C"), esc(f"{soak.peak_temperature_c:.1f} °C"),
-        esc(f"{soak.sustained_w:.2f} W"), esc(f"{soak.first_trip_s:.0f} s") if soak.first_trip_s is not None else "none",
+        esc(f"{soak.duration_s:.0f} s"),
+        esc(f"{soak.ambient_c:g} °C"),
+        esc(f"{soak.peak_temperature_c:.1f} °C"),
+        esc(f"{soak.sustained_w:.2f} W"),
+        esc(f"{soak.first_trip_s:.0f} s") if soak.first_trip_s is not None else "none",
     ]
 
 
@@ -104,7 +150,10 @@ def section(inputs: Inputs) -> Section:
         "Temperature and latency over time under sustained load, from the board's thermal model and its firmware's governor: "
         "when the temperature reaches the trip point the governor lowers the clocks and latency rises until it cools to the clear point."
     )
-    body += table(["run", "file", "evidence", "soak", "duration", "ambient", "peak", "sustained power", "first throttle"], [_row(f, s) for f, s in found])
+    body += table(
+        ["run", "file", "evidence", "soak", "duration", "ambient", "peak", "sustained power", "first throttle"],
+        [_row(f, s) for f, s in found],
+    )
     defaults = 0
     for i, (f, soak) in enumerate(found):
         rec: RunRecord = f.item

@@ -48,7 +48,17 @@ def clause_rows(clauses: list[ClauseResult]) -> list[list[str]]:
         status = chip(c.status) + ("" if c.hard else ' <span class="muted">soft</span>')
         margin = esc(fmt(c.margin, c.unit)) if c.margin is not None else '<span class="muted">—</span>'
         budget = esc(fmt(c.budget, c.unit))
-        rows.append([f"<code>{esc(c.clause)}</code>", status, value_cell(c.value, c.unit, c.provenance), budget, margin, badge(c.provenance, detail=True), esc(c.note)])
+        rows.append(
+            [
+                f"<code>{esc(c.clause)}</code>",
+                status,
+                value_cell(c.value, c.unit, c.provenance),
+                budget,
+                margin,
+                badge(c.provenance, detail=True),
+                esc(c.note),
+            ]
+        )
     return rows
 
 
@@ -77,7 +87,7 @@ def verdict_card(rel: str, verdict: Verdict) -> str:
     kinds = {provenance_kind(c.provenance) for c in contract}
     title = (
         f"{esc(verdict.target)} {chip(verdict.outcome)} {kind_badges(kinds - {'unavailable'})} "
-        f"<span class=\"muted\">from</span> {source(rel)}"
+        f'<span class="muted">from</span> {source(rel)}'
     )
     lines = []
     if verdict.binding_clause:
@@ -86,7 +96,7 @@ def verdict_card(rel: str, verdict: Verdict) -> str:
     if regressions:
         lines.append(f'{regressions} regression clause(s) against the baseline: see <a href="#gate">the gate</a>.')
     if verdict.contract_sha256:
-        lines.append(f'Contract sha256 <code>{esc(verdict.contract_sha256[:16])}…</code>.')
+        lines.append(f"Contract sha256 <code>{esc(verdict.contract_sha256[:16])}…</code>.")
     body = "<p>" + " ".join(lines) + "</p>"
     body += table(["clause", "status", "value", "budget", "margin", "evidence", "note"], clause_rows(contract))
     extra = []
@@ -103,15 +113,21 @@ def verdict_card(rel: str, verdict: Verdict) -> str:
 def section(inputs: Inputs) -> Section:
     pairs = verdict_sources(inputs)
     if not pairs:
-        return absent_section("verdicts", "Contract verdict per target", "No contract verdict in this folder: `edgeproof check --json` and `edgeproof gate --out` write them.")
+        return absent_section(
+            "verdicts",
+            "Contract verdict per target",
+            "No contract verdict in this folder: `edgeproof check --json` and `edgeproof gate --out` write them.",
+        )
     body = note(
         "Each clause of the budget contract judged on one target. The badge says what the figure rests on: "
         "measured on hardware, simulated from a board model, or estimated; a figure without a meter reads unavailable."
     )
-    body += table(["target", "verdict", "binding clause", "contract clauses", "evidence", "file"], [summary_row(rel, v) for rel, v in pairs])
+    body += table(
+        ["target", "verdict", "binding clause", "contract clauses", "evidence", "file"], [summary_row(rel, v) for rel, v in pairs]
+    )
     # failing verdicts open, passing ones one click away: the board reads what broke first
     body += "".join(
-        f'<details{"" if v.passed else " open"}><summary>Every clause on {esc(v.target)} ({esc(rel)})</summary>{verdict_card(rel, v)}</details>'
+        f"<details{'' if v.passed else ' open'}><summary>Every clause on {esc(v.target)} ({esc(rel)})</summary>{verdict_card(rel, v)}</details>"
         for rel, v in pairs
     )
     kinds = frozenset(provenance_kind(c.provenance) for _, v in pairs for c in v.clauses)

@@ -1,7 +1,7 @@
 """One runner interface for every target: this host, a simulated board (and, later, a remote agent).
 
-    with runner_for("host") as runner:
-        record = runner.run(runner.prepare("model.onnx", options), settings, options)
+with runner_for("host") as runner:
+    record = runner.run(runner.prepare("model.onnx", options), settings, options)
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ simulator, a remote agent) only says how, never when.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from edgeproof.measure.interleaved import Decided, InterleaveOptions
 from edgeproof.measure.runner import Prepared, ProfileOptions
@@ -56,7 +57,10 @@ class Runner(ABC):
         return self._prepare(model, options or ProfileOptions())
 
     def run(
-        self, prepared: Prepared, settings: RuntimeSettings | None = None, options: ProfileOptions | None = None,
+        self,
+        prepared: Prepared,
+        settings: RuntimeSettings | None = None,
+        options: ProfileOptions | None = None,
         progress: Progress | None = None,
     ) -> RunRecord:
         """One run of a prepared model under ``options``' scenario; the record says measured or simulated."""
@@ -64,13 +68,21 @@ class Runner(ABC):
         return self._run(prepared, settings or RuntimeSettings(), options or ProfileOptions(), progress or _silent)
 
     def run_ab(
-        self, a: Prepared, b: Prepared, settings: RuntimeSettings | None = None, options: ProfileOptions | None = None,
-        ab: InterleaveOptions | None = None, decided: Decided | None = None, progress: Progress | None = None,
+        self,
+        a: Prepared,
+        b: Prepared,
+        settings: RuntimeSettings | None = None,
+        options: ProfileOptions | None = None,
+        ab: InterleaveOptions | None = None,
+        decided: Decided | None = None,
+        progress: Progress | None = None,
     ) -> tuple[RunRecord, RunRecord]:
         """A (baseline) and B (candidate) interleaved in session pairs; each record names the other
         as its partner, so a gate can pair their blocks. ``decided`` may extend an open comparison."""
         self._require_open("run_ab")
-        return self._run_ab(a, b, settings or RuntimeSettings(), options or ProfileOptions(), ab or InterleaveOptions(), decided, progress or _silent)
+        return self._run_ab(
+            a, b, settings or RuntimeSettings(), options or ProfileOptions(), ab or InterleaveOptions(), decided, progress or _silent
+        )
 
     def meters(self) -> dict[str, str]:
         """Where each figure comes from on this target: a provenance, or ``unavailable:<why>``."""
@@ -100,12 +112,18 @@ class Runner(ABC):
 
     @abstractmethod
     def _run_ab(
-        self, a: Prepared, b: Prepared, settings: RuntimeSettings, options: ProfileOptions, ab: InterleaveOptions,
-        decided: Decided | None, progress: Progress,
+        self,
+        a: Prepared,
+        b: Prepared,
+        settings: RuntimeSettings,
+        options: ProfileOptions,
+        ab: InterleaveOptions,
+        decided: Decided | None,
+        progress: Progress,
     ) -> tuple[RunRecord, RunRecord]: ...
 
     @abstractmethod
     def _meters(self) -> dict[str, str]: ...
 
-    def _close(self) -> None:
+    def _close(self) -> None:  # noqa: B027  (a hook: a runner may hold nothing to release)
         """Nothing to release by default."""

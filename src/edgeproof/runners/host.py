@@ -40,8 +40,14 @@ class HostRunner(Runner):
         return measure_prepared(prepared, settings, options, self._meter, self.fitness, progress)
 
     def _run_ab(
-        self, a: Prepared, b: Prepared, settings: RuntimeSettings, options: ProfileOptions, ab: InterleaveOptions,
-        decided: Decided | None, progress: Progress,
+        self,
+        a: Prepared,
+        b: Prepared,
+        settings: RuntimeSettings,
+        options: ProfileOptions,
+        ab: InterleaveOptions,
+        decided: Decided | None,
+        progress: Progress,
     ) -> tuple[RunRecord, RunRecord]:
         return measure_ab_prepared((a, b), settings, options, ab, self._meter, self.fitness, progress, decided)
 

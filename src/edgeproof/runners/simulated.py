@@ -23,8 +23,12 @@ class SimulatedRunner(Runner):
     kind = "simulated"
 
     def __init__(
-        self, target_id: str, power_mode: str | None = None, firmware: FirmwareProfile | str | Path | None = None,
-        threads: int | None = None, catalog_dirs: tuple[str, ...] = (),
+        self,
+        target_id: str,
+        power_mode: str | None = None,
+        firmware: FirmwareProfile | str | Path | None = None,
+        threads: int | None = None,
+        catalog_dirs: tuple[str, ...] = (),
     ) -> None:
         super().__init__(target_id)
         self.power_mode = power_mode
@@ -34,8 +38,8 @@ class SimulatedRunner(Runner):
         self.profile: str | None = None
 
     def _open(self) -> None:
-        from edgeproof.simulate.run import profile_label
         from edgeproof.simulate.point import operating_point
+        from edgeproof.simulate.run import profile_label
         from edgeproof.targets import get_target
 
         # resolve the board, its firmware and power mode now, so a wrong one fails before any model is read
@@ -52,17 +56,31 @@ class SimulatedRunner(Runner):
         from edgeproof.simulate import simulate_run
 
         return simulate_run(
-            prepared.model, self.target_id, power_mode=self.power_mode, firmware=self.firmware, threads=self.threads,
-            rate_hz=prepared.scenario.rate_hz, sessions=sessions, samples_per_session=samples, seed=options.seed,
-            catalog_dirs=self.catalog_dirs, progress=progress,
+            prepared.model,
+            self.target_id,
+            power_mode=self.power_mode,
+            firmware=self.firmware,
+            threads=self.threads,
+            rate_hz=prepared.scenario.rate_hz,
+            sessions=sessions,
+            samples_per_session=samples,
+            seed=options.seed,
+            catalog_dirs=self.catalog_dirs,
+            progress=progress,
         )
 
     def _run(self, prepared: Prepared, settings: RuntimeSettings, options: ProfileOptions, progress: Progress) -> RunRecord:
         return self._simulate(prepared, options, options.min_sessions, options.samples_per_session, progress)
 
     def _run_ab(
-        self, a: Prepared, b: Prepared, settings: RuntimeSettings, options: ProfileOptions, ab: InterleaveOptions,
-        decided: Decided | None, progress: Progress,
+        self,
+        a: Prepared,
+        b: Prepared,
+        settings: RuntimeSettings,
+        options: ProfileOptions,
+        ab: InterleaveOptions,
+        decided: Decided | None,
+        progress: Progress,
     ) -> tuple[RunRecord, RunRecord]:
         # Both arms draw from the same seeded jitter, session for session: the ratio between them is the
         # model's, exactly, so more pairs would add nothing and ``decided`` is not consulted.

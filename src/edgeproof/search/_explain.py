@@ -19,12 +19,29 @@ from edgeproof.search._select import DEFAULT_REL_TOL, rank
 
 # Which escalation options can move each kind of clause, most direct first.
 CLAUSE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "latency": ("better-quantization", "smaller-backbone", "pruning", "different-accelerator", "power-mode",
-                "firmware-update", "runtime-update", "relax-budget", "waiver"),
+    "latency": (
+        "better-quantization",
+        "smaller-backbone",
+        "pruning",
+        "different-accelerator",
+        "power-mode",
+        "firmware-update",
+        "runtime-update",
+        "relax-budget",
+        "waiver",
+    ),
     "accuracy": ("better-quantization", "mixed-precision", "relax-budget", "waiver"),
     "memory": ("better-quantization", "smaller-backbone", "pruning", "runtime-update", "relax-budget", "waiver"),
-    "energy": ("power-mode", "different-accelerator", "better-quantization", "smaller-backbone", "pruning",
-               "firmware-update", "relax-budget", "waiver"),
+    "energy": (
+        "power-mode",
+        "different-accelerator",
+        "better-quantization",
+        "smaller-backbone",
+        "pruning",
+        "firmware-update",
+        "relax-budget",
+        "waiver",
+    ),
     "thermal": ("power-mode", "firmware-update", "different-accelerator", "relax-budget", "waiver"),
     "fallback": ("different-accelerator", "runtime-update", "firmware-update", "relax-budget", "waiver"),
     # no candidate has data for the clause: only measuring elsewhere or waiving it helps
@@ -76,11 +93,30 @@ def clause_bests(candidates: Sequence[Candidate]) -> list[ClauseBest]:
         met = sum(_met(r, c.verdict.allow_unverified) for c, r in rows)
         if valued:
             cand, result = min(valued, key=lambda cr: cr[1].value)  # type: ignore[arg-type,return-value]
-            bests.append(ClauseBest(clause=clause, budget=first.budget or 0.0, unit=first.unit, best_value=result.value,
-                                    best_candidate=cand.id, met_by=met, of=len(rows)))
+            bests.append(
+                ClauseBest(
+                    clause=clause,
+                    budget=first.budget or 0.0,
+                    unit=first.unit,
+                    best_value=result.value,
+                    best_candidate=cand.id,
+                    met_by=met,
+                    of=len(rows),
+                )
+            )
         else:
-            bests.append(ClauseBest(clause=clause, budget=first.budget or 0.0, unit=first.unit, best_value=None, best_candidate=None,
-                                    met_by=met, of=len(rows), note=f"no candidate has data ({first.provenance})"))
+            bests.append(
+                ClauseBest(
+                    clause=clause,
+                    budget=first.budget or 0.0,
+                    unit=first.unit,
+                    best_value=None,
+                    best_candidate=None,
+                    met_by=met,
+                    of=len(rows),
+                    note=f"no candidate has data ({first.provenance})",
+                )
+            )
     return bests
 
 
@@ -124,6 +160,7 @@ def explain_infeasible(
     unmet = [b for b in bests if b.met_by == 0]
     by_id = {c.id: c for c in pool}
     if unmet:
+
         def furthest(b: ClauseBest) -> float:
             if b.best_candidate is None:
                 return -math.inf

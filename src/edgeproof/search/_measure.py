@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from edgeproof.errors import TargetError
 from edgeproof.measure.runner import ProfileOptions
@@ -56,7 +56,9 @@ class SearchRunners:
         """Measure (host) or simulate (board) one variant at one run point."""
         runner = self.runner(point.target, None if point.on_host else point.power_mode)
         settings = RuntimeSettings(
-            provider=self.provider, intra_op_threads=point.threads or 1, graph_optimization_level=point.opt_level or "all"  # type: ignore[arg-type]
+            provider=self.provider,
+            intra_op_threads=point.threads or 1,
+            graph_optimization_level=point.opt_level or "all",  # type: ignore[arg-type]
         )
         options = self.options()
         return runner.run(runner.prepare(variant, options), settings, options, progress)

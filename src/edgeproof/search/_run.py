@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -102,7 +102,9 @@ def search_data(contract: Contract, model: Model | str | Path, data_entry: str |
     else:
         floors = [s.name for s in specs if s.max_drop_pp is not None]
         if floors:
-            raise DataError(f"{contract.path}: slice {floors[0]!r} has an accuracy floor but the contract names no [data]; add [data] or pass --data")
+            raise DataError(
+                f"{contract.path}: slice {floors[0]!r} has an accuracy floor but the contract names no [data]; add [data] or pass --data"
+            )
         return None
     specs = specs or [SliceSpec(name="nominal", kind="nominal")]
     dataset = load_dataset(entry, base, extra_parts=[s.part for s in specs])
@@ -182,8 +184,15 @@ class _Variants:
 
 
 def _build_all(
-    model: Model, contract: Contract, data: tuple[Dataset, list[Slice]] | None, judge: SliceEvaluator | None,
-    cache_dir: Path, report: Progress, out_of_time: Callable[[], bool], runners: SearchRunners, guard_point: RunPoint,
+    model: Model,
+    contract: Contract,
+    data: tuple[Dataset, list[Slice]] | None,
+    judge: SliceEvaluator | None,
+    cache_dir: Path,
+    report: Progress,
+    out_of_time: Callable[[], bool],
+    runners: SearchRunners,
+    guard_point: RunPoint,
 ) -> tuple[list[BuiltVariant], list[str], list[str]]:
     """Planned variants, then per-node speed and mixed-precision variants derived from the INT8 ones.
 
@@ -239,10 +248,17 @@ def latency_guard(
     if not limits:
         return None
     options = ProfileOptions(
-        scenario=contract.scenario, min_sessions=1, max_sessions=1, samples_per_session=samples, warmup=warmup,
-        cold_start_repeats=0, profile_nodes=False,
+        scenario=contract.scenario,
+        min_sessions=1,
+        max_sessions=1,
+        samples_per_session=samples,
+        warmup=warmup,
+        cold_start_repeats=0,
+        profile_nodes=False,
     )
-    settings = RuntimeSettings(provider=runners.provider, intra_op_threads=point.threads or 1, graph_optimization_level=point.opt_level or "all")  # type: ignore[arg-type]
+    settings = RuntimeSettings(
+        provider=runners.provider, intra_op_threads=point.threads or 1, graph_optimization_level=point.opt_level or "all"
+    )  # type: ignore[arg-type]
 
     def ok(variant: Variant) -> bool:
         runner = runners.runner(point.target, None if point.on_host else point.power_mode)
@@ -256,7 +272,12 @@ def latency_guard(
 
 
 def _derive(
-    model: Model, base: BuiltVariant, variants: _Variants, x: np.ndarray, calib: CalibrationSet | None, cache_dir: Path,
+    model: Model,
+    base: BuiltVariant,
+    variants: _Variants,
+    x: np.ndarray,
+    calib: CalibrationSet | None,
+    cache_dir: Path,
     latency_ok: Callable[[Variant], bool] | None = None,
 ) -> bool:
     """Add ``base``'s per-node speed variant and, when it breaks a slice floor, its mixed-precision
@@ -314,7 +335,13 @@ def _candidate(cid: str, built: BuiltVariant, point: RunPoint, record: RunRecord
 
 
 def _outcome(
-    target: str, group: list[Candidate], contract: Contract, tried: list[str], options: SearchOptions, skipped: list[Skipped], elapsed_s: float
+    target: str,
+    group: list[Candidate],
+    contract: Contract,
+    tried: list[str],
+    options: SearchOptions,
+    skipped: list[Skipped],
+    elapsed_s: float,
 ) -> TargetOutcome:
     rel_tol = options.rel_tol
     not_measured = [s for s in skipped if s.target == target]
@@ -326,8 +353,14 @@ def _outcome(
         empty = Selection(chosen=None, considered=[], steps=[], rel_tolerance=rel_tol, notes=["no candidate was measured on this target"])
         outcome, because = decide_target(target, group, None, not_measured, options.time_budget_s, elapsed_s)
         return TargetOutcome(
-            target=target, outcome=outcome, undecided_because=because, candidates=[], pareto_axes=axes, pareto=[],
-            pareto_notes=axis_notes, selection=empty,
+            target=target,
+            outcome=outcome,
+            undecided_because=because,
+            candidates=[],
+            pareto_axes=axes,
+            pareto=[],
+            pareto_notes=axis_notes,
+            selection=empty,
         )
     selection = choose(group, contract.preferences.minimize, rel_tol)
     if selection.chosen is not None:
@@ -339,22 +372,39 @@ def _outcome(
         explanation = explain_infeasible(target, group, contract, [*tried, *(["power-mode"] if len(modes) > 1 else [])], rel_tol)
     outcome, because = decide_target(target, group, selection.chosen, not_measured, options.time_budget_s, elapsed_s)
     return TargetOutcome(
-        target=target, outcome=outcome, undecided_because=because, candidates=[c.id for c in group], pareto_axes=axes, pareto=front,
-        pareto_notes=axis_notes, selection=selection, explanation=explanation,
+        target=target,
+        outcome=outcome,
+        undecided_because=because,
+        candidates=[c.id for c in group],
+        pareto_axes=axes,
+        pareto=front,
+        pareto_notes=axis_notes,
+        selection=selection,
+        explanation=explanation,
     )
 
 
 def search_runners(contract: Contract, options: SearchOptions) -> SearchRunners:
     """The runners one search measures with (opened as each target is first used)."""
     return SearchRunners(
-        scenario=contract.scenario, provider=options.provider, sessions=options.sessions, samples=options.samples,
-        cold_start_repeats=options.cold_start_repeats, catalog_dirs=options.catalog_dirs,
+        scenario=contract.scenario,
+        provider=options.provider,
+        sessions=options.sessions,
+        samples=options.samples,
+        cold_start_repeats=options.cold_start_repeats,
+        catalog_dirs=options.catalog_dirs,
     )
 
 
 def _measure_all(
-    built: list[BuiltVariant], points: list[RunPoint], order: list[tuple[int, int]], contract: Contract,
-    options: SearchOptions, report: Progress, out_of_time: Callable[[], bool], runners: SearchRunners,
+    built: list[BuiltVariant],
+    points: list[RunPoint],
+    order: list[tuple[int, int]],
+    contract: Contract,
+    options: SearchOptions,
+    report: Progress,
+    out_of_time: Callable[[], bool],
+    runners: SearchRunners,
 ) -> tuple[list[Candidate], dict[str, RunRecord], list[Skipped]]:
     """Measure (or simulate) each (variant, point) in ``order`` until the cap or the time budget; judge each."""
     candidates: list[Candidate] = []
@@ -372,9 +422,8 @@ def _measure_all(
             continue
         start = _BUILD_SHARE + step * n
 
-        def sub_progress(message: str, fraction: float) -> None:
-            # called only during this iteration, so the loop variables it reads are current
-            report(f"{cid} {label}: {message}", start + step * fraction)
+        def sub_progress(message: str, fraction: float, prefix: str = f"{cid} {label}", start: float = start) -> None:
+            report(f"{prefix}: {message}", start + step * fraction)
 
         try:
             record = _record_for(runners.measure(item.variant.path, point, sub_progress), item)
@@ -433,7 +482,12 @@ def optimize(
             "points": [p.__dict__ for p in points],
             "variants": len(built),
             "candidates_total": len(order),
-            "measurement": {"sessions": options.sessions, "samples_per_session": options.samples, "cold_start_repeats": options.cold_start_repeats, "scenario": contract.scenario},
+            "measurement": {
+                "sessions": options.sessions,
+                "samples_per_session": options.samples,
+                "cold_start_repeats": options.cold_start_repeats,
+                "scenario": contract.scenario,
+            },
             "rel_tolerance": options.rel_tol,
             "cache_dir": str(cache_dir),
             "escalation_options_tried": tried,

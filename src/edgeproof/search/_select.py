@@ -72,7 +72,9 @@ def rank(pool: Sequence[Candidate], preferences: Sequence[str], rel_tol: float =
         if missing:
             why = missing[0].figures[metric].provenance.split(":", 1)[-1] if metric in missing[0].figures else "not recorded"
             steps.append(
-                SelectionStep(metric=metric, source=source, used=False, note=f"skipped: unavailable for {len(missing)} of {len(remaining)} ({why})")
+                SelectionStep(
+                    metric=metric, source=source, used=False, note=f"skipped: unavailable for {len(missing)} of {len(remaining)} ({why})"
+                )
             )
             continue
         best = min(c.value(metric) for c in remaining)  # type: ignore[type-var]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,7 +28,13 @@ _NARROW_SIZES = [(1, 16, 32), (1, 32, 32), (3, 32, 32), (1, 32, 16), (3, 16, 64)
 _GEMM_SIZES = [(16,), (64,), (256,), (1024,)]
 _POOL_SIZES = [(8, 9), (32, 17), (32, 33), (64, 9), (160, 9)]
 _ELEMENTWISE_SIZES = [(64,), (1024,), (16384,), (262144,)]
-_QUICK = {"conv": [(16, 16), (32, 32), (64, 8)], "conv-narrow": [(1, 32, 32)], "gemm": [(64,), (256,)], "pool": [(32, 17)], "elementwise": [(64,), (16384,)]}
+_QUICK = {
+    "conv": [(16, 16), (32, 32), (64, 8)],
+    "conv-narrow": [(1, 32, 32)],
+    "gemm": [(64,), (256,)],
+    "pool": [(32, 17)],
+    "elementwise": [(64,), (16384,)],
+}
 _FULL = {"conv": _CONV_SIZES, "conv-narrow": _NARROW_SIZES, "gemm": _GEMM_SIZES, "pool": _POOL_SIZES, "elementwise": _ELEMENTWISE_SIZES}
 _CHAIN = (1, 4)
 _MIN_US = 0.2
@@ -128,7 +134,9 @@ def _fit(points: list[tuple[dict[str, float], float]], features: tuple[str, ...]
     weights = 1.0 / ys
     coef, _ = nnls(design * weights[:, None], ys * weights)
     rel = np.abs(design @ coef - ys) / ys
-    return LinearCost(intercept_us=float(coef[0]), coef_us={n: float(c) for n, c in zip(features, coef[1:])}, residual_rel=float(np.median(rel)))
+    return LinearCost(
+        intercept_us=float(coef[0]), coef_us={n: float(c) for n, c in zip(features, coef[1:])}, residual_rel=float(np.median(rel))
+    )
 
 
 def _cases(precision: str, sizes: dict[str, list[tuple[int, ...]]]) -> list[MicroCase]:
@@ -193,7 +201,9 @@ def calibrate(
     for r in range(rounds):
         for i, (case, th) in enumerate(jobs):
             if i % 10 == 0:
-                report(f"round {r + 1}/{rounds}: {case.op_class} {case.precision}, {th} thread(s)", (r * len(jobs) + i) / (rounds * len(jobs)))
+                report(
+                    f"round {r + 1}/{rounds}: {case.op_class} {case.precision}, {th} thread(s)", (r * len(jobs) + i) / (rounds * len(jobs))
+                )
             us, cv = time_model(models[case], th, sessions=1, samples=samples)
             timed[(case, th)] = min(us, timed.get((case, th), us))
             cvs.append(cv)
@@ -213,7 +223,7 @@ def calibrate(
             base[f"{prec}/{th}"] = max(overhead - ends, _MIN_US)
     report("memory bandwidth", 0.99)
     return HostProfile(
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         fingerprint=fingerprint(),
         calibration_s=round(time.monotonic() - started, 1),
         threads=sorted(threads),

@@ -16,9 +16,20 @@ NARROW_CHANNELS = 8
 
 # How a kernel's time is modelled on a CPU: by its FLOPs (compute classes) or its bytes.
 OP_CLASS = {
-    "Conv": "conv", "ConvTranspose": "conv", "QLinearConv": "conv", "ConvInteger": "conv",
-    "Gemm": "gemm", "MatMul": "gemm", "QGemm": "gemm", "QLinearMatMul": "gemm", "MatMulInteger": "gemm",
-    "MaxPool": "pool", "AveragePool": "pool", "GlobalAveragePool": "pool", "GlobalMaxPool": "pool", "LpPool": "pool",
+    "Conv": "conv",
+    "ConvTranspose": "conv",
+    "QLinearConv": "conv",
+    "ConvInteger": "conv",
+    "Gemm": "gemm",
+    "MatMul": "gemm",
+    "QGemm": "gemm",
+    "QLinearMatMul": "gemm",
+    "MatMulInteger": "gemm",
+    "MaxPool": "pool",
+    "AveragePool": "pool",
+    "GlobalAveragePool": "pool",
+    "GlobalMaxPool": "pool",
+    "LpPool": "pool",
 }
 
 

@@ -175,7 +175,9 @@ def case_features(case: MicroCase) -> dict[str, float]:
     return {"mbytes": 2.0 * case.size[0] * itemsize / 1e6}
 
 
-def time_model(model: onnx.ModelProto | bytes, threads: int, sessions: int = 3, samples: int = 200, warmup: int = 30) -> tuple[float, float]:
+def time_model(
+    model: onnx.ModelProto | bytes, threads: int, sessions: int = 3, samples: int = 200, warmup: int = 30
+) -> tuple[float, float]:
     """(latency µs, coefficient of variation) over ``sessions`` fresh ONNX Runtime sessions.
 
     The latency is the lowest of the per-session medians: background load on a shared machine

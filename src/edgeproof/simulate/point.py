@@ -63,7 +63,9 @@ def operating_point(target: Target, firmware: FirmwareProfile, power_mode: str |
     if mode.power_cap_w is not None and peak > 0 and mode.idle_w + peak > mode.power_cap_w:
         headroom = mode.power_cap_w - mode.idle_w
         if headroom <= 0:
-            raise TargetError(f"power mode {name!r} of {target.id}: idle power {mode.idle_w} W already exceeds its cap {mode.power_cap_w} W")
+            raise TargetError(
+                f"power mode {name!r} of {target.id}: idle power {mode.idle_w} W already exceeds its cap {mode.power_cap_w} W"
+            )
         cap = (headroom / peak) ** (1.0 / target.dvfs_exponent)
     return OperatingPoint(
         power_mode=name,

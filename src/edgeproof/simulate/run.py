@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 from edgeproof.analysis import ModelCost, analyze
 from edgeproof.errors import ModelError, TargetError
@@ -185,7 +184,13 @@ def _board_record(
     return RunRecord(
         kind="simulated",
         model=model.ref,
-        target=TargetRef(id=target.id, kind="simulated", profile_version=f"{target.version}/fw-{fw.version}", power_mode=op.power_mode, firmware=fw.model_dump()),
+        target=TargetRef(
+            id=target.id,
+            kind="simulated",
+            profile_version=f"{target.version}/fw-{fw.version}",
+            power_mode=op.power_mode,
+            firmware=fw.model_dump(),
+        ),
         settings=RuntimeSettings(provider=target.accelerator.name if target.accelerator else "CPU", intra_op_threads=op.threads),
         scenario=_scenario(rate_hz, session_samples),
         sessions=[SessionSamples(warmup_ms=[], samples_ms=s, started_at=f"simulated session {i}") for i, s in enumerate(session_samples)],
@@ -219,10 +224,22 @@ def _board_record(
 
 
 def _model_cost(cost: ModelCost) -> ModelCostRecord:
-    return ModelCostRecord(flops=cost.total_flops, macs=cost.total_macs, weight_bytes=cost.weight_bytes, intensity_flop_per_byte=cost.intensity)
+    return ModelCostRecord(
+        flops=cost.total_flops, macs=cost.total_macs, weight_bytes=cost.weight_bytes, intensity_flop_per_byte=cost.intensity
+    )
 
 
-def _host_record(model: Model, cost: ModelCost, graph: KernelGraph, profile: HostProfile, threads: int, sessions: int, samples: int, seed: int, precision: str | None) -> RunRecord:
+def _host_record(
+    model: Model,
+    cost: ModelCost,
+    graph: KernelGraph,
+    profile: HostProfile,
+    threads: int,
+    sessions: int,
+    samples: int,
+    seed: int,
+    precision: str | None,
+) -> RunRecord:
     label = f"host@{profile.version}"
     timeline, notes = host_timeline(graph, profile, threads)
     latency_ms = timeline.total_us / 1e3
@@ -252,7 +269,9 @@ def _host_record(model: Model, cost: ModelCost, graph: KernelGraph, profile: Hos
             profile=label,
             precision_override=precision,
             latency_model_ms=latency_ms,
-            host_profile=HostProfileRef(created_at=profile.created_at, cpu_model=profile.fingerprint.cpu_model, onnxruntime=profile.fingerprint.onnxruntime),
+            host_profile=HostProfileRef(
+                created_at=profile.created_at, cpu_model=profile.fingerprint.cpu_model, onnxruntime=profile.fingerprint.onnxruntime
+            ),
             timeline=_timeline_rows(timeline, None),
             partitions=partitions_summary(graph, part, timeline, None),
             jitter=JitterModel(**jitter.model_dump(), seed=seed),
@@ -323,7 +342,9 @@ def _node_records(graph: KernelGraph, cost: ModelCost, provider_of: dict[str, st
 
 def _placement(graph: KernelGraph, cost: ModelCost, part: Partition, timeline: Timeline, target: Target, label: str):
     primary = target.accelerator.name if target.accelerator else f"CPU ({target.cpu.name})"
-    provider_of = {name: (primary if p.device == ACCEL or target.accelerator is None else FALLBACK_PROVIDER) for name, p in part.placed.items()}
+    provider_of = {
+        name: (primary if p.device == ACCEL or target.accelerator is None else FALLBACK_PROVIDER) for name, p in part.placed.items()
+    }
     nodes = _node_records(graph, cost, provider_of, timeline)
     return placement_of(nodes, primary).model_copy(update={"provenance": f"simulated:{label}"})
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from edgeproof.targets.firmware import GovernorSpec
 from edgeproof.targets.spec import ThermalSpec
@@ -38,7 +38,7 @@ class SoakResult:
     @property
     def sustained_w(self) -> float:
         """Mean power over the last quarter of the soak (after the thermal transient)."""
-        tail = self.power_w[-max(1, len(self.power_w) // 4):]
+        tail = self.power_w[-max(1, len(self.power_w) // 4) :]
         return sum(tail) / len(tail)
 
     @property

@@ -61,7 +61,9 @@ def weights_spill(graph: KernelGraph, partition: Partition, target: Target) -> b
     return resident > acc.weight_cache_mib * _MIB
 
 
-def board_kernel_phase(kernel: Kernel, graph: KernelGraph, partition: Partition, target: Target, op: OperatingPoint, start_us: float, spilled: bool) -> Phase:
+def board_kernel_phase(
+    kernel: Kernel, graph: KernelGraph, partition: Partition, target: Target, op: OperatingPoint, start_us: float, spilled: bool
+) -> Phase:
     """Roofline time of one kernel: max(FLOPs at the effective peak, bytes at memory bandwidth) plus
     a per-kernel overhead that scales inversely with the clock of the unit that issues it."""
     placed = partition.placed[kernel.name]

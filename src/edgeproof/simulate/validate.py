@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from edgeproof.errors import ModelError
 from edgeproof.records import RuntimeSettings
@@ -61,7 +60,9 @@ def digits_variants(out_dir: str | Path, model: str | Path = DIGITS_MODEL) -> di
     spec.loader.exec_module(digits_dataset)
     x_cal, _ = digits_dataset.load("calibration")
     x_cal = np.ascontiguousarray(x_cal, dtype=np.float32)
-    calibration = CalibrationSet(x=x_cal, kinds=("nominal",), id=content_id([("x", x_cal)], {"source": "examples/digits calibration split"}))
+    calibration = CalibrationSet(
+        x=x_cal, kinds=("nominal",), id=content_id([("x", x_cal)], {"source": "examples/digits calibration split"})
+    )
     fp16 = build_variant(model, Recipe(precision="fp16"), cache_dir=out_dir)
     int8 = build_variant(model, Recipe(precision="int8-static", per_channel=True), calibration, cache_dir=out_dir)
     return {"fp32": model, "fp16": Path(fp16.path), "int8-static": Path(int8.path)}
@@ -103,7 +104,9 @@ def validate_host(
     profile = host_profile(profile_path, progress)
     jobs = [(name, Path(path), t) for name, path in variants.items() for t in threads]
     predicted = {
-        (name, t): simulate_run(path, "host", threads=t, host_profile_path=profile_path, sessions=1, samples_per_session=1).simulation.latency_model_ms  # type: ignore[union-attr]
+        (name, t): simulate_run(
+            path, "host", threads=t, host_profile_path=profile_path, sessions=1, samples_per_session=1
+        ).simulation.latency_model_ms  # type: ignore[union-attr]
         for name, path, t in jobs
     }
     measured: dict[tuple[str, int], list[float]] = {(name, t): [] for name, _, t in jobs}
@@ -129,7 +132,12 @@ def validate_host(
     worst = max(cases, key=lambda c: abs(c.error))
     notes = _contention_notes(cases, os.cpu_count() or 1)
     return {
-        "profile": {"created_at": profile.created_at, "cpu_model": profile.fingerprint.cpu_model, "onnxruntime": profile.fingerprint.onnxruntime, "cores": profile.fingerprint.cpu_cores},
+        "profile": {
+            "created_at": profile.created_at,
+            "cpu_model": profile.fingerprint.cpu_model,
+            "onnxruntime": profile.fingerprint.onnxruntime,
+            "cores": profile.fingerprint.cpu_cores,
+        },
         "cases": [c.to_dict() for c in cases],
         "mape": mape,
         "target_mape": TARGET_MAPE,

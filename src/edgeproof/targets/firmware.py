@@ -70,7 +70,9 @@ def default_firmware(target: Target) -> FirmwareProfile:
     for path in candidates:
         if path.is_file():
             return load_firmware(path)
-    raise TargetError(f"no stock firmware profile for {target.id!r} (looked for {', '.join(map(str, candidates))}); pass one with --firmware")
+    raise TargetError(
+        f"no stock firmware profile for {target.id!r} (looked for {', '.join(map(str, candidates))}); pass one with --firmware"
+    )
 
 
 def resolve_firmware(target: Target, firmware: FirmwareProfile | str | Path | None) -> FirmwareProfile:

@@ -86,9 +86,7 @@ def _calibration_batch(model_path: Path, batch: int | str, n_rows: int) -> int:
     return max(d for d in range(1, CALIBRATION_BATCH + 1) if n_rows % d == 0)
 
 
-def _quantize_static(
-    prepared: Prepared, recipe: Recipe, calibration: CalibrationSet, out: Path, cache_dir: Path
-) -> None:
+def _quantize_static(prepared: Prepared, recipe: Recipe, calibration: CalibrationSet, out: Path, cache_dir: Path) -> None:
     excluded = [n.name for n in recipe.excluded_nodes]
     # Calibration ranges do not depend on which nodes are excluded, so they are computed once per
     # (prepared model, calibration data, calibrator) and shared by every mixed-precision step.
@@ -134,9 +132,7 @@ def _dynamic_exclusions(graph: onnx.ModelProto, recipe: Recipe) -> list[str]:
     return names + [f"{name}_MatMul" for name in names if name in gemms]
 
 
-def _produce(
-    model: Model, recipe: Recipe, calibration: CalibrationSet | None, out: Path, cache_dir: Path
-) -> tuple[str, ...]:
+def _produce(model: Model, recipe: Recipe, calibration: CalibrationSet | None, out: Path, cache_dir: Path) -> tuple[str, ...]:
     """Write the variant's model to ``out``; return the steps taken, with the tool versions that took them."""
     if recipe.precision == "fp32":
         shutil.copyfile(model.path, out)
@@ -219,9 +215,7 @@ def build_variant(
         except (ModelError, DataError):
             raise
         except Exception as exc:  # quantizers and converters raise untyped errors
-            raise ModelError(
-                f"{model.path}: building {full.label()} failed ({type(exc).__name__}: {first_line(exc)})"
-            ) from None
+            raise ModelError(f"{model.path}: building {full.label()} failed ({type(exc).__name__}: {first_line(exc)})") from None
         final = write_atomic(folder / "model.onnx", staged.read_bytes())
     variant = Variant(
         path=str(final),

@@ -70,9 +70,7 @@ class MixedResult:
     steps: list[MixedStep]
 
 
-def candidate_nodes(
-    model: Model | str | Path, recipe: Recipe, cache_dir: str | Path = DEFAULT_CACHE_DIR
-) -> list[tuple[str, str]]:
+def candidate_nodes(model: Model | str | Path, recipe: Recipe, cache_dir: str | Path = DEFAULT_CACHE_DIR) -> list[tuple[str, str]]:
     """(name, op_type) of nodes the recipe's quantizer would touch and that do arithmetic."""
     if recipe.precision == "fp32":
         return []
@@ -85,17 +83,12 @@ def candidate_nodes(
             # quantize_dynamic rewrites Gemm as MatMul + Add, and quantizes the MatMul.
             supported = set(IntegerOpsRegistry) | {"Gemm"}
         else:
-            supported = (
-                set(QDQRegistry) | set(QLinearOpsRegistry) if recipe.format == "QDQ" else set(QLinearOpsRegistry)
-            )
+            supported = set(QDQRegistry) | set(QLinearOpsRegistry) if recipe.format == "QDQ" else set(QLinearOpsRegistry)
     excluded = {n.name for n in recipe.excluded_nodes}
     return [
         (n.name, n.op_type)
         for n in graph.node
-        if n.name
-        and n.name not in excluded
-        and n.op_type not in _LAYOUT_OPS
-        and (supported is None or n.op_type in supported)
+        if n.name and n.name not in excluded and n.op_type not in _LAYOUT_OPS and (supported is None or n.op_type in supported)
     ]
 
 
@@ -158,9 +151,7 @@ def mixed_precision(
     steps = [step]
     if best_ev is None:
         ev = judge(best.path)
-        return MixedResult(
-            best, ev, not judge.failures(ev), "the fully quantized variant already breaks the latency budget", [], steps
-        )
+        return MixedResult(best, ev, not judge.failures(ev), "the fully quantized variant already breaks the latency budget", [], steps)
     if not step.failing:
         return MixedResult(best, best_ev, True, "every slice floor holds with all nodes quantized", [], steps)
 
@@ -192,7 +183,5 @@ def mixed_precision(
                 ranking,
                 steps,
             )
-    reason = (
-        f"floors unmet with all {len(ranking)} candidate nodes in float; over their floor: {_failures_text(failing)}"
-    )
+    reason = f"floors unmet with all {len(ranking)} candidate nodes in float; over their floor: {_failures_text(failing)}"
     return MixedResult(best, best_ev, False, reason, ranking, steps)

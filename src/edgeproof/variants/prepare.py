@@ -43,9 +43,7 @@ def upgrade_opset(model: onnx.ModelProto, where: str) -> tuple[onnx.ModelProto, 
     try:
         converted = version_converter.convert_version(model, MIN_QUANT_OPSET)
     except Exception as exc:  # the converter raises bare RuntimeErrors from C++
-        raise ModelError(
-            f"{where}: cannot convert opset {opset} to {MIN_QUANT_OPSET} for quantization ({first_line(exc)})"
-        ) from None
+        raise ModelError(f"{where}: cannot convert opset {opset} to {MIN_QUANT_OPSET} for quantization ({first_line(exc)})") from None
     return converted, [f"opset {opset} converted to {MIN_QUANT_OPSET} (per-channel QDQ needs >= 13)"]
 
 

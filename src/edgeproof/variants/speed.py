@@ -37,9 +37,7 @@ from edgeproof.variants.recipe import ExcludedNode, Variant
 
 PROVENANCE = "measured:onnxruntime-profiler"
 _FUSED = re.compile(r"_token_\d+$")
-_TENSOR_SUFFIX = re.compile(
-    r"^(?P<tensor>.+)_(?P<kind>QuantizeLinear|DequantizeLinear|output_quantized_cast|bias_add|nchwc)$"
-)
+_TENSOR_SUFFIX = re.compile(r"^(?P<tensor>.+)_(?P<kind>QuantizeLinear|DequantizeLinear|output_quantized_cast|bias_add|nchwc)$")
 _QUANTIZED_KERNEL = re.compile(r"QLinear|Integer|Quantize|QGemm|QAttention")
 _MAX_FUSION_DEPTH = 4
 _KERNEL_SUFFIX = "_kernel_time"
@@ -127,9 +125,7 @@ class SpeedComparison:
     def slow_nodes(self, margin: float = 0.2, min_extra_us: float = 2.0) -> list[NodeSpeed]:
         """Quantized nodes slower than float by more than ``margin`` (fraction) and ``min_extra_us``."""
         return [
-            n
-            for n in self.nodes
-            if n.quantized and n.quant_us > n.float_us * (1.0 + margin) and n.quant_us - n.float_us > min_extra_us
+            n for n in self.nodes if n.quantized and n.quant_us > n.float_us * (1.0 + margin) and n.quant_us - n.float_us > min_extra_us
         ]
 
 
@@ -190,9 +186,7 @@ def compare_node_speed(
     float_t, _, float_rest = _per_node(profile_median_us(float_path, settings, feeds, runs), graph)
     quant_t, quantized, quant_rest = _per_node(profile_median_us(variant_path, settings, feeds, runs), graph)
     nodes = [
-        NodeSpeed(
-            name, graph.nodes[name].op_type, float_t.get(name, 0.0), quant_t.get(name, 0.0), quantized.get(name, False)
-        )
+        NodeSpeed(name, graph.nodes[name].op_type, float_t.get(name, 0.0), quant_t.get(name, 0.0), quantized.get(name, False))
         for name in graph.nodes
         if name in float_t or name in quant_t
     ]

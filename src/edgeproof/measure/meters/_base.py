@@ -91,7 +91,7 @@ class EnergyMeter(abc.ABC):
     @abc.abstractmethod
     def _end(self, state: Any) -> tuple[float, float]: ...
 
-    def _release(self) -> None:
+    def _release(self) -> None:  # noqa: B027  (a hook: most meters hold nothing to free)
         """Free what the meter holds; nothing by default."""
 
 
@@ -203,7 +203,7 @@ class PolledPowerMeter(EnergyMeter):
             raise error
         return integrate_power_j(times_s, power_w, start_s, end_s), end_s - start_s
 
-    def _release(self) -> None:
+    def _release(self) -> None:  # noqa: B027  (a hook: most meters hold nothing to free)
         if self._thread is not None:
             self._stop.set()
             self._thread.join()

@@ -8,7 +8,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from edgeproof.errors import DataError
@@ -189,4 +189,4 @@ def _parse_value(cell: str, column: str, where: str) -> float:
 
 
 def _iso(t_s: float) -> str:
-    return datetime.fromtimestamp(t_s, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(t_s, UTC).isoformat(timespec="milliseconds")

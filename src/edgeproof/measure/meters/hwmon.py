@@ -95,4 +95,3 @@ def probe_hwmon(root: str | Path = "/", interval_s: float = 0.05) -> Probe:
         return Probe([], f"no readable hwmon power sensor ({errors[0]})")
     readable.sort(key=lambda s: (s.kind != "energy", not _WHOLE_DEVICE_LABEL.search(s.label)))
     return Probe([hwmon_meter(s, interval_s) for s in readable])
-

@@ -85,4 +85,3 @@ def _max_range_j(zone: Path) -> float | None:
         return read_sysfs_number(zone / "max_energy_range_uj") / 1e6
     except MeterError:
         return None
-

@@ -70,9 +70,7 @@ def tegrastats_trace(
         elif sample.timestamp_s is None:
             raise DataError(f"{source}:{number}: tegrastats line has no timestamp; pass interval_ms")
         elif times_s and sample.timestamp_s <= times_s[-1]:
-            raise DataError(
-                f"{source}:{number}: timestamp does not increase (tegrastats stamps whole seconds); pass interval_ms"
-            )
+            raise DataError(f"{source}:{number}: timestamp does not increase (tegrastats stamps whole seconds); pass interval_ms")
         else:
             t_s = sample.timestamp_s
         times_s.append(t_s)
