@@ -244,7 +244,7 @@ def fallback_clause(base: RunRecord, cand: RunRecord) -> ClauseResult | None:
 def memory_clause(base: RunRecord, cand: RunRecord, tolerance_pct: float) -> ClauseResult | None:
     """Peak memory has no interval worth the name (three cold starts), so it is judged on the point ratio."""
     b, c = base.peak_rss_mib, cand.peak_rss_mib
-    if not (b.available and c.available) or b.value <= 0:
+    if b.value is None or c.value is None or b.value <= 0:
         return None
     ratio = c.value / b.value
     limit = 1.0 + tolerance_pct / 100.0
@@ -263,7 +263,7 @@ def memory_clause(base: RunRecord, cand: RunRecord, tolerance_pct: float) -> Cla
 def energy_clause(base: RunRecord, cand: RunRecord, tolerance_pct: float) -> ClauseResult | None:
     """Only when both sides have energy; when either lacks it, the contract's energy clause already says unverified."""
     b, c = base.energy_mj_per_inference, cand.energy_mj_per_inference
-    if not (b.available and c.available) or b.value <= 0:
+    if b.value is None or c.value is None or b.value <= 0:
         return None
     ratio = c.value / b.value
     limit = 1.0 + tolerance_pct / 100.0

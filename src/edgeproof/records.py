@@ -672,6 +672,7 @@ class ClauseResult(_Record):
     hard: bool = True
     note: str = ""
     waiver: WaiverUse | None = None
+    budget_from: str | None = None  # the contract table the budget was read from: [budgets] or [budgets.<target>]
 
 
 class GateRegression(_Record):
@@ -737,7 +738,7 @@ class Verdict(_Record):
         if not isinstance(data, dict) or "outcome" in data:
             return data
         clauses = data.get("clauses") or []
-        statuses = [c.get("status") if isinstance(c, dict) else getattr(c, "status", None) for c in clauses]
+        statuses = [str(c.get("status") if isinstance(c, dict) else getattr(c, "status", "")) for c in clauses]
         return {**data, "outcome": _outcome_of_statuses(statuses, bool(data.get("allow_unverified", False)))}
 
     @model_validator(mode="after")

@@ -185,7 +185,7 @@ def _print_record(record: RunRecord) -> None:
         console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
 
 
-def _validate(host_profile: Path, json_out: Path | None) -> None:
+def _validate(host_profile: Path | None, json_out: Path | None) -> None:
     from edgeproof.simulate.validate import digits_variants, validate_host
 
     with progress_bar("validating host profile") as update:

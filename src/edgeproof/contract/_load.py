@@ -88,7 +88,8 @@ def _syntax_error(path: Path, message: str) -> ContractError:
 def _validation_error(path: Path, raw: dict[str, Any], lines: dict[Loc, int], exc: ValidationError) -> ContractError:
     """Group pydantic's errors by the key they concern and report the first in file order."""
     grouped: dict[Loc, list[dict[str, Any]]] = {}
-    for err in exc.errors():
+    for details in exc.errors():
+        err = dict(details)
         grouped.setdefault(_file_path(raw, err), []).append(err)
     # A required key reported missing from a table that also has an unknown key was most likely
     # misspelt: the unknown key (with its did-you-mean) says so better, so the "missing" one goes.
@@ -149,7 +150,8 @@ def _toml_type(value: Any) -> str:
 def _cross_check(contract: Contract) -> list[tuple[Loc, str]]:
     """Problems that span sections: no hard budget, a waiver for a clause that does not exist, bad slices."""
     problems: list[tuple[Loc, str]] = []
-    budget_ids = [c.id for c in contract.hard_clauses()]
+    problems.extend(_target_table_problems(contract))
+    budget_ids = contract.all_hard_clause_ids()
     if not budget_ids:
         problems.append(((), "no hard budgets: set at least one in [budgets] or a max_drop_pp in a [slices.<name>] table"))
     clause_ids = budget_ids + contract.regression_clause_ids()
@@ -167,6 +169,23 @@ def _cross_check(contract: Contract) -> list[tuple[Loc, str]]:
                 )
             )
     problems.extend(_slice_problems(contract))
+    return problems
+
+
+def _target_table_problems(contract: Contract) -> list[tuple[Loc, str]]:
+    """Each ``[budgets.<target>]`` key must name ``host`` or exactly one catalog board (the board-id prefix rule)."""
+    from edgeproof.errors import TargetError
+    from edgeproof.targets import get_target
+    from edgeproof.targets.host import HOST_ID
+
+    problems: list[tuple[Loc, str]] = []
+    for key in contract.budgets.per_target:
+        if key == HOST_ID:
+            continue
+        try:
+            get_target(key)
+        except TargetError as exc:
+            problems.append((("budgets", key), f"[budgets.{key}] is not a target table: {exc}"))
     return problems
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from edgeproof.errors import DataError
 from edgeproof.measure import energy, thermal
@@ -59,10 +60,11 @@ def interleaved_sessions(
     for pair in range(ab.pairs):
         report(f"pair {pair + 1}/{ab.pairs}", 0.85 * pair / ab.pairs)
         order = [0, 1] if rng.random() < 0.5 else [1, 0]
-        sess = [None, None]
+        opened: dict[int, ort.InferenceSession] = {}
         for arm in order:
-            sess[arm] = open_session(paths[arm], settings)
-            run_checked(sess[arm], feeds[arm][0], str(paths[arm]))
+            opened[arm] = open_session(paths[arm], settings)
+            run_checked(opened[arm], feeds[arm][0], str(paths[arm]))
+        sess = [opened[0], opened[1]]
         warm = [back_to_back(sess[arm].run, feeds[arm], ab.warmup) for arm in (0, 1)]
         samples: list[list[float]] = [[], []]
         for block in range(ab.blocks):

@@ -53,6 +53,7 @@ def run_loadgen(
     if scenario.name == "single-stream":
         settings.single_stream_expected_latency_ns = expected_ns
     elif scenario.name == "server":
+        assert scenario.rate_hz is not None, "a server scenario always has a rate"
         settings.server_target_qps = float(scenario.rate_hz)
         settings.server_target_latency_ns = int((scenario.deadline_ms or 1000.0 / scenario.rate_hz) * 1e6)
     else:

@@ -43,12 +43,12 @@ def placement_of(nodes: list[NodeRecord], primary: str, flops: dict[str, float] 
     # ONNX Runtime renames fused nodes, so FLOPs are known only for nodes that kept their graph name;
     # a share over a subset would mislead, so the FLOP share exists only when every node is known
     all_known = bool(nodes) and all(n.flops is not None for n in nodes)
-    total_flops = sum(n.flops for n in nodes) if all_known else 0.0
+    total_flops = sum(n.flops or 0.0 for n in nodes) if all_known else 0.0
     return Placement(
         nodes=nodes,
         primary_provider=primary,
         fallback_node_frac=len(fallback) / len(nodes) if nodes else 0.0,
-        fallback_flop_frac=(sum(n.flops for n in fallback) / total_flops) if total_flops else None,
+        fallback_flop_frac=(sum(n.flops or 0.0 for n in fallback) / total_flops) if total_flops else None,
         fallback_time_frac=(sum(n.time_us or 0.0 for n in fallback) / total_time) if total_time else None,
         provenance="measured:onnxruntime-profiler",
     )

@@ -18,6 +18,11 @@ def regression_clauses(verdict: Verdict) -> list[ClauseResult]:
     return [c for c in verdict.clauses if c.clause.startswith(REGRESSION_PREFIX)]
 
 
+def _ratio(clause: ClauseResult) -> float:
+    assert clause.value is not None, "the forest plots only clauses with a value"
+    return clause.value
+
+
 def forest_figure(clauses: list[ClauseResult]) -> go.Figure | None:
     """Each ratio clause as a point with its interval and the limit it must stay under."""
     ratios = [c for c in clauses if c.unit == RATIO_UNIT and c.value is not None]
@@ -32,7 +37,7 @@ def forest_figure(clauses: list[ClauseResult]) -> go.Figure | None:
         intervals = [c.interval for _, c in rows]
         fig.add_trace(
             go.Scatter(
-                x=[c.value for _, c in rows],
+                x=[_ratio(c) for _, c in rows],
                 y=[n for n, _ in rows],
                 mode="markers",
                 name=status,
@@ -43,8 +48,8 @@ def forest_figure(clauses: list[ClauseResult]) -> go.Figure | None:
                     "thickness": 2,
                     "width": 6,
                     "color": STATUS_COLOUR[status],
-                    "array": [(iv[1] - c.value) if iv else 0 for iv, (_, c) in zip(intervals, rows)],
-                    "arrayminus": [(c.value - iv[0]) if iv else 0 for iv, (_, c) in zip(intervals, rows)],
+                    "array": [(iv[1] - _ratio(c)) if iv else 0 for iv, (_, c) in zip(intervals, rows)],
+                    "arrayminus": [(_ratio(c) - iv[0]) if iv else 0 for iv, (_, c) in zip(intervals, rows)],
                 },
                 customdata=[[ptext(c.note), ptext(c.provenance)] for _, c in rows],
                 hovertemplate="%{y}: candidate/baseline %{x:.4g}<br>%{customdata[0]}<br>%{customdata[1]}<extra></extra>",

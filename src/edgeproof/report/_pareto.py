@@ -100,7 +100,7 @@ def pareto_figure(candidates: list[Candidate], outcome: TargetOutcome, accuracy_
                 hoverinfo="text",
             )
         )
-    p95s = [c.value(LATENCY) for c in plotted]
+    p95s = [v for v in (c.value(LATENCY) for c in plotted) if v is not None]
     log = wants_log_axis(min(p95s), max(p95s))
     fig.update_xaxes(title_text="p95 latency (ms)" + (", log scale" if log else ""), type="log" if log else "linear")
     fig.update_yaxes(title_text="worst-slice drop (pp), up = better", autorange="reversed", zeroline=True)

@@ -58,7 +58,7 @@ class SearchRunners:
         settings = RuntimeSettings(
             provider=self.provider,
             intra_op_threads=point.threads or 1,
-            graph_optimization_level=point.opt_level or "all",  # type: ignore[arg-type]
+            graph_optimization_level=point.opt_level or "all",
         )
         options = self.options()
         return runner.run(runner.prepare(variant, options), settings, options, progress)

@@ -77,9 +77,10 @@ def rank(pool: Sequence[Candidate], preferences: Sequence[str], rel_tol: float =
                 )
             )
             continue
-        best = min(c.value(metric) for c in remaining)  # type: ignore[type-var]
+        values = {c.id: c.value(metric) or 0.0 for c in remaining}  # none missing: checked above
+        best = min(values.values())
         tol = tolerance(metric, best, rel_tol)
-        kept = [c for c in remaining if c.value(metric) <= best + tol]  # type: ignore[operator]
+        kept = [c for c in remaining if values[c.id] <= best + tol]
         steps.append(
             SelectionStep(
                 metric=metric,

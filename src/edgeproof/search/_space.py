@@ -49,8 +49,8 @@ def allowed(precision: str, contract_precisions: Sequence[str]) -> bool:
 
 def broad_calibration_kinds(specs: Sequence[SliceSpec]) -> tuple[SliceKind, ...]:
     """nominal plus every stress/tail kind that some transform-based slice provides."""
-    extra = [k for k in ("stress", "tail") if any(s.kind == k and s.transforms for s in specs)]
-    return (*NOMINAL, *extra)  # type: ignore[return-value]
+    extra: list[SliceKind] = [k for k in ("stress", "tail") if any(s.kind == k and s.transforms for s in specs)]
+    return (*NOMINAL, *extra)
 
 
 def plan_variants(contract_precisions: Sequence[str], specs: Sequence[SliceSpec] | None) -> tuple[list[PlannedVariant], list[str]]:

@@ -165,15 +165,15 @@ def mixed_precision(
         trial_nodes = (*kept, sensitivity.name)
         trial_recipe = recipe.with_excluded([ExcludedNode(name=n, reason="accuracy") for n in trial_nodes])
         trial = build_variant(model, trial_recipe, calibration, cache_dir)
-        step, ev = step_for(trial, trial_nodes)
+        step, trial_ev = step_for(trial, trial_nodes)
         steps.append(step)
-        if ev is None:
+        if trial_ev is None:
             reason = (
                 f"stopped: keeping {sensitivity.name} in float as well breaks the latency budget; "
                 f"over their floor: {_failures_text(failing)}"
             )
             return MixedResult(best, best_ev, False, reason, ranking, steps)
-        kept, best, best_ev, failing = list(trial_nodes), trial, ev, step.failing
+        kept, best, best_ev, failing = list(trial_nodes), trial, trial_ev, step.failing
         if not failing:
             return MixedResult(
                 best,
