@@ -14,7 +14,7 @@ from scipy import stats as sps
 from edgeproof.errors import RecordError
 from edgeproof.measure.interleaved import InterleaveOptions
 from edgeproof.model import Model, same_interface
-from edgeproof.records import ClauseResult, GateRegression, RunRecord, RuntimeSettings, Verdict, outcome_of
+from edgeproof.records import ClauseResult, Figure, GateRegression, RunRecord, RuntimeSettings, Verdict, outcome_of
 
 Progress = Callable[[str, float], None]
 CONFIDENCE = 0.95
@@ -241,41 +241,33 @@ def fallback_clause(base: RunRecord, cand: RunRecord) -> ClauseResult | None:
     )
 
 
-def memory_clause(base: RunRecord, cand: RunRecord, tolerance_pct: float) -> ClauseResult | None:
-    """Peak memory has no interval worth the name (three cold starts), so it is judged on the point ratio."""
-    b, c = base.peak_rss_mib, cand.peak_rss_mib
+def _point_ratio_clause(clause: str, b: Figure, c: Figure, tolerance_pct: float, digits: str, unit: str) -> ClauseResult | None:
+    """candidate / baseline of a figure judged on its point ratio; None unless both sides have it."""
     if b.value is None or c.value is None or b.value <= 0:
         return None
     ratio = c.value / b.value
     limit = 1.0 + tolerance_pct / 100.0
     return ClauseResult(
-        clause="regression.peak_rss",
+        clause=clause,
         status="fail" if ratio > limit else "pass",
         value=ratio,
         budget=limit,
         unit="x",
         margin=limit - ratio,
         provenance=c.provenance,
-        note=f"{b.value:.1f} → {c.value:.1f} MiB",
+        note=f"{b.value:{digits}} → {c.value:{digits}} {unit}",
     )
+
+
+def memory_clause(base: RunRecord, cand: RunRecord, tolerance_pct: float) -> ClauseResult | None:
+    """Peak memory has no interval worth the name (three cold starts), so it is judged on the point ratio."""
+    return _point_ratio_clause("regression.peak_rss", base.peak_rss_mib, cand.peak_rss_mib, tolerance_pct, ".1f", "MiB")
 
 
 def energy_clause(base: RunRecord, cand: RunRecord, tolerance_pct: float) -> ClauseResult | None:
     """Only when both sides have energy; when either lacks it, the contract's energy clause already says unverified."""
-    b, c = base.energy_mj_per_inference, cand.energy_mj_per_inference
-    if b.value is None or c.value is None or b.value <= 0:
-        return None
-    ratio = c.value / b.value
-    limit = 1.0 + tolerance_pct / 100.0
-    return ClauseResult(
-        clause="regression.energy",
-        status="fail" if ratio > limit else "pass",
-        value=ratio,
-        budget=limit,
-        unit="x",
-        margin=limit - ratio,
-        provenance=c.provenance,
-        note=f"{b.value:.4g} → {c.value:.4g} mJ per inference",
+    return _point_ratio_clause(
+        "regression.energy", base.energy_mj_per_inference, cand.energy_mj_per_inference, tolerance_pct, ".4g", "mJ per inference"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -90,33 +91,36 @@ def append(record: RunRecord, root: str | Path | None = None) -> Path:
     return path
 
 
-def list_runs(root: str | Path | None = None, model: str | None = None, limit: int = 50) -> list[dict]:
-    """Runs newest first, each with the relative change of every figure vs the previous run of the
-    same kind (measured or simulated), model and variant on the same target (power mode included),
-    settings and scenario (None where there is no earlier run)."""
+def _query(root: str | Path | None, model: str | None, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+    """Rows of ``sql`` (whose ``{where}`` is filled with the model filter) as dicts; none without a history."""
     path = history_path(root)
     if not path.exists():
         return []
     con = _connect(path)
     try:
-        where = "WHERE model_name = ?" if model else ""
-        lags = ",\n".join(
-            f"lag({f}) OVER (PARTITION BY kind, model_name, variant, target, provider, threads, scenario ORDER BY created_at, run_id) AS prev_{f}"
-            for f in FIGURES
-        )
-        sql = f"""
-            SELECT run_id, created_at, kind, model_name, variant, target, provider, threads, scenario,
-                   {", ".join(FIGURES)}, energy_provenance, {lags}
-            FROM runs {where}
-            ORDER BY created_at DESC, run_id DESC
-            LIMIT ?
-        """
-        params = ([model] if model else []) + [limit]
-        cur = con.execute(sql, params)
+        cur = con.execute(sql.format(where="WHERE model_name = ?" if model else ""), [*([model] if model else []), *params])
         cols = [d[0] for d in cur.description]
-        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
     finally:
         con.close()
+
+
+def list_runs(root: str | Path | None = None, model: str | None = None, limit: int = 50) -> list[dict]:
+    """Runs newest first, each with the relative change of every figure vs the previous run of the
+    same kind (measured or simulated), model and variant on the same target (power mode included),
+    settings and scenario (None where there is no earlier run)."""
+    lags = ",\n".join(
+        f"lag({f}) OVER (PARTITION BY kind, model_name, variant, target, provider, threads, scenario ORDER BY created_at, run_id) AS prev_{f}"
+        for f in FIGURES
+    )
+    sql = f"""
+        SELECT run_id, created_at, kind, model_name, variant, target, provider, threads, scenario,
+               {", ".join(FIGURES)}, energy_provenance, {lags}
+        FROM runs {{where}}
+        ORDER BY created_at DESC, run_id DESC
+        LIMIT ?
+    """
+    rows = _query(root, model, sql, (limit,))
     for row in rows:
         row["changes"] = {
             f: (row[f] / row[f"prev_{f}"] - 1.0) if row[f] is not None and row[f"prev_{f}"] not in (None, 0) else None for f in FIGURES
@@ -127,13 +131,6 @@ def list_runs(root: str | Path | None = None, model: str | None = None, limit: i
 def load_runs(root: str | Path | None = None, model: str | None = None) -> list[RunRecord]:
     """The stored records themselves, oldest first; rows written by an older edgeproof are read
     through the same upgrade as record files (``records.upgrade``)."""
-    path = history_path(root)
-    if not path.exists():
-        return []
-    con = _connect(path)
-    try:
-        where = "WHERE model_name = ?" if model else ""
-        rows = con.execute(f"SELECT run_id, record FROM runs {where} ORDER BY created_at, run_id", [model] if model else []).fetchall()
-    finally:
-        con.close()
-    return [validated(RunRecord, upgrade(RunRecord, json.loads(raw)), f"{path}: run {run_id}") for run_id, raw in rows]
+    rows = _query(root, model, "SELECT run_id, record FROM runs {where} ORDER BY created_at, run_id")
+    where = history_path(root)
+    return [validated(RunRecord, upgrade(RunRecord, json.loads(r["record"])), f"{where}: run {r['run_id']}") for r in rows]
