@@ -7,10 +7,18 @@ undecided, then the gate's own ratio intervals and tolerances (p50 3%, p95 10%).
 first 10 pairs alone give the fixed design's verdict ("..._fixed_pairs"), and the naive rules.
 Regressions are real extra work inside the model graph (edgeproof.slowdown), sized by a
 calibration run here, and their true size is measured in a long interleaved run of its own.
+
+Record mode (``gate --candidate B.json --baseline A.json``) is judged on runs made one after
+another, as `check` makes them (3 fresh sessions × 300 samples each): consecutive runs of the same
+model are A/A trials, a run of the base followed by one of a +10% p50 model a detection trial, each
+judged by the gate's own record-mode ratio (Welch over sessions + the between-run spread; the
+stated default, as a host without A/A history gets). ``--record-mode`` runs only these trials and
+writes them into gate_power.json beside the interleaved figures already there.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -19,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import DIGITS_MODEL, write_result
-from edgeproof.gate import paired_ratio_of, regression_decided
+from _common import DIGITS_MODEL, RESULTS, write_result
+from edgeproof.gate import default_between_run, paired_ratio_of, regression_decided, unpaired_ratio
 from edgeproof.measure.interleaved import InterleaveOptions, interleaved_sessions_until
+from edgeproof.measure.runner import ProfileOptions
 from edgeproof.model import load_model, resolve_inputs, synthetic_feeds
 from edgeproof.records import RuntimeSettings
 from edgeproof.slowdown import add_busy_branch
@@ -31,9 +40,14 @@ DEFAULT = InterleaveOptions()  # what the gate uses by default
 P50_TOL, P95_TOL = 0.03, 0.10
 NAIVE_FACTOR = 1.05
 QUICK = "--quick" in sys.argv
+RECORD_ONLY = "--record-mode" in sys.argv
 TRIALS = {"aa": 200, "p50_5pct": 100, "p95_15pct": 100, "p50_10pct": 40}
+RECORD_TRIALS = {"aa": 100, "p50_10pct": 40}
 if QUICK:
     TRIALS = {k: max(10, v // 10) for k, v in TRIALS.items()}
+    RECORD_TRIALS = {k: max(10, v // 10) for k, v in RECORD_TRIALS.items()}
+# what `edgeproof check` measures by default, less cold start and node profiling (not judged here)
+CHECK_RUN = ProfileOptions(min_sessions=3, max_sessions=3, samples_per_session=300, cold_start_repeats=0, profile_nodes=False)
 
 
 def _feeds(path: Path) -> list:
@@ -117,7 +131,103 @@ def rate(rows: list[dict], key: str) -> float:
     return float(np.mean([r[key] for r in rows]))
 
 
+def record_mode(base: Path, slow: Path, true_ratios: tuple[float, float]) -> dict:
+    """A/A and +10% p50 trials of the record-mode gate on runs made one after another, in one process
+    (a fresh ONNX Runtime session per measured session, as `check` makes them)."""
+    from edgeproof.gate import ratio_clause
+    from edgeproof.runners import runner_for
+
+    between = default_between_run()
+
+    def judged(a, b) -> dict:
+        out = {}
+        for name, q, tol in (("p50", 0.5, P50_TOL), ("p95", 0.95, P95_TOL)):
+            est = unpaired_ratio(a, b, q, between)
+            welch = unpaired_ratio(a, b, q)
+            assert est is not None and welch is not None
+            out[name + "_ratio"] = est.ratio
+            out[name + "_fail"] = ratio_clause(name, est, tol * 100, "").status == "fail"
+            out[name + "_fail_sessions_only"] = welch.low > 1 + tol
+        return out
+
+    t0 = time.perf_counter()
+    with runner_for("host", check_fitness=False) as runner:
+        prepared = {path: runner.prepare(path, CHECK_RUN) for path in (base, slow)}
+
+        def run(path: Path):
+            return runner.run(prepared[path], SETTINGS, CHECK_RUN)
+
+        aa_runs = [run(base) for _ in range(RECORD_TRIALS["aa"] + 1)]
+        aa = [judged(a, b) for a, b in zip(aa_runs, aa_runs[1:])]
+        slow_rows = []
+        for _ in range(RECORD_TRIALS["p50_10pct"]):
+            a = run(base)
+            slow_rows.append(judged(a, run(slow)))
+    seconds = time.perf_counter() - t0
+    logs = np.log([r["p50_ratio"] for r in aa])
+    return {
+        "design": "consecutive `check`-like runs (3 fresh sessions × 300 samples, 1 thread), judged by the record-mode gate",
+        "between_run": {"source": between.source, "sd_log": between.sd_log, "describe": between.describe()},
+        "trials": RECORD_TRIALS,
+        "seconds": seconds,
+        "aa": {
+            "n": len(aa),
+            "false_positive_any": float(np.mean([r["p50_fail"] or r["p95_fail"] for r in aa])),
+            "false_positive_p50": rate(aa, "p50_fail"),
+            "false_positive_p95": rate(aa, "p95_fail"),
+            "false_positive_any_sessions_only": float(np.mean([r["p50_fail_sessions_only"] or r["p95_fail_sessions_only"] for r in aa])),
+            "p50_ratio_2p5_97p5": [float(np.quantile([r["p50_ratio"] for r in aa], q)) for q in (0.025, 0.975)],
+            "p95_ratio_2p5_97p5": [float(np.quantile([r["p95_ratio"] for r in aa], q)) for q in (0.025, 0.975)],
+            "p50_sd_log_measured": float(np.std(logs, ddof=1)),
+        },
+        "p50_10pct": {
+            "n": len(slow_rows),
+            "true_p50_ratio": true_ratios[0],
+            "true_p95_ratio": true_ratios[1],
+            "detection": rate(slow_rows, "p50_fail"),
+            "detection_sessions_only": rate(slow_rows, "p50_fail_sessions_only"),
+            "p50_ratio_2p5_97p5": [float(np.quantile([r["p50_ratio"] for r in slow_rows], q)) for q in (0.025, 0.975)],
+        },
+    }
+
+
+def record_mode_targets(rec: dict) -> dict:
+    return {
+        "record_mode_false_positive_any_le_0.01": rec["aa"]["false_positive_any"] <= 0.01,
+        "record_mode_detect_p50_10pct_ge_0.90": rec["p50_10pct"]["detection"] >= 0.90,
+    }
+
+
+def record_mode_only() -> None:
+    """Run the record-mode trials alone and merge them into the existing result (its interleaved figures kept)."""
+    name = "gate_power" + ("_quick" if QUICK else "")
+    path = RESULTS / f"{name}.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    with tempfile.TemporaryDirectory(prefix="edgeproof-gate-power-") as tmp:
+        known = result.get("cases", {}).get("p50_10pct", {}).get("extra_matmuls")
+        if known:  # the interleaved run's calibrated size; its true ratio is measured again here
+            slow = add_busy_branch(DIGITS_MODEL, Path(tmp) / "p50_10pct.onnx", known)
+            truth = true_ratio(DIGITS_MODEL, slow)
+        else:
+            slow, _, truth = calibrate(DIGITS_MODEL, Path(tmp), {"p50_10pct": (0, 0.10)})["p50_10pct"]
+        rec = record_mode(DIGITS_MODEL, slow, truth)
+    from datetime import UTC, datetime
+
+    rec["ran_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    result.setdefault("interleaved_ran_at", result.get("ran_at"))
+    rec["note"] = "measured in a run of its own (--record-mode); the interleaved figures come from the run at interleaved_ran_at"
+    result["record_mode"] = rec
+    result.setdefault("targets", {}).update(record_mode_targets(rec))
+    print("record mode", json.dumps(rec, indent=1))
+    for key in ("benchmark", "ran_at", "machine"):
+        result.pop(key, None)
+    write_result(name, result)
+
+
 def main() -> None:
+    if RECORD_ONLY:
+        record_mode_only()
+        return
     base = DIGITS_MODEL
     with tempfile.TemporaryDirectory(prefix="edgeproof-gate-power-") as tmp:
         models = calibrate(base, Path(tmp), {"p50_5pct": (0, 0.05), "p50_10pct": (0, 0.10), "p95_15pct": (1, 0.15)})
@@ -137,6 +247,8 @@ def main() -> None:
             "naive_single_session_false_positive": rate(aa, "naive_single_fail"),
             "p50_ratio_2p5_97p5": [float(np.quantile([r["p50_ratio"] for r in aa], q)) for q in (0.025, 0.975)],
         }
+        slow_path, _, slow_truth = models["p50_10pct"]
+        result["record_mode"] = record_mode(base, slow_path, slow_truth)
         for name, (path, chain, _) in models.items():
             rows, secs_case = run_trials(base, path, TRIALS[name], 5000 + len(result["cases"]) * 1000)
             key = "p95_fail" if name.startswith("p95") else "p50_fail"
@@ -159,6 +271,7 @@ def main() -> None:
         "false_positive_any_le_0.01": c["aa"]["false_positive_any"] <= 0.01,
         "detect_p50_5pct_ge_0.95": c["p50_5pct"]["detection"] >= 0.95,
         "detect_p95_15pct_ge_0.90": c["p95_15pct"]["detection"] >= 0.90,
+        **record_mode_targets(result["record_mode"]),
     }
     result["provenance"] = "measured:perf_counter_ns (interleaved sessions on this host)"
     for name, case in c.items():

@@ -501,8 +501,8 @@ def test_the_model_must_accept_the_inputs_the_contract_declares(tmp_path):
     record = simulate_run(DIGITS_MODEL, "raspberry-pi-5", sessions=2, samples_per_session=50)
     base = '[budgets]\np95_ms = "50 ms"\n[model.inputs.input]\ndtype = "float32"\n'
     cases = {
-        'shape = ["batch", 1, 32, 32]': ("pass", "accepts input as declared"),
-        "shape = [1, 1, 32, 32]": ("pass", "accepts input"),  # a fixed size the model leaves free is accepted
+        'shape = ["batch", 1, 32, 32]': ("pass", "1 input declared, accepted"),
+        "shape = [1, 1, 32, 32]": ("pass", "1 input declared, accepted"),  # a fixed size the model leaves free is accepted
         'shape = ["batch", 3, 32, 32]': ("fail", "input: shape ['batch', 1, 32, 32], the contract declares ['batch', 3, 32, 32]"),
     }
     for shape, (status, note) in cases.items():
@@ -512,3 +512,123 @@ def test_the_model_must_accept_the_inputs_the_contract_declares(tmp_path):
     fp16_io = write(tmp_path, '[budgets]\np95_ms = "50 ms"\n[model.inputs.image]\ndtype = "float16"\nshape = [1, 1, 32, 32]\n')
     clause = next(c for c in evaluate(load_contract(fp16_io), record).clauses if c.clause == "model.inputs")
     assert clause.status == "fail" and "image: not an input of the model (it has input)" in clause.note
+
+
+# --- per-target budgets, jitter, deadline misses, binding clause ----------------------------------
+
+PER_TARGET = """\
+[budgets]
+p95_ms = "100 ms"
+peak_rss_mib = "1 GiB"
+
+[budgets.raspberry-pi]
+p95_ms = "50 ms"
+scenario = "periodic:20"
+
+[[waivers]]
+clause = "budgets.p95_ms"
+owner = "ops"
+reason = "pi board on order"
+expires = 2099-01-01
+target = "jetson-orin-nano-8gb"
+"""
+
+
+def test_a_target_table_overrides_the_default_budget_clause_by_clause(tmp_path):
+    contract = load_contract(write(tmp_path, PER_TARGET))
+    host = evaluate(contract, make_record())
+    assert clause(host, "budgets.p95_ms").status == "pass" and clause(host, "budgets.p95_ms").budget == 100.0
+    assert clause(host, "budgets.p95_ms").budget_from == "[budgets]"
+    # the prefix "raspberry-pi" names the board raspberry-pi-5; its p95 budget is 50 ms, its scenario periodic
+    periodic = ScenarioResult(name="periodic", rate_hz=20.0, deadline_ms=50.0, deadline_miss_rate=0.5)
+    pi = evaluate(contract, make_record(target="raspberry-pi-5", scenario=periodic))
+    p95 = clause(pi, "budgets.p95_ms")
+    assert p95.status == "fail" and p95.budget == 50.0 and p95.budget_from == "[budgets.raspberry-pi]"
+    rss = clause(pi, "budgets.peak_rss_mib")  # not overridden: the default applies
+    assert rss.budget == 1024.0 and rss.budget_from == "[budgets]"
+    assert pi.binding_clause == "budgets.p95_ms" and contract.scenario_for("raspberry-pi-5") == "periodic:20"
+    # the same run judged as the host's: single-stream budget vs a periodic record says so
+    assert clause(evaluate(contract, make_record(scenario=periodic)), "budgets.p95_ms").status == "unverified"
+    # the waiver keeps its clause id and is scoped by its target
+    orin = evaluate(contract, make_record(samples_ms=[v * 1.5 for v in SAMPLES_MS], target="jetson-orin-nano-8gb"))
+    assert clause(orin, "budgets.p95_ms").status == "waived" and orin.waivers_applied[0].target == "jetson-orin-nano-8gb"
+
+
+def test_an_unknown_target_table_is_an_error_with_its_line(tmp_path):
+    text = '[budgets]\np95_ms = "100 ms"\n\n[budgets.no-such-board]\np95_ms = "5 ms"\n'
+    assert_error(tmp_path, text, "[budgets.no-such-board]", "budgets.no-such-board", "unknown target 'no-such-board'")
+    misspelt = '[budgets]\np95_ms = "100 ms"\n[budgets.host]\np59_ms = "5 ms"\n'
+    assert_error(tmp_path, misspelt, "p59_ms", "budgets.host.p59_ms", "unknown key 'p59_ms'")
+
+
+def test_cli_refuses_an_unknown_target_table_with_one_line(tmp_path):
+    from conftest import DIGITS_MODEL, run_cli
+
+    path = write(tmp_path, '[budgets]\np95_ms = "100 ms"\n\n[budgets.nope]\np95_ms = "5 ms"\n')
+    result = run_cli("check", str(DIGITS_MODEL), "--contract", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{path}:4: budgets.nope:" in result.stderr
+
+
+def test_jitter_clause_is_p99_minus_p50_with_its_interval(tmp_path):
+    # two sessions of 1..100 ms: p50 50.5, p99 99.01 -> jitter 48.51 ms
+    record = make_record()
+    record = record.model_copy(update={"sessions": record.sessions * 2, "latency": summarize([SAMPLES_MS, SAMPLES_MS])})
+    tight = evaluate(load_contract(write(tmp_path, '[budgets]\njitter_ms = "40 ms"\n')), record)
+    jitter = clause(tight, "budgets.jitter_ms")
+    assert jitter.status == "fail" and abs(jitter.value - 48.51) < 0.01 and not tight.passed
+    assert "95% CI upper bound" in jitter.note
+    loose = evaluate(load_contract(write(tmp_path, '[budgets]\njitter_ms = "60 ms"\n')), record)
+    assert clause(loose, "budgets.jitter_ms").status == "pass" and loose.passed
+    # steady latency: no jitter to speak of
+    steady = make_record(samples_ms=[5.0] * 100)
+    assert clause(evaluate(load_contract(write(tmp_path, '[budgets]\njitter_ms = "1 ms"\n')), steady), "budgets.jitter_ms").value == 0.0
+
+
+def test_deadline_miss_clause_fails_when_too_many_requests_are_late(tmp_path):
+    contract = load_contract(write(tmp_path, '[budgets]\nscenario = "periodic:100"\ndeadline_miss_frac = "1 %"\n'))
+    late = ScenarioResult(name="periodic", rate_hz=100.0, deadline_ms=10.0, deadline_miss_rate=0.05)
+    verdict = evaluate(contract, make_record(scenario=late))
+    miss = clause(verdict, "budgets.deadline_miss_frac")
+    assert miss.status == "fail" and miss.value == 0.05 and verdict.outcome == "fail"
+    on_time = ScenarioResult(name="periodic", rate_hz=100.0, deadline_ms=10.0, deadline_miss_rate=0.0)
+    assert clause(evaluate(contract, make_record(scenario=on_time)), "budgets.deadline_miss_frac").status == "pass"
+    # a single-stream record has no deadline: the clause cannot be judged and the verdict waits
+    single = evaluate(contract, make_record())
+    assert clause(single, "budgets.deadline_miss_frac").status == "unverified" and single.outcome == "undecided"
+
+
+def test_deadline_misses_of_a_simulated_periodic_run_are_judged(tmp_path):
+    from conftest import DIGITS_MODEL
+    from edgeproof.simulate import simulate_run
+
+    # the digits CNN needs well over 0.1 ms on a Pi 5: at 10 kHz every request misses its deadline
+    record = simulate_run(DIGITS_MODEL, "raspberry-pi-5", rate_hz=10_000, sessions=2, samples_per_session=50)
+    text = '[budgets]\np95_ms = "1 s"\n[budgets.raspberry-pi-5]\nscenario = "periodic:10000"\ndeadline_miss_frac = 0.5\n'
+    verdict = evaluate(load_contract(write(tmp_path, text)), record)
+    miss = clause(verdict, "budgets.deadline_miss_frac")
+    assert miss.status == "fail" and miss.value > 0.5 and miss.budget_from == "[budgets.raspberry-pi-5]"
+
+
+def test_binding_clause_is_the_numeric_clause_with_the_smallest_relative_margin(tmp_path):
+    from conftest import DIGITS_MODEL
+    from edgeproof.simulate import simulate_run
+
+    record = simulate_run(DIGITS_MODEL, "raspberry-pi-5", sessions=2, samples_per_session=50)
+    p95 = record.latency.p95_ms
+    text = (
+        f'[budgets]\np95_ms = {p95 * 1.2}\npeak_rss_mib = "4 GiB"\ncpu_fallback_frac = 0\n'
+        '[model.inputs.input]\ndtype = "float32"\nshape = ["batch", 1, 32, 32]\n'
+    )
+    verdict = evaluate(load_contract(write(tmp_path, text)), record)
+    assert verdict.passed and verdict.binding_clause == "budgets.p95_ms"
+    inputs = clause(verdict, "model.inputs")
+    assert inputs.status == "pass" and inputs.note == "1 input declared, accepted"
+    # the check alone, with nothing numeric set, is what there is to bind
+    only = evaluate(
+        load_contract(
+            write(tmp_path, '[budgets]\ncpu_fallback_frac = 0\n[model.inputs.input]\ndtype = "float32"\nshape = [1, 1, 32, 32]\n')
+        ),
+        record,
+    )
+    assert only.binding_clause in ("budgets.cpu_fallback_frac", "model.inputs")

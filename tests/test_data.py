@@ -213,7 +213,7 @@ def test_overlapping_calibration_and_evaluation_is_refused():
                 "x_calibration": images(3, 1),
                 "y_calibration": labels(3, 1),
                 "x_test": images(3, 2),
-                "y_test": np.zeros(3),
+                "y_test": np.zeros((3, 2), np.int64),
             },
             "1-D integer array",
         ),

@@ -163,14 +163,15 @@ def _multi_input_model(path):
 
 def test_npz_inputs_feed_real_samples(tmp_path):
     path = _multi_input_model(tmp_path / "multi.onnx")
-    specs = resolve_inputs(load_model(path))
+    model = load_model(path)
     npz = tmp_path / "in.npz"
     np.savez(npz, x=np.ones((3, 1, 4), np.float32), ids=np.array([[1], [2], [9]]), mask=np.ones((3, 1, 1), bool))
-    feeds = feeds_from_npz(npz, specs)
+    specs, feeds = feeds_from_npz(npz, model)
     assert len(feeds) == 3 and feeds[2]["ids"].tolist() == [9]
+    assert [s.shape for s in specs] == [(1, 4), (1,), (1, 1)]
     np.savez(npz, x=np.ones((1, 4), np.float32))
-    with pytest.raises(DataError, match="no array for input"):
-        feeds_from_npz(npz, specs)
+    with pytest.raises(DataError, match="no array for input 'ids'"):
+        feeds_from_npz(npz, model)
     np.savez(npz, x=np.ones((2, 7), np.float32), ids=np.array([1]), mask=np.ones((1, 1), bool))
-    with pytest.raises(DataError, match="shape"):
-        feeds_from_npz(npz, specs)
+    with pytest.raises(DataError, match="'x' dim 1 is fixed at 4"):
+        feeds_from_npz(npz, model)

@@ -24,6 +24,8 @@ FIGURES = ("load_time_ms", "peak_rss_mib", "model_size_mib", "energy_mj_per_infe
 TARGETS = {
     "host": lambda: runner_for("host", check_fitness=False),
     "jetson": lambda: runner_for("jetson-orin-nano", power_mode="7W"),
+    # the agent as a local subprocess standing in for a board (edgeproof.runners.agent)
+    "device-local": lambda: runner_for("device:local"),
 }
 
 

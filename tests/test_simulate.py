@@ -282,3 +282,75 @@ def test_check_on_a_board_runs_the_contract_scenario_power_mode_and_firmware(tmp
     assert p95["status"] == "pass" and p95["provenance"].startswith("simulated:jetson-orin-nano-8gb@")
     r = run_cli("check", str(DIGITS_MODEL), "--contract", str(contract), "--power-mode", "7W")
     assert r.returncode == 2 and "apply to a simulated board" in r.stderr and "Traceback" not in r.stderr
+
+
+def _dynamic_reshape_model(path: Path) -> Path:
+    """A conv net whose input is reshaped by shape arithmetic on a runtime tensor (as a plain
+    exporter writes it): Shape -> Gather -> Concat(with a runtime input) -> Reshape -> Conv. Shape
+    inference cannot follow it, so the convolutions' MACs are unknown."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((16, 16, 3, 3)).astype(np.float32), "w2")
+    zero = numpy_helper.from_array(np.array([0], dtype=np.int64), "zero")
+    nodes = [
+        helper.make_node("Shape", ["x"], ["x_shape"], name="shape"),
+        helper.make_node("Gather", ["x_shape", "zero"], ["batch"], name="gather", axis=0),
+        helper.make_node("Concat", ["batch", "chw"], ["target"], name="concat", axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["x4"], name="reshape"),
+        helper.make_node("Conv", ["x4", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dynamic_reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3 * 32 * 32]), helper.make_tensor_value_info("chw", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "h", "w"])],
+        [w1, w2, zero],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_failed_shape_inference_is_loud_estimated_and_leaves_a_clause_unverified(tmp_path):
+    from edgeproof.contract import evaluate, load_contract
+
+    model = _dynamic_reshape_model(tmp_path / "dynamic.onnx")
+    record = simulate_run(model, "raspberry-pi-5", **FAST)
+    warning = next(w for w in record.warnings if "unknown" in w)
+    assert "conv1" in warning or "Conv" in warning
+    assert "100% of the MACs" in warning  # both convolutions rest on stand-ins
+    assert record.latency_provenance.startswith("estimated:raspberry-pi-5@")
+    assert record.energy_mj_per_inference.provenance == record.latency_provenance
+    assert record.simulation.model_cost.macs > 0  # a stand-in, not the 0 MACs that looked plausible
+    assert record.simulation.latency_interval_rel > 1.0  # a wide interval, not a confident one
+    contract = tmp_path / "contract.toml"
+    contract.write_text("[budgets]\np95_ms = 1000\n")
+    verdict = evaluate(load_contract(contract), record)
+    assert verdict.outcome == "undecided"
+    assert [c.status for c in verdict.clauses] == ["unverified"]
+
+    done = run_cli("simulate", str(model), "--target", "raspberry-pi-5")
+    assert done.returncode == 0, done.stderr
+    assert "warning:" in done.stdout and "unknown" in done.stdout and "estimated:" in done.stdout
+
+
+def test_shape_arithmetic_on_static_shapes_is_folded_before_costing(tmp_path):
+    """The same graph with the reshape target made of constants folds away, as ONNX Runtime's
+    basic optimisation does on a deployed board: every MAC is counted, nothing is estimated."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = _dynamic_reshape_model(tmp_path / "static.onnx")
+    proto = onnx.load(path)
+    proto.graph.initializer.append(numpy_helper.from_array(np.array([3, 32, 32], dtype=np.int64), "chw"))
+    del proto.graph.input[1]
+    onnx.save(proto, path)
+    record = simulate_run(path, "raspberry-pi-5", **FAST)
+    assert record.latency_provenance.startswith("simulated:")
+    assert not [w for w in record.warnings if "unknown" in w]
+    assert record.simulation.model_cost.macs == 32 * 32 * 16 * (3 * 9 + 16 * 9)
+    assert any("simplified" in a for a in record.simulation.assumptions)

@@ -1,22 +1,55 @@
-"""Per-slice accuracy as a contract asks for it: its data, its slices, against its float reference."""
+"""Per-slice metrics as a contract asks for them: its data through its pipeline, its slices, its metric
+per output, against its float reference."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from edgeproof.data import Dataset, Slice, check_fits_model, load_dataset, make_slices
-from edgeproof.evaluate import evaluate, reference_outputs
+from edgeproof.data.pipeline import Pipeline
+from edgeproof.evaluate import OutputMetric, SliceEvaluator, output_metric
 from edgeproof.model import Model, as_model
 from edgeproof.records import Evaluation
 
 
-def contract_slices(contract, model: Model | str | Path) -> tuple[Dataset, list[Slice]] | None:
-    """The contract's dataset and slices, checked against the model's input; None without [data]/slices."""
+def contract_pipeline(contract) -> Pipeline | None:
+    """The contract's ``[pipeline]``, loaded (its files checked and hashed), or None without one."""
+    if contract.pipeline is None:
+        return None
+    return Pipeline.load(contract.pipeline, contract.base_dir)
+
+
+def with_pipeline(dataset: Dataset, pipeline: Pipeline | None) -> Dataset:
+    """``dataset`` whose rows are raw sensor data that ``pipeline`` preprocesses for the model."""
+    return dataset if pipeline is None else replace(dataset, pipeline=pipeline)
+
+
+def contract_metrics(contract) -> list[OutputMetric] | None:
+    """``[evaluation.outputs]`` as metrics, user functions loaded; None (top-1 on the first output) without it."""
+    outs = contract.evaluation.outputs
+    if not outs:
+        return None
+    return [output_metric(e.metric, name, e.better_high, e.labels, contract.base_dir) for name, e in outs.items()]
+
+
+def contract_dataset(contract, extra_parts: list[str] | None = None) -> Dataset | None:
+    """The contract's ``[data]`` (plus ``extra_parts``) through its ``[pipeline]``; None without ``[data]``."""
+    if contract.data_entry is None:
+        return None
+    parts = extra_parts if extra_parts is not None else [s.part for s in contract.slice_specs()]
+    return with_pipeline(load_dataset(contract.data_entry, contract.base_dir, extra_parts=parts), contract_pipeline(contract))
+
+
+def contract_slices(contract, model: Model | str | Path, pipeline: Pipeline | None = None) -> tuple[Dataset, list[Slice]] | None:
+    """The contract's dataset (through its pipeline) and slices, checked against the model's input;
+    None without [data]/slices."""
     if contract.data_entry is None or not contract.slices:
         return None
     specs = contract.slice_specs()
     dataset = load_dataset(contract.data_entry, contract.base_dir, extra_parts=[s.part for s in specs])
-    check_fits_model(dataset, model)
+    dataset = with_pipeline(dataset, pipeline if pipeline is not None else contract_pipeline(contract))
+    check_fits_model(dataset, model, contract.model.feeds)
     return dataset, make_slices(dataset, specs)
 
 
@@ -30,6 +63,19 @@ def reference_model(contract, model: Model | str | Path) -> Model:
     return model if reference == model.path.resolve() else Model.load(reference)
 
 
+def contract_evaluator(contract, model: Model | str | Path, dataset: Dataset, slices: list[Slice]) -> SliceEvaluator:
+    """The judge of any variant on the contract's slices: its reference run once, its metric per
+    output, its pipeline's postprocessing."""
+    return SliceEvaluator.for_reference(
+        reference_model(contract, model),
+        slices,
+        dataset.id,
+        metric_name="top1",
+        metrics=contract_metrics(contract),
+        pipeline=dataset.pipeline,
+    )
+
+
 def evaluate_for_contract(contract, model: Model | str | Path) -> Evaluation | None:
     """Evaluate ``model`` on every slice the contract declares, vs the contract's reference model."""
     model = as_model(model)
@@ -37,5 +83,4 @@ def evaluate_for_contract(contract, model: Model | str | Path) -> Evaluation | N
     if made is None:
         return None
     dataset, slices = made
-    reference = reference_outputs(reference_model(contract, model), slices)
-    return evaluate(model.path, reference, slices, dataset.id, metric_name="top1")
+    return contract_evaluator(contract, model, dataset, slices)(model.path)

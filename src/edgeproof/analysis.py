@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -94,10 +95,14 @@ _ELEMENTWISE_FLOPS = {
     "GroupNormalization": 8,
     "LpNormalization": 3,
     "Dropout": 0,
+    "Sum": 1,
+    "Mean": 2,
+    # LRN over a window of 5 channels: a sum of squares, a power and a division per element.
+    "LRN": 13,
 }
 
 # Ops that only move or reinterpret data: no arithmetic.
-_DATA_MOVEMENT = {
+DATA_MOVEMENT = {
     "Reshape",
     "Flatten",
     "Squeeze",
@@ -166,6 +171,9 @@ class NodeCost(BaseModel):
     activation_read_bytes: int
     activation_write_bytes: int
     folded: bool = False
+    # False when shape inference left a needed shape unknown or the op has no FLOP rule: macs and
+    # flops then hold a stand-in (see ``analyze``), not a count.
+    cost_known: bool = True
     # Shape of the weight input of Conv/Gemm/MatMul-like nodes ([M, C/group, kH, kW] for a Conv).
     weight_shape: list[int] | None = None
     inputs: list[str]
@@ -198,6 +206,8 @@ class ModelCost(BaseModel):
     graph_outputs: list[str]
     weight_bytes: int
     assumptions: list[str] = Field(default_factory=list)
+    # Graph rewrites applied before costing (constant folding, fusions), as a deployed runtime does.
+    simplified: list[str] = Field(default_factory=list)
 
     def total(self, field: str) -> int:
         """Sum of one per-node figure over the model: flops, macs, weight_bytes, bytes_read, ..."""
@@ -210,6 +220,29 @@ class ModelCost(BaseModel):
     @property
     def total_macs(self) -> int:
         return self.total("macs")
+
+    @property
+    def unknown_cost_nodes(self) -> list[str]:
+        """Nodes whose cost is a stand-in, not a count (unknown shape or no FLOP rule)."""
+        return [n.name for n in self.nodes.values() if not n.cost_known]
+
+    @property
+    def unknown_macs_share(self) -> float:
+        """Share of the model's MACs that rests on stand-ins (0 when every node was counted)."""
+        unknown = sum(n.macs for n in self.nodes.values() if not n.cost_known)
+        return unknown / self.total_macs if self.total_macs else (1.0 if self.unknown_cost_nodes else 0.0)
+
+    def uncertainty_warning(self) -> str | None:
+        """One plain sentence on what could not be counted, or None when everything was."""
+        unknown = self.unknown_cost_nodes
+        if not unknown:
+            return None
+        ops = sorted({self.nodes[n].op_type for n in unknown})
+        return (
+            f"cost of {len(unknown)} node(s) unknown ({', '.join(ops)}; e.g. {unknown[0]!r}): "
+            f"~{self.unknown_macs_share:.0%} of the MACs rest on a stand-in estimate, not a count; "
+            "shape inference could not follow the graph (fix the input shapes or export without shape arithmetic)"
+        )
 
     @property
     def intensity(self) -> float:
@@ -310,6 +343,22 @@ def _macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int | Non
     return 0
 
 
+def _standin_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]], input_spatial: int) -> int:
+    """MACs of a weighted node whose output shape is unknown: every weight used once per output
+    position, with the largest known feature map's size standing in for the unknown one (a
+    Gemm/MatMul: once, as at batch 1). Other ops get 0: their cost is not guessed."""
+    op = node.op_type
+    w_index = 3 if op == "QLinearConv" else 1
+    weight = shapes.get(node.input[w_index]) if len(node.input) > w_index else None
+    if weight is None:
+        return 0
+    if op in _CONV or op == "ConvTranspose":
+        return math.prod(weight) * input_spatial
+    if op in _MATMUL or op == "Gemm":
+        return math.prod(weight)
+    return 0
+
+
 def _flops(node: onnx.NodeProto, macs: int, shapes: dict[str, tuple[int, ...]]) -> int | None:
     op = node.op_type
     out = shapes.get(node.output[0]) if node.output else None
@@ -329,21 +378,55 @@ def _flops(node: onnx.NodeProto, macs: int, shapes: dict[str, tuple[int, ...]]) 
         mode = _attr(node, "mode", b"nearest")
         per = 1 if (mode.decode() if isinstance(mode, bytes) else mode) == "nearest" else 4
         return None if out is None else per * math.prod(out)
-    if op in _DATA_MOVEMENT:
+    if op in DATA_MOVEMENT:
         return 0
     if op in _ELEMENTWISE_FLOPS:
         return None if out is None else _ELEMENTWISE_FLOPS[op] * math.prod(out)
     return None
 
 
-def analyze(model: Model | onnx.ModelProto | str | Path) -> ModelCost:
+def deployed_graph(model: onnx.ModelProto, assumptions: list[str]) -> tuple[onnx.ModelProto, list[str]]:
+    """The graph a deployed runtime executes: symbolic input dims fixed to 1 (noted in
+    ``assumptions``), then ONNX Runtime's basic optimisation (constant folding, shape arithmetic on
+    static shapes, Identity/Dropout removal, Conv+BatchNorm fusion). Returns the graph and what
+    changed; a graph ONNX Runtime cannot load is costed as written, and that is said."""
+    import onnxruntime as ort
+
+    from edgeproof.model import load_proto
+
+    fixed = _fix_symbolic_inputs(model, assumptions)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    with tempfile.TemporaryDirectory(prefix="edgeproof-fold-") as tmp:
+        out = Path(tmp) / "basic.onnx"
+        options.optimized_model_filepath = str(out)
+        try:
+            ort.InferenceSession(fixed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            folded = load_proto(out)
+        except Exception as exc:  # any load failure: cost the graph as written, and say so
+            return fixed, [f"not simplified: ONNX Runtime could not load the graph ({first_line(exc)})"]
+    # ONNX Runtime writes folded weights as initializers that are not graph inputs, which IR < 4 does
+    # not allow (shape inference would then ignore them).
+    folded.ir_version = max(folded.ir_version, 4)
+    before, after = len(fixed.graph.node), len(folded.graph.node)
+    return folded, [f"simplified as ONNX Runtime's basic optimisation does: {before} -> {after} nodes"]
+
+
+def analyze(model: Model | onnx.ModelProto | str | Path, simplify: bool = False) -> ModelCost:
     """Cost every node of a model (a loaded Model, a ModelProto or a path) after shape inference.
 
     Symbolic input dimensions are taken as 1 and listed in ``assumptions``, as are nodes whose
-    FLOPs or bytes could not be counted (an unknown op or an unknown shape counts as 0).
+    cost could not be counted (an unknown op or an unknown shape): those carry ``cost_known=False``
+    and a stand-in (see ``_standin_macs``). With ``simplify``, the graph is first folded as a
+    deployed runtime would (``deployed_graph``).
     """
     proto = _load(model)
     assumptions: list[str] = []
+    simplified: list[str] = []
+    if simplify:
+        proto, simplified = deployed_graph(proto, assumptions)
     inferred = _infer(_fix_symbolic_inputs(proto, assumptions))
     graph = inferred.graph
 
@@ -376,6 +459,9 @@ def analyze(model: Model | onnx.ModelProto | str | Path) -> ModelCost:
             return None
         return math.prod(shapes[name]) * _ELEM.get(elem[name], ("?", 4))[1]
 
+    # Stand-in spatial size for convolutions whose output shape is unknown: the largest known
+    # feature map (a network's first layers work at about its input's resolution).
+    input_spatial = max((math.prod(shape[2:]) for t, shape in shapes.items() if len(shape) == 4 and t not in stored), default=1)
     producer_op: dict[str, str] = {}
     constant: dict[str, int] = dict(stored)  # tensor → stored bytes of the constants it folds from
     nodes: dict[str, NodeCost] = {}
@@ -399,15 +485,20 @@ def analyze(model: Model | onnx.ModelProto | str | Path) -> ModelCost:
         for t in node.output:
             producer_op[t] = node.op_type
 
+        cost_known = True
         if folded:
             macs, flops, w_bytes, a_read, a_write = 0, 0, 0, 0, 0
         else:
             macs = _macs(node, shapes)
             flops = _flops(node, macs or 0, shapes)
-            if macs is None or flops is None:
+            cost_known = macs is not None and flops is not None
+            if not cost_known:
                 what = "a shape is unknown" if _has_flop_rule(node.op_type) else "op has no FLOP rule"
-                assumptions.append(f"node {name!r} ({node.op_type}): FLOPs counted as 0 ({what})")
-                macs, flops = macs or 0, flops or 0
+                if macs is None:
+                    macs = _standin_macs(node, shapes, input_spatial)
+                    flops = 2 * macs
+                flops = flops or 0
+                assumptions.append(f"node {name!r} ({node.op_type}): cost unknown ({what}); stand-in {macs} MACs")
             w_bytes = a_read = a_write = 0
             for t in live_inputs:
                 if t in constant:
@@ -439,6 +530,7 @@ def analyze(model: Model | onnx.ModelProto | str | Path) -> ModelCost:
             activation_read_bytes=int(a_read),
             activation_write_bytes=int(a_write),
             folded=folded,
+            cost_known=folded or cost_known,
             weight_shape=weight_shape,
             inputs=inputs,
             outputs=list(node.output),
@@ -455,6 +547,7 @@ def analyze(model: Model | onnx.ModelProto | str | Path) -> ModelCost:
         graph_outputs=[vi.name for vi in graph.output],
         weight_bytes=weight_total,
         assumptions=assumptions,
+        simplified=simplified,
     )
 
 
@@ -471,7 +564,7 @@ def _node_dtype(node: onnx.NodeProto, elem: dict[str, int]) -> str:
 def _has_flop_rule(op: str) -> bool:
     return (
         op in _ELEMENTWISE_FLOPS
-        or op in _DATA_MOVEMENT
+        or op in DATA_MOVEMENT
         or op in _CONV | _MATMUL | _POOL | _GLOBAL_OR_REDUCE | {"Gemm", "ConvTranspose", "Resize"}
     )
 

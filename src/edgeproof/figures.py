@@ -6,6 +6,11 @@ here, so a figure means the same thing, with the same provenance, wherever it is
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+from scipy import stats as sps
+
 from edgeproof.records import Figure, Placement, RunRecord
 
 LATENCY_FIGURES = ("p50_ms", "p95_ms", "p99_ms")
@@ -63,3 +68,36 @@ def slice_figures(record: RunRecord) -> dict[str, Figure]:
         for name, metrics in record.evaluation.slices.items()
         for metric, unit in SLICE_METRICS.items()
     }
+
+
+def jitter_figure(record: RunRecord) -> Figure:
+    """``jitter_ms``: p99 − p50 of the pooled latency samples, with a 95% interval.
+
+    With two or more sessions the interval is a Student-t interval over each session's own
+    p99 − p50, floored by the interval the two quantiles' own intervals allow together
+    (p99 low − p50 high to p99 high − p50 low); with one session only the latter exists.
+    """
+    lat = record.latency
+    value = lat.p99_ms - lat.p50_ms
+    p50, p99 = lat.ci.get("p50"), lat.ci.get("p99")
+    low, high = (value, value) if p50 is None or p99 is None else (max(0.0, p99.low - p50.high), p99.high - p50.low)
+    per_session = [float(np.quantile(s.samples_ms, 0.99) - np.quantile(s.samples_ms, 0.5)) for s in record.sessions if s.samples_ms]
+    if len(per_session) >= 2:
+        half = float(sps.t.ppf(0.975, len(per_session) - 1) * np.std(per_session, ddof=1) / math.sqrt(len(per_session)))
+        low, high = min(low, max(0.0, value - half)), max(high, value + half)
+    return Figure(value=value, unit="ms", provenance=record.latency_provenance, interval=(low, high))
+
+
+def deadline_miss_figure(record: RunRecord) -> Figure:
+    """``deadline_miss_frac``: the share of requests that finished after their deadline (periodic and
+    server scenarios), with a Clopper-Pearson 95% interval over the timed requests."""
+    sc = record.scenario
+    if sc.deadline_miss_rate is None:
+        why = f"scenario {sc.name} has no deadline; run periodic:HZ or server:HZ" if sc.name not in ("periodic", "server") else None
+        return Figure.unavailable("fraction", why or "the record carries no deadline-miss count")
+    n = max(1, record.latency.n_samples)
+    misses = round(sc.deadline_miss_rate * n)
+    low = 0.0 if misses == 0 else float(sps.beta.ppf(0.025, misses, n - misses + 1))
+    high = 1.0 if misses == n else float(sps.beta.ppf(0.975, misses + 1, n - misses))
+    deadline = f" (deadline {sc.deadline_ms:g} ms)" if sc.deadline_ms is not None else ""
+    return Figure(value=sc.deadline_miss_rate, unit="fraction", provenance=record.latency_provenance + deadline, interval=(low, high))

@@ -13,6 +13,7 @@ from scipy import stats as sps
 
 from edgeproof.errors import RecordError
 from edgeproof.measure.interleaved import InterleaveOptions
+from edgeproof.measure.runner import ProfileOptions
 from edgeproof.model import Model, same_interface
 from edgeproof.records import ClauseResult, Figure, GateRegression, RunRecord, RuntimeSettings, Verdict, outcome_of
 
@@ -109,25 +110,169 @@ def paired_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate:
     )
 
 
-def unpaired_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate | None:
-    """Ratio from independent runs: Welch interval on the log of per-session quantiles.
+@dataclass(frozen=True)
+class BetweenRun:
+    """How far two runs of the same model on one host drift apart: the standard deviation of
+    log(run_b / run_a) per latency quantile, from A/A runs in the history or a stated default."""
+
+    sd_log: dict[str, float]
+    source: str  # "history" or "default"
+    pairs: int  # A/A pairs it was measured from (0 for the default)
+
+    def describe(self) -> str:
+        if self.source == "history":
+            return f"between-run spread measured from {self.pairs} A/A run pairs in the history for this host"
+        return (
+            f"between-run spread: stated default (consecutive runs' p50 ratios 0.94–1.04, p95 0.88–1.09 on a 2-core host; "
+            f"{self.pairs} of {MIN_AA_PAIRS} A/A run pairs for this host in the history)"
+        )
+
+
+# From NOTES.md (40 fresh runs, 2.5–97.5% of consecutive runs' ratios): p50 0.94–1.04 → half-width
+# 0.050 in log → sd 0.026; p95 0.88–1.09 → sd 0.055; p99 was not measured: p95's, widened by 30%.
+DEFAULT_SD_LOG = {"p50": 0.026, "p95": 0.055, "p99": 0.072}
+MIN_AA_PAIRS = 10
+
+
+def default_between_run(pairs: int = 0) -> BetweenRun:
+    return BetweenRun(sd_log=dict(DEFAULT_SD_LOG), source="default", pairs=pairs)
+
+
+def _env_key(record: RunRecord) -> tuple:
+    env = record.env
+    return (env.hostname, env.cpu_model, env.cpu_cores, env.onnxruntime, record.target.id, record.settings.model_dump_json())
+
+
+def between_run_from_history(runs: list[RunRecord], like: RunRecord) -> BetweenRun:
+    """The between-run spread for ``like``'s host (same host, CPU, ONNX Runtime, target and runtime
+    settings): consecutive measured runs of one model and scenario are A/A pairs; with at least
+    ``MIN_AA_PAIRS`` of them each quantile's sd of log ratios is used, else the stated default."""
+    key = _env_key(like)
+    groups: dict[tuple, list[RunRecord]] = {}
+    for run in runs:
+        if run.kind == "measured" and run.interleave is None and _env_key(run) == key:
+            groups.setdefault((run.model.sha256, run.scenario.name, run.scenario.rate_hz), []).append(run)
+    logs: dict[str, list[float]] = {"p50": [], "p95": [], "p99": []}
+    for group in groups.values():
+        group.sort(key=lambda r: r.created_at)
+        for a, b in zip(group, group[1:]):
+            for name in logs:
+                logs[name].append(math.log(getattr(b.latency, f"{name}_ms") / getattr(a.latency, f"{name}_ms")))
+    pairs = len(logs["p50"])
+    if pairs < MIN_AA_PAIRS:
+        return default_between_run(pairs)
+    return BetweenRun(sd_log={k: float(np.std(v, ddof=1)) for k, v in logs.items()}, source="history", pairs=pairs)
+
+
+def unpaired_ratio(base: RunRecord, cand: RunRecord, q: float, between: BetweenRun | None = None) -> RatioEstimate | None:
+    """Ratio from independent runs: Welch interval on the log of per-session quantiles, widened by
+    the between-run spread (``between``, in quadrature) where given: sessions of one run share that
+    run's drift, so their spread alone misses how far two runs minutes apart differ.
     None when either side has fewer than two sessions (no session-level variance to judge by)."""
     if len(base.sessions) < 2 or len(cand.sessions) < 2:
         return None
+    metric = f"p{round(q * 100)}"
     la = np.log([np.quantile(s.samples_ms, q) for s in base.sessions])
     lb = np.log([np.quantile(s.samples_ms, q) for s in cand.sessions])
     va, vb = la.var(ddof=1) / len(la), lb.var(ddof=1) / len(lb)
     diff = float(lb.mean() - la.mean())
     se = math.sqrt(va + vb)
-    if se == 0:
-        return _exp(f"p{round(q * 100)}", diff, diff, diff, "sessions (no spread)", len(la) + len(lb))
-    df = (va + vb) ** 2 / ((va**2) / (len(la) - 1) + (vb**2) / (len(lb) - 1))
-    half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, df)) * se
-    return _exp(f"p{round(q * 100)}", diff, diff - half, diff + half, f"Welch over {len(la)}+{len(lb)} sessions", len(la) + len(lb))
+    units = len(la) + len(lb)
+    method = f"Welch over {len(la)}+{len(lb)} sessions"
+    half = 0.0
+    if se > 0:
+        df = (va + vb) ** 2 / ((va**2) / (len(la) - 1) + (vb**2) / (len(lb) - 1))
+        half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, df)) * se
+    elif between is None:
+        return _exp(metric, diff, diff, diff, "sessions (no spread)", units)
+    if between is not None:
+        sd = between.sd_log.get(metric, max(between.sd_log.values()))
+        half = max(half, float(sps.norm.ppf(0.5 + CONFIDENCE / 2)) * math.sqrt(va + vb + sd**2))
+        method += f" + {between.describe()}"
+    return _exp(metric, diff, diff - half, diff + half, method, units)
 
 
-def latency_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate | None:
-    return paired_ratio(base, cand, q) if is_interleaved_pair(base, cand) else unpaired_ratio(base, cand, q)
+def latency_ratio(base: RunRecord, cand: RunRecord, q: float, between: BetweenRun | None = None) -> RatioEstimate | None:
+    """Interleaved pairs give a paired ratio; two measured runs made apart add ``between`` (the stated
+    default where None); simulated runs carry no run-to-run drift."""
+    if is_interleaved_pair(base, cand):
+        return paired_ratio(base, cand, q)
+    if base.kind == "measured" and cand.kind == "measured":
+        return unpaired_ratio(base, cand, q, between or default_between_run())
+    return unpaired_ratio(base, cand, q)
+
+
+def record_mode_advice(regressions: list[ClauseResult], base: RunRecord, cand: RunRecord) -> list[str]:
+    """When a latency clause of two runs made apart fails or its interval straddles the limit, the
+    decision rests on record mode: say so and name the interleaved measurement that would settle it."""
+    if is_interleaved_pair(base, cand) or not (base.kind == "measured" and cand.kind == "measured"):
+        return []
+    resting = [
+        r.clause
+        for r in regressions
+        if r.clause in ("regression.p50", "regression.p95", "regression.p99")
+        and r.interval is not None
+        and r.budget is not None
+        and (r.status == "fail" or r.interval[0] <= r.budget < r.interval[1])
+    ]
+    if not resting:
+        return []
+    return [
+        f"{', '.join(resting)} rest on two runs measured apart (record mode, between-run spread included); "
+        "for evidence, measure both models interleaved: edgeproof gate --measure BASELINE_MODEL CANDIDATE_MODEL"
+    ]
+
+
+def cumulative_clauses(contract, anchor: tuple[RunRecord, RunRecord] | None) -> list[ClauseResult]:
+    """``regression.cumulative_*``: the candidate against the lineage's anchor release. ``anchor`` is
+    (anchor run, candidate run) measured interleaved in this gate run; runs of other days are not
+    comparable, so without such a pair each clause set in the contract is unverified."""
+    out = []
+    for name, pct in contract.regression.cumulative_clauses().items():
+        clause = f"regression.{name}"
+        stat = name.removeprefix("cumulative_")
+        why = None
+        if anchor is None:
+            why = "no anchor release measured in this gate run: give --anchor-bom or --anchor-model with --measure"
+        elif not is_interleaved_pair(*anchor):
+            why = "anchor and candidate were not measured interleaved in one run (records of other days are not comparable)"
+        if why is not None:
+            out.append(
+                ClauseResult(
+                    clause=clause,
+                    status="unverified",
+                    value=None,
+                    budget=1 + pct / 100,
+                    unit="x",
+                    provenance="unavailable:" + why,
+                    note=why,
+                )
+            )
+            continue
+        assert anchor is not None
+        base, cand = anchor
+        anchor_name = f"anchor {base.model.name} ({base.model.sha256[:12]})"
+        if stat == "energy":
+            found = energy_clause(base, cand, pct)
+            if found is None:
+                why = "energy unavailable on the anchor or the candidate run"
+                out.append(
+                    ClauseResult(
+                        clause=clause,
+                        status="unverified",
+                        value=None,
+                        budget=1 + pct / 100,
+                        unit="x",
+                        provenance="unavailable:" + why,
+                        note=why,
+                    )
+                )
+                continue
+            result = found
+        else:
+            result = ratio_clause(stat, paired_ratio(base, cand, 0.5 if stat == "p50" else 0.95), pct, cand.latency_provenance)
+        out.append(result.model_copy(update={"clause": clause, "note": f"vs {anchor_name}: {result.note}"}))
+    return out
 
 
 def ratio_clause(metric: str, est: RatioEstimate | None, tolerance_pct: float, provenance: str) -> ClauseResult:
@@ -173,39 +318,80 @@ def mcnemar_worse_p(base_pred: list[int], cand_pred: list[int], labels: list[int
     return float(sps.binom.sf(b - 1, b + c, 0.5)), b, c
 
 
+def paired_error_worse_p(base_scores: list[float], cand_scores: list[float], higher_is_better: bool) -> tuple[float, float, float, float]:
+    """One-sided paired t-test on per-row score differences (candidate − baseline, signed so that
+    positive is worse): p that the candidate is not worse, the mean worsening and its 95% interval."""
+    diff = np.asarray(cand_scores, dtype=np.float64) - np.asarray(base_scores, dtype=np.float64)
+    if higher_is_better:
+        diff = -diff
+    mean = float(diff.mean())
+    if len(diff) < 2:
+        return 1.0, mean, -math.inf, math.inf
+    se = float(diff.std(ddof=1) / math.sqrt(len(diff)))
+    if se == 0:
+        return (0.0 if mean > 0 else 1.0), mean, mean, mean
+    t = mean / se
+    half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, len(diff) - 1)) * se
+    return float(sps.t.sf(t, len(diff) - 1)), mean, mean - half, mean + half
+
+
+def _unpaired(clause: str, value: float | None, why: str) -> ClauseResult:
+    return ClauseResult(
+        clause=clause, status="unverified", value=value, budget=None, unit="acc", provenance="measured:evaluation", note=why
+    )
+
+
 def accuracy_clauses(base: RunRecord, cand: RunRecord) -> list[ClauseResult]:
+    """``regression.accuracy.<slice>`` (the first judged output) and ``regression.accuracy.<slice>.<output>``
+    (the others): a paired test per slice suited to the metric. Right/wrong rows (top1, topk) take an
+    exact McNemar test; continuous scores (mse, mae, cosine, a user's) a one-sided paired t-test on
+    per-row differences. Fails when the candidate is worse at ``ACCURACY_ALPHA``."""
     if not (base.evaluation and cand.evaluation):
         return []
+    bev, cev = base.evaluation, cand.evaluation
+    outputs = list(cev.outputs) or [""]
     out = []
     for name, cs in cand.evaluation.slices.items():
-        labels = cand.evaluation.labels.get(name)
-        bpred, cpred = base.evaluation.predictions.get(name), cand.evaluation.predictions.get(name)
-        if not labels or not bpred or not cpred or base.evaluation.labels.get(name) != labels:
+        bs = bev.slices.get(name)
+        for k, output in enumerate(outputs):
+            clause = f"regression.accuracy.{name}" + (f".{output}" if k else "")
+            om = cs.outputs.get(output)
+            value = om.value if om is not None else cs.accuracy
+            metric = cev.outputs.get(output, cev.metric)
+            same_rows = bs is not None and bs.slice_id == cs.slice_id
+            b_rows, c_rows = bev.scores.get(name, {}).get(output), cev.scores.get(name, {}).get(output)
+            if om is not None and (metric == "top1" or metric.startswith("topk:")) and same_rows and b_rows and c_rows:
+                # right/wrong per row: McNemar on the discordant rows
+                ok = [1] * len(c_rows)
+                p, b, c = mcnemar_worse_p([int(r) for r in b_rows], [int(r) for r in c_rows], ok)
+                status = "fail" if p < ACCURACY_ALPHA else "pass"
+                note = f"{metric}: {b} inputs only the baseline got right, {c} only the candidate; one-sided p = {p:.3g}"
+                method = "paired, exact McNemar"
+            elif om is not None and same_rows and b_rows and c_rows and len(b_rows) == len(c_rows):
+                p, mean, lo, hi = paired_error_worse_p(b_rows, c_rows, om.higher_is_better)
+                status = "fail" if p < ACCURACY_ALPHA else "pass"
+                note = f"{metric}: candidate worse by {mean:.4g} per row (95% CI {lo:.4g} to {hi:.4g}); one-sided p = {p:.3g}"
+                method = "paired t on per-row differences"
+            elif k == 0 and cev.labels.get(name) and bev.labels.get(name) == cev.labels.get(name) and bev.predictions.get(name):
+                p, b, c = mcnemar_worse_p(bev.predictions[name], cev.predictions.get(name, []), cev.labels[name])
+                status = "fail" if p < ACCURACY_ALPHA else "pass"
+                note = f"{b} inputs only the baseline got right, {c} only the candidate; one-sided p = {p:.3g}"
+                method = "paired, exact McNemar"
+            else:
+                out.append(_unpaired(clause, value, "baseline and candidate lack paired per-row scores on the same slice"))
+                continue
+            base_om = bs.outputs.get(output) if bs is not None else None
             out.append(
                 ClauseResult(
-                    clause=f"regression.accuracy.{name}",
-                    status="unverified",
-                    value=cs.accuracy,
-                    budget=None,
-                    unit="acc",
-                    provenance="measured:evaluation",
-                    note="baseline and candidate lack paired predictions on the same labels",
+                    clause=clause,
+                    status=status,
+                    value=value,
+                    budget=base_om.value if base_om is not None else (bs.accuracy if bs is not None else None),
+                    unit=metric,
+                    provenance=f"measured:evaluation ({method})",
+                    note=note,
                 )
             )
-            continue
-        p, b, c = mcnemar_worse_p(bpred, cpred, labels)
-        worse = p < ACCURACY_ALPHA
-        out.append(
-            ClauseResult(
-                clause=f"regression.accuracy.{name}",
-                status="fail" if worse else "pass",
-                value=cs.accuracy,
-                budget=base.evaluation.slices[name].accuracy if name in base.evaluation.slices else None,
-                unit="acc",
-                provenance="measured:evaluation (paired, exact McNemar)",
-                note=f"{b} inputs only the baseline got right, {c} only the candidate; one-sided p = {p:.3g}",
-            )
-        )
     return out
 
 
@@ -292,8 +478,14 @@ def gate_target(
     base: RunRecord | None = None,
     allow_unverified: bool = False,
     today: date | None = None,
+    anchor: tuple[RunRecord, RunRecord] | None = None,
+    between: BetweenRun | None = None,
 ) -> Verdict:
     """One target's verdict: every contract clause, then regressions vs the baseline (if given).
+
+    ``anchor`` is (anchor release's run, candidate's run) measured interleaved in the same gate run,
+    for the contract's ``cumulative_*`` clauses. ``between`` is the host's between-run spread for
+    two measured runs made apart (record mode); the stated default where None.
 
     Waivers, the outcome and what would decide an undecided verdict follow the same rules as the
     contract's own clauses (``edgeproof.contract.apply_waivers``, ``edgeproof.records.outcome_of``).
@@ -313,9 +505,9 @@ def gate_target(
         )
     tol = contract.regression
     regressions: list[ClauseResult] = [
-        ratio_clause("p50", latency_ratio(base, cand, 0.50), tol.p50_pct, cand.latency_provenance),
-        ratio_clause("p95", latency_ratio(base, cand, 0.95), tol.p95_pct, cand.latency_provenance),
-        ratio_clause("p99", latency_ratio(base, cand, 0.99), tol.p99_pct, cand.latency_provenance),
+        ratio_clause("p50", latency_ratio(base, cand, 0.50, between), tol.p50_pct, cand.latency_provenance),
+        ratio_clause("p95", latency_ratio(base, cand, 0.95, between), tol.p95_pct, cand.latency_provenance),
+        ratio_clause("p99", latency_ratio(base, cand, 0.99, between), tol.p99_pct, cand.latency_provenance),
     ]
     regressions += [
         c
@@ -323,6 +515,7 @@ def gate_target(
         if c
     ]
     regressions += accuracy_clauses(base, cand)
+    regressions += cumulative_clauses(contract, anchor)
     regressions, applied, expired = apply_waivers(regressions, contract.waivers, cand.target.id, today, allow_unverified)
     clauses = verdict.clauses + regressions
     outcome = outcome_of(clauses, allow_unverified)
@@ -344,6 +537,7 @@ def gate_target(
             "waivers_applied": verdict.waivers_applied + applied,
             "waivers_expired": verdict.waivers_expired + expired,
             "regressions": [GateRegression.of(r) for r in regressions],
+            "advice": record_mode_advice(regressions, base, cand),
         }
     )
 
@@ -354,8 +548,12 @@ def gate(
     baselines: list[RunRecord] | None = None,
     allow_unverified: bool = False,
     today: date | None = None,
+    anchors: list[tuple[RunRecord, RunRecord]] | None = None,
+    between: BetweenRun | None = None,
 ) -> list[Verdict]:
-    """One verdict per candidate target (a board matrix), each against the baseline of the same target."""
+    """One verdict per candidate target (a board matrix), each against the baseline of the same target
+    (and the anchor pair of the same target, for cumulative clauses)."""
+    anchor_of = {pair[1].target.id: pair for pair in anchors or []}
     by_target: dict[str, RunRecord] = {}
     for b in baselines or []:
         if b.target.id in by_target:
@@ -369,7 +567,10 @@ def gate(
     orphan = set(by_target) - seen
     if orphan:
         raise RecordError(f"baseline(s) for target(s) {sorted(orphan)} have no candidate")
-    return [gate_target(contract, c, by_target.get(c.target.id), allow_unverified, today) for c in candidates]
+    return [
+        gate_target(contract, c, by_target.get(c.target.id), allow_unverified, today, anchor_of.get(c.target.id), between)
+        for c in candidates
+    ]
 
 
 def measure_pair(
@@ -382,22 +583,68 @@ def measure_pair(
     power_mode: str | None = None,
     firmware: str | Path | None = None,
     progress: Progress | None = None,
+    meter=None,
+    limits_pct: tuple[float, float] | None = None,
+    evaluate: bool = True,
+    options: ProfileOptions | None = None,
 ) -> tuple[RunRecord, RunRecord]:
     """Measure a baseline and a candidate model interleaved on ``target``'s runner (fresh session
     pairs, more pairs while a latency regression clause is still open) and attach the contract's
-    per-slice evaluation to each record. Returns (baseline, candidate), ready for ``gate``."""
+    per-slice evaluation to each record (unless ``evaluate`` is False). Returns (baseline,
+    candidate), ready for ``gate``. ``limits_pct`` are the p50 and p95 limits that decide when to
+    stop adding pairs (default: the contract's step tolerances); ``meter`` is an energy meter for
+    the host (e.g. an external CSV). Both arms are fed the same inputs: ``options``' (``--shape``,
+    ``--inputs``), else the contract's data rows and ``[model.feeds]`` at its ``[budgets] shape``."""
     from edgeproof.accuracy import evaluate_for_contract
-    from edgeproof.measure.runner import ProfileOptions
+    from edgeproof.measure.runner import feeds_for_contract
     from edgeproof.runners import runner_for
 
     ab = ab or InterleaveOptions()
-    decided = regression_decided(contract.regression.p50_pct, contract.regression.p95_pct, ab.blocks, ab.block_size)
-    options = ProfileOptions()
-    with runner_for(target, power_mode=power_mode, firmware=firmware) as runner:
+    p50_pct, p95_pct = limits_pct or (contract.regression.p50_pct, contract.regression.p95_pct)
+    decided = regression_decided(p50_pct, p95_pct, ab.blocks, ab.block_size)
+    options = feeds_for_contract(options or ProfileOptions(), contract)
+    with runner_for(target, power_mode=power_mode, firmware=firmware, meter=meter) as runner:
         models = (runner.prepare(baseline_model, options), runner.prepare(candidate_model, options))
         records = runner.run_ab(models[0], models[1], settings, options, ab, decided, progress)
+    if not evaluate:
+        return records[0], records[1]
     base, cand = (r.model_copy(update={"evaluation": evaluate_for_contract(contract, m.model)}) for r, m in zip(records, models))
     return base, cand
+
+
+def measure_anchor(
+    contract,
+    anchor_model: Model | str | Path,
+    candidate_model: Model | str | Path,
+    target: str = "host",
+    settings: RuntimeSettings | None = None,
+    ab: InterleaveOptions | None = None,
+    power_mode: str | None = None,
+    firmware: str | Path | None = None,
+    progress: Progress | None = None,
+    meter=None,
+    options: ProfileOptions | None = None,
+) -> tuple[RunRecord, RunRecord]:
+    """The anchor release's model and the candidate, interleaved on ``target`` in this run, for the
+    contract's ``cumulative_*`` clauses (pairs are added while those are undecided)."""
+    limits = contract.regression.cumulative_clauses()
+    p50 = limits.get("cumulative_p50", contract.regression.p50_pct)
+    p95 = limits.get("cumulative_p95", 1e6)  # no p95 limit: p95 never keeps the run going
+    return measure_pair(
+        contract,
+        anchor_model,
+        candidate_model,
+        target,
+        settings,
+        ab,
+        power_mode,
+        firmware,
+        progress,
+        meter,
+        (p50, p95),
+        evaluate=False,
+        options=options,
+    )
 
 
 def measure_and_gate(
@@ -409,7 +656,12 @@ def measure_and_gate(
     ab: InterleaveOptions | None = None,
     allow_unverified: bool = False,
     progress: Progress | None = None,
+    anchor_model: Model | str | Path | None = None,
 ) -> tuple[Verdict, RunRecord, RunRecord]:
-    """``measure_pair`` then ``gate_target``: the verdict and the two records it rests on."""
+    """``measure_pair`` (and ``measure_anchor`` when an anchor model is given) then ``gate_target``:
+    the verdict and the two records it rests on."""
     base, cand = measure_pair(contract, baseline_model, candidate_model, target, settings, ab, progress=progress)
-    return gate_target(contract, cand, base, allow_unverified), base, cand
+    anchor = None
+    if anchor_model is not None:
+        anchor = measure_anchor(contract, anchor_model, candidate_model, target, settings, ab, progress=progress)
+    return gate_target(contract, cand, base, allow_unverified, anchor=anchor), base, cand

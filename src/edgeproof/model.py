@@ -119,6 +119,22 @@ class Model:
     def opset(self) -> int:
         return opset_version(self.proto)
 
+    def with_input_shapes(self, shapes: dict[str, tuple[int, ...]]) -> Model:
+        """This model with its inputs' free dims set as in ``shapes`` (what an analysis of the graph
+        at one declared shape reads); the same file, hash and size. Itself when nothing is free."""
+        inputs = {vi.name: vi for vi in graph_inputs(self.proto)}
+        todo = [
+            name for name, shape in shapes.items() if name in inputs and any(is_free(d) for d in inputs[name].type.tensor_type.shape.dim)
+        ]
+        if not todo:
+            return self
+        proto = self.proto_copy()
+        for vi in graph_inputs(proto):
+            if vi.name in todo:
+                for d, size in zip(vi.type.tensor_type.shape.dim, shapes[vi.name]):
+                    d.dim_value = int(size)
+        return Model(path=self.path, proto=proto, sha256=self.sha256, size_bytes=self.size_bytes)
+
     def proto_copy(self) -> onnx.ModelProto:
         """A copy of the graph for a stage that edits it (converters and optimisers work in place)."""
         copy = onnx.ModelProto()
@@ -150,7 +166,7 @@ def dtype_name(elem_type: int) -> str:
 
 def _value_signature(v: onnx.ValueInfoProto) -> list:
     t = v.type.tensor_type
-    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+    dims = [dim_label(d) for d in t.shape.dim]
     return [v.name, dtype_name(t.elem_type), dims]
 
 
@@ -198,24 +214,57 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in inits]
 
 
+def is_free(dim: onnx.TensorShapeProto.Dimension) -> bool:
+    """A dimension the model leaves open: a name (``batch``, ``?``), nothing, or a non-positive size
+    (Paddle and some TF converters write a free dim as ``dim_value: -1``; ONNX Runtime treats it as free)."""
+    return not (dim.HasField("dim_value") and dim.dim_value > 0)
+
+
+def dim_label(dim: onnx.TensorShapeProto.Dimension) -> int | str:
+    """A dimension as the interface shows it: its size, else its name, else ``?``."""
+    return (dim.dim_param or "?") if is_free(dim) else int(dim.dim_value)
+
+
 def parse_shape_overrides(items: list[str] | None) -> dict[str, tuple[int, ...]]:
-    """Parse ``NAME=1,3,224,224`` strings from ``--shape``."""
+    """Parse ``NAME=1,3,224,224`` strings from ``--shape`` (``NAME=`` alone is a scalar)."""
     shapes: dict[str, tuple[int, ...]] = {}
     for item in items or []:
         name, sep, dims = item.partition("=")
         try:
-            parsed = tuple(int(d) for d in dims.split(",")) if sep else ()
+            parsed = tuple(int(d) for d in dims.split(",")) if sep and dims.strip() else ()
         except ValueError:
-            parsed = ()
-        if not name or not parsed or any(d <= 0 for d in parsed):
+            parsed = (0,)
+        if not name or not sep or any(d <= 0 for d in parsed):
             raise DataError(f"--shape {item!r}: expected NAME=D1,D2,... with positive integers")
         shapes[name] = parsed
     return shapes
 
 
+def _tensor_input(vi: onnx.ValueInfoProto) -> tuple[np.dtype, list[onnx.TensorShapeProto.Dimension]]:
+    if not vi.type.HasField("tensor_type"):
+        raise ModelError(f"input {vi.name!r}: only tensor inputs are supported (got {vi.type.WhichOneof('value')})")
+    ttype = vi.type.tensor_type
+    if ttype.elem_type not in _NP_DTYPES:
+        raise ModelError(f"input {vi.name!r}: element type {onnx.TensorProto.DataType.Name(ttype.elem_type)} is not supported")
+    return np.dtype(_NP_DTYPES[ttype.elem_type]), list(ttype.shape.dim)
+
+
+def _check_shape(vi: onnx.ValueInfoProto, shape: tuple[int, ...], given: str) -> None:
+    """Refuse a shape that does not fit the input: wrong rank, or a fixed dim given another size."""
+    _, declared = _tensor_input(vi)
+    shown = "[" + ", ".join(str(dim_label(d)) for d in declared) + "]"
+    if len(declared) != len(shape):
+        raise DataError(f"{given}: input {vi.name!r} has rank {len(declared)} {shown}, got shape {list(shape)}")
+    for i, (d, v) in enumerate(zip(declared, shape)):
+        if not is_free(d) and d.dim_value != v:
+            raise DataError(
+                f"{given}: input {vi.name!r} dim {i} is fixed at {d.dim_value} in the model {shown}, got {v} (shape {list(shape)})"
+            )
+
+
 def resolve_inputs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None, batch: int = 1) -> list[InputSpec]:
-    """Resolve every input's shape: overrides first, a symbolic leading dim becomes ``batch``,
-    and any other symbolic dim without an override is an error that names it."""
+    """Resolve every input's shape: overrides first, a free leading dim becomes ``batch``, and any
+    other free dim without an override is an error that names the input, the dim and the fix."""
     shapes = dict(shapes or {})
     inputs = graph_inputs(model)
     names = {vi.name for vi in inputs}
@@ -224,34 +273,22 @@ def resolve_inputs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | 
         raise DataError(f"--shape names unknown input(s) {unknown}; the model's inputs are {sorted(names)}")
     specs = []
     for vi in inputs:
-        ttype = vi.type.tensor_type
-        if not vi.type.HasField("tensor_type"):
-            raise ModelError(f"input {vi.name!r}: only tensor inputs are supported (got {vi.type.WhichOneof('value')})")
-        if ttype.elem_type not in _NP_DTYPES:
-            raise ModelError(f"input {vi.name!r}: element type {onnx.TensorProto.DataType.Name(ttype.elem_type)} is not supported")
-        dtype = np.dtype(_NP_DTYPES[ttype.elem_type])
+        dtype, declared = _tensor_input(vi)
         if vi.name in shapes:
-            dims = shapes[vi.name]
-            declared = list(ttype.shape.dim)
-            if len(declared) != len(dims):
-                raise DataError(f"--shape {vi.name}: model input has rank {len(declared)}, got {len(dims)} dims")
-            for i, (d, v) in enumerate(zip(declared, dims)):
-                if d.HasField("dim_value") and d.dim_value != v:
-                    raise DataError(f"--shape {vi.name}: dim {i} is fixed at {d.dim_value} in the model, got {v}")
-            specs.append(InputSpec(vi.name, dtype, dims))
+            _check_shape(vi, shapes[vi.name], f"--shape {vi.name}")
+            specs.append(InputSpec(vi.name, dtype, shapes[vi.name]))
             continue
-        resolved = []
-        for i, d in enumerate(ttype.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
+        resolved: list[int] = []
+        for i, d in enumerate(declared):
+            if not is_free(d):
                 resolved.append(int(d.dim_value))
             elif i == 0:
                 resolved.append(batch)
             else:
-                label = d.dim_param or "?"
+                hint = ",".join([*(str(x) for x in resolved), "N"] + ["..."] * (len(declared) - i - 1))
                 raise DataError(
-                    f"input {vi.name!r} dim {i} is symbolic ({label}); give it with --shape {vi.name}="
-                    + ",".join(str(x) for x in resolved + ["N"])
-                    + ",..."
+                    f"input {vi.name!r} dim {i} is free ({dim_label(d)}); give it with --shape {vi.name}={hint}, "
+                    f"feed real arrays (--inputs FILE.npz, the contract's [data]), or declare [budgets] shape"
                 )
         specs.append(InputSpec(vi.name, dtype, tuple(resolved)))
     return specs
@@ -269,35 +306,122 @@ def synthetic_feeds(specs: list[InputSpec], seed: int = 0) -> dict[str, np.ndarr
     return feeds
 
 
-def feeds_from_npz(path: str | Path, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
-    """Real samples from ``--inputs FILE.npz``: one array per input name, either one sample of the
-    input's shape or a stack of samples along a new leading axis. Returns one feed dict per sample."""
+Feeds = dict[str, np.ndarray]
+
+
+def _as_dtype(arr: np.ndarray, dtype: np.dtype, name: str, where: str) -> np.ndarray:
+    if arr.dtype == dtype:
+        return arr
+    if np.can_cast(arr.dtype, dtype, casting="same_kind"):
+        return arr.astype(dtype)
+    raise DataError(f"{where}: array {name!r} is {arr.dtype}, the input needs {dtype}")
+
+
+def assemble_feeds(
+    model: onnx.ModelProto,
+    stacks: dict[str, np.ndarray],
+    constants: dict[str, np.ndarray] | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    where: str = "inputs",
+    missing_hint: str = "",
+) -> tuple[list[InputSpec], list[Feeds]]:
+    """Feeds for every model input from arrays the user gave: ``stacks[name]`` holds samples along a
+    new leading axis (each sample one run's full input, batch included; a stack of one is fed to
+    every run), ``constants[name]`` one value fed to every run (the contract's ``[model.feeds]``). The arrays fix every free dim; a
+    fixed dim must match, a declared ``shapes`` entry must agree. An input with neither is a
+    DataError that names it (``missing_hint`` says where it could come from)."""
+    constants = constants or {}
+    shapes = shapes or {}
+    inputs = graph_inputs(model)
+    names = [vi.name for vi in inputs]
+    stray = sorted(set(shapes) - set(names))
+    if stray:
+        raise DataError(f"--shape names unknown input(s) {stray}; the model's inputs are {names}")
+    specs: list[InputSpec] = []
+    per_input: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for vi in inputs:
+        dtype, _ = _tensor_input(vi)
+        if vi.name in stacks:
+            stack = np.asarray(stacks[vi.name])
+            if len(stack) != 1:  # one sample is fed to every run, beside a stack of others
+                counts[vi.name] = len(stack)
+        elif vi.name in constants:
+            stack = np.asarray(constants[vi.name])[None].astype(dtype)
+        else:
+            raise DataError(f"{where}: no array for input {vi.name!r} (the model's inputs are {names}){missing_hint}")
+        sample = tuple(int(d) for d in stack.shape[1:])
+        _check_shape(vi, sample, where)
+        if vi.name in shapes and shapes[vi.name] != sample:
+            raise DataError(
+                f"{where}: input {vi.name!r} is declared at shape {list(shapes[vi.name])} but its arrays have shape {list(sample)}; "
+                "give arrays of the declared shape or drop the declared shape"
+            )
+        per_input[vi.name] = _as_dtype(stack, dtype, vi.name, where)
+        specs.append(InputSpec(vi.name, dtype, sample))
+    sizes = set(counts.values())
+    if 0 in sizes or len(sizes) > 1:
+        raise DataError(f"{where}: inputs hold different or zero sample counts {dict(sorted(counts.items()))}")
+    n = sizes.pop() if sizes else 1
+    feeds = [{name: np.ascontiguousarray(stack[i if name in counts else 0]) for name, stack in per_input.items()} for i in range(n)]
+    return specs, feeds
+
+
+def samples_as_stack(arr: np.ndarray, vi: onnx.ValueInfoProto) -> np.ndarray:
+    """An array given for one input as a stack of samples: rank of the input → one sample, one
+    more → a stack along the first axis."""
+    _, declared = _tensor_input(vi)
+    if arr.ndim == len(declared):
+        return arr[None]
+    if arr.ndim == len(declared) + 1:
+        return arr
+    shown = "[" + ", ".join(str(dim_label(d)) for d in declared) + "]"
+    raise DataError(
+        f"array {vi.name!r} has shape {list(arr.shape)}; input {vi.name!r} is {shown}: give one sample of that rank or a stack (N, ...)"
+    )
+
+
+def rows_as_stack(rows: np.ndarray, vi: onnx.ValueInfoProto) -> np.ndarray:
+    """A dataset's rows for one input as a stack of batch-1 samples: a row lacks the batch axis
+    (rank of the input less one), or is the whole input when the input has no batch axis."""
+    _, declared = _tensor_input(vi)
+    if rows.ndim == len(declared):  # (N, *row) with row one rank short: add the batch axis
+        return rows[:, None]
+    if rows.ndim == len(declared) + 1:
+        return rows
+    shown = "[" + ", ".join(str(dim_label(d)) for d in declared) + "]"
+    raise DataError(f"rows for input {vi.name!r} have shape {list(rows.shape[1:])}; the input is {shown}")
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file; an unreadable one is one DataError line."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            return {k: npz[k] for k in npz.files}
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npz ({first_line(exc)})") from None
-    missing = [s.name for s in specs if s.name not in arrays]
-    if missing:
-        raise DataError(f"{path}: no array for input(s) {missing}; it holds {sorted(arrays)}")
-    stacks: dict[str, np.ndarray] = {}
-    for spec in specs:
-        arr = arrays[spec.name]
-        if tuple(arr.shape) == spec.shape:
-            arr = arr[None]
-        elif tuple(arr.shape[1:]) != spec.shape:
-            raise DataError(f"{path}: array {spec.name!r} has shape {arr.shape}, the input needs {spec.shape} or (N,)+{spec.shape}")
-        if arr.dtype != spec.dtype:
-            if np.can_cast(arr.dtype, spec.dtype, casting="same_kind"):
-                arr = arr.astype(spec.dtype)
-            else:
-                raise DataError(f"{path}: array {spec.name!r} is {arr.dtype}, the input needs {spec.dtype}")
-        stacks[spec.name] = arr
-    counts = {len(a) for a in stacks.values()}
-    if len(counts) != 1 or 0 in counts:
-        raise DataError(f"{path}: inputs hold different or zero sample counts {sorted(counts)}")
-    n = counts.pop()
-    return [{name: np.ascontiguousarray(a[i]) for name, a in stacks.items()} for i in range(n)]
+
+
+def feeds_from_npz(
+    path: str | Path,
+    model: onnx.ModelProto,
+    constants: dict[str, np.ndarray] | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+) -> tuple[list[InputSpec], list[Feeds]]:
+    """Real samples from ``--inputs FILE.npz``: one array per input name, either one sample of the
+    input's rank or a stack of samples along a new leading axis. The arrays fix every free dim;
+    an input missing from the file may come from ``constants`` (the contract's ``[model.feeds]``)."""
+    arrays = read_npz(path)
+    by_name = {vi.name: vi for vi in graph_inputs(model)}
+    stacks = {}
+    for name, arr in arrays.items():
+        if name in by_name:
+            try:
+                stacks[name] = samples_as_stack(arr, by_name[name])
+            except DataError as exc:
+                raise DataError(f"{path}: {exc}") from None
+    hint = f"; it holds {sorted(arrays)}: add an array named like the input, or give it in the contract as [model.feeds.NAME]"
+    return assemble_feeds(model, stacks, constants, shapes, where=str(path), missing_hint=hint)

@@ -111,6 +111,8 @@ class NodeRecord(_Record):
     provider: str
     time_us: float | None = None
     flops: float | None = None
+    # bytes the node wrote per run (ONNX Runtime's output_size), where the profile says
+    output_bytes: float | None = None
 
 
 class Placement(_Record):
@@ -169,27 +171,55 @@ class FitnessCheck(_Record):
     detail: str = ""
 
 
+class OutputMetrics(_Record):
+    """One output judged on one slice by its contract metric, against the float reference.
+
+    A higher-is-better metric (top1, topk:K, cosine, a user score) has ``drop_pp`` = (reference −
+    value)·100; a lower-is-better one (mse, mae, a user error) has ``increase`` = value − reference and
+    ``increase_pct`` relative to the reference (None when the reference's error is 0 and this one is not)."""
+
+    metric: str
+    higher_is_better: bool
+    value: float
+    reference_value: float
+    drop_pp: float | None = None
+    increase: float | None = None
+    increase_pct: float | None = None
+    agreement: float
+
+
 class SliceMetrics(_Record):
+    """A slice's headline figures (the first judged output: ``accuracy`` is its metric's value and
+    ``drop_pp`` its worsening, in points for a rate or percent for an error), and every judged output."""
+
     slice_id: str
     n: int
     accuracy: float
     reference_accuracy: float
     drop_pp: float
     agreement: float
-    mean_confidence: float
-    confidence_shift: float
+    # top-class probability: only for an output of class scores (None for a regression head)
+    mean_confidence: float | None
+    confidence_shift: float | None
     # nominal slice's mean confidence minus this slice's (same model); None on nominal or without one
     confidence_drop: float | None = None
+    outputs: dict[str, OutputMetrics] = Field(default_factory=dict)
 
 
 class Evaluation(_Record):
     dataset_id: str
     reference_sha256: str
+    # what the slices were judged by: "top1", or "output:metric, ..." for several outputs
     metric: str = "top1"
+    # output -> metric name, and output -> whether higher is better (empty in records before them)
+    outputs: dict[str, str] = Field(default_factory=dict)
+    higher_is_better: dict[str, bool] = Field(default_factory=dict)
     slices: dict[str, SliceMetrics]
     # per-slice predictions (class indices) kept so a gate can test paired differences
     predictions: dict[str, list[int]] = Field(default_factory=dict)
     labels: dict[str, list[int]] = Field(default_factory=dict)
+    # slice -> output -> per-row metric scores (correct 0/1, a row's error, ...) for paired gate tests
+    scores: dict[str, dict[str, list[float]]] = Field(default_factory=dict)
 
 
 class HostFitness(_Record):
@@ -406,6 +436,49 @@ class Simulation(_Record):
     model_cost: ModelCost
     assumptions: list[str] = Field(default_factory=list)
     host_profile: HostProfileRef | None = None
+    # The board profile's error against published figures: a simulated quantile q lies, at that
+    # validation's coverage, within [q/(1+rel), q*(1+rel)]. Shown beside the point; clauses judge the point.
+    latency_interval_rel: float | None = None
+    latency_interval_basis: str = ""
+
+
+class StageTiming(_Record):
+    """One stage of an end-to-end inference (pre, copy_in, model, copy_out, post, or the total):
+    its per-inference time and its share of the mean end-to-end time."""
+
+    name: str
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    share: float
+    provenance: str
+
+
+class Copies(_Record):
+    """Host↔device copies of one inference: count, bytes and time. Measured from ONNX Runtime's
+    profile (MemcpyToHost / MemcpyFromHost nodes) or simulated (a board's partition boundaries)."""
+
+    count: int
+    bytes: float | None
+    time_ms: float | None
+    provenance: str
+
+
+class Stages(_Record):
+    """End-to-end timing by stage with the contract's pipeline: ``stages`` in order plus ``total``
+    (pre + copy in + model + copy out + post per inference, timed together on one fresh session).
+    ``unavailable`` says why there is no timing (a simulated board cannot run a Python step)."""
+
+    pipeline_sha256: str | None = None
+    pipeline: str = ""
+    n: int = 0
+    stages: list[StageTiming] = Field(default_factory=list)
+    total: StageTiming | None = None
+    unavailable: str | None = None
+
+    def stage(self, name: str) -> StageTiming | None:
+        return next((s for s in self.stages if s.name == name), None)
 
 
 class RunRecord(_Record):
@@ -443,6 +516,10 @@ class RunRecord(_Record):
     fitness: HostFitness | None = None
     # what the runner noticed about this run beyond latency statistics (simulator warnings, …)
     warnings: list[str] = Field(default_factory=list)
+    # end-to-end timing by pipeline stage (a contract with [pipeline]); None without a pipeline
+    stages: Stages | None = None
+    # host↔device copies seen in ONNX Runtime's profile (non-CPU providers)
+    copies: Copies | None = None
 
     @model_validator(mode="after")
     def _summary_matches_samples(self) -> RunRecord:
@@ -731,6 +808,7 @@ class Verdict(_Record):
     waivers_expired: list[WaiverUse] = Field(default_factory=list)
     regressions: list[GateRegression] = Field(default_factory=list)
     contract_sha256: str | None = None
+    advice: list[str] = Field(default_factory=list)  # what would make the evidence stronger (e.g. `gate --measure`)
 
     @model_validator(mode="before")
     @classmethod

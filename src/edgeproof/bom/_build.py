@@ -102,6 +102,27 @@ def _metadata_properties(inputs: BomInputs) -> dict[str, str]:
         "contract.path": str(contract.path) if contract and contract.path else s.unavailable("contract file not given"),
         "runs": json.dumps(sorted(r.run_id for r in inputs.runs)),
         s.VALIDATION_PROPERTY: s.VALIDATED,
+        **(inputs.lineage.properties() if inputs.lineage is not None else {}),
+        **_pipeline_properties(inputs),
+    }
+
+
+def _pipeline_properties(inputs: BomInputs) -> dict[str, str]:
+    """The contract's ``[pipeline]`` recipe and hash (files it names included): what turns sensor data
+    into the model's input is part of the release. Nothing when the contract has no pipeline."""
+    from edgeproof.accuracy import contract_pipeline
+    from edgeproof.contract import load_contract
+
+    if inputs.contract is None or inputs.contract.path is None:
+        return {}
+    pipeline = contract_pipeline(load_contract(inputs.contract.path))
+    if pipeline is None:
+        return {}
+    recipe = pipeline.recipe()
+    return {
+        "pipeline.sha256": pipeline.sha256,
+        "pipeline.recipe": json.dumps(recipe["spec"], sort_keys=True),
+        "pipeline.steps": pipeline.describe(),
     }
 
 
@@ -192,13 +213,22 @@ def _build_info(run: RunRecord) -> str:
 
 
 def _extra_matching(extra: dict[str, str], word: str) -> str | None:
-    """Fingerprint extras whose key names ``word`` (``cuda_driver``, ``compiler``), as ``key=value`` pairs."""
-    found = [f"{k}={v}" for k, v in sorted(extra.items()) if word in k.lower()]
+    """Fingerprint extras whose key names ``word`` (``driver_nvidia``, ``compiler_onnxruntime_build``)
+    and that were found, as ``key=value`` pairs; None when none was found."""
+    found = [f"{k}={v}" for k, v in sorted(extra.items()) if word in k.lower() and not v.startswith("unavailable")]
     return "; ".join(found) or None
 
 
+def _absent(extra: dict[str, str], word: str, fallback: str) -> str:
+    """Why no ``word`` fact exists: the reasons the fingerprint gave, else ``fallback`` (older records)."""
+    reasons = [
+        v.removeprefix("unavailable:").strip() for k, v in sorted(extra.items()) if word in k.lower() and v.startswith("unavailable")
+    ]
+    return s.unavailable("; ".join(reasons) if reasons else fallback)
+
+
 def runtime_properties(run: RunRecord) -> dict[str, str]:
-    """Runtime, provider, compiler, driver and firmware versions a target ran with; unknown ones say why."""
+    """Runtime, provider, compiler, driver, board and firmware versions a target ran with; unknown ones say why."""
     firmware = (run.target.firmware or {}).get("version")
     fw = str(firmware) if firmware is not None else s.unavailable("no firmware profile in the run record")
     if run.kind == "simulated":
@@ -213,13 +243,19 @@ def runtime_properties(run: RunRecord) -> dict[str, str]:
         }
     env, provider = run.env, run.settings.provider
     on_cpu = " on the CPU" if provider == "CPUExecutionProvider" else ""
+    extra = env.extra
+    compiler = _extra_matching(extra, "compiler") or (
+        f"onnxruntime build {extra['onnxruntime_build']}" if "onnxruntime_build" in extra else None
+    )
     return {
         "runtime.onnxruntime": env.onnxruntime,
         "runtime.build": _build_info(run),
         "runtime.execution_provider": provider,
-        "runtime.compiler": _extra_matching(env.extra, "compiler") or s.unavailable("no compiler version in the environment fingerprint"),
-        "runtime.driver": _extra_matching(env.extra, "driver")
-        or s.unavailable(f"no driver version in the environment fingerprint ({provider} runs{on_cpu})"),
+        "runtime.compiler": compiler or _absent(extra, "compiler", "no compiler version in the environment fingerprint"),
+        "runtime.driver": _extra_matching(extra, "driver")
+        or _absent(extra, "driver", f"no driver version in the environment fingerprint ({provider} runs{on_cpu})"),
+        "platform.board": _extra_matching(extra, "board") or _absent(extra, "board", "no board model in the environment fingerprint"),
+        "platform.kernel": extra.get("kernel_release") or env.os,
         "firmware.version": fw,
     }
 

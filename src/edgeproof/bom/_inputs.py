@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeproof.bom._lineage import Lineage
 from edgeproof.errors import ModelError, RecordError
 from edgeproof.model import sha256_file
 from edgeproof.records import RunRecord, Verdict, load_record, load_verdicts
@@ -31,6 +32,7 @@ class BomInputs:
     recipe: Recipe | None
     contract: FileRef | None
     source: FileRef | None
+    lineage: Lineage | None = None
 
 
 def recipe_of(record: RunRecord) -> Recipe | None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 # Each module registers its commands on `app` when imported.
 from edgeproof.cli import (
+    agent_cmd,  # noqa: E402,F401
     bom_cmd,  # noqa: E402,F401
     contract_cmd,  # noqa: E402,F401
     core,  # noqa: E402,F401
+    farm_cmd,  # noqa: E402,F401
     gate_cmd,  # noqa: E402,F401
     inspect_cmd,  # noqa: E402,F401
     optimize_cmd,  # noqa: E402,F401

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edgeproof.errors import EdgeproofError
 from edgeproof.outcome import EXIT_BAD_INPUT
@@ -34,7 +35,8 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except EdgeproofError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escaped: messages name contract tables ([model.feeds], [budgets]) that are not markup
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         except OSError as exc:
             # A path the user gave that cannot be read or written (a folder for a file, no permission,

@@ -38,9 +38,27 @@ def build(
     ] = None,
     contract: Annotated[Path | None, typer.Option("--contract", help="The budget contract (TOML) the release was gated on.")] = None,
     model: Annotated[Path | None, typer.Option("--model", help="The model file (default: the path the run recorded).")] = None,
+    predecessor: Annotated[
+        Path | None, typer.Option("--predecessor", help="BOM of the release this one follows (its lineage: predecessor and anchor).")
+    ] = None,
+    re_anchor_owner: Annotated[
+        str | None,
+        typer.Option("--re-anchor-owner", help="Make this release the lineage's new anchor: who decides (with --re-anchor-reason)."),
+    ] = None,
+    re_anchor_reason: Annotated[
+        str | None, typer.Option("--re-anchor-reason", help="Why the drift up to this release is accepted.")
+    ] = None,
 ) -> None:
-    """Build a CycloneDX 1.6 ML-BOM (model card, recipe, runtime, firmware, contract, evaluation, verdicts)."""
-    facts = build_bom(run, out, verdict or [], contract, model)
+    """Build a CycloneDX 1.6 ML-BOM (model card, recipe, runtime, firmware, contract, evaluation, verdicts, lineage)."""
+    from datetime import date
+
+    from edgeproof.bom import ReAnchor
+    from edgeproof.errors import DataError
+
+    if (re_anchor_owner is None) != (re_anchor_reason is None) or (re_anchor_owner is not None and not re_anchor_owner.strip()):
+        raise DataError("re-anchoring needs both --re-anchor-owner NAME and --re-anchor-reason TEXT")
+    anchor = None if re_anchor_owner is None else ReAnchor(re_anchor_owner, re_anchor_reason or "", date.today())
+    facts = build_bom(run, out, verdict or [], contract, model, predecessor, anchor)
     console.print(
         f"wrote {out}: CycloneDX 1.6 ML-BOM of {facts.model_name} (sha256 {facts.model_sha256[:12]}…), "
         f"{len(facts.targets)} target(s); schema check: {facts.schema_validation}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -16,12 +16,16 @@ from edgeproof import history
 from edgeproof.cli._app import app, console, user_errors
 from edgeproof.errors import DataError
 from edgeproof.measure.doctor import check_host
-from edgeproof.measure.runner import ProfileOptions
+from edgeproof.measure.runner import ProfileOptions, feeds_for_contract
 from edgeproof.measure.session import provider_name
+from edgeproof.measure.stages import stage_options, with_stages
 from edgeproof.model import parse_shape_overrides
 from edgeproof.outcome import OUTCOME_WORDS, exit_code
 from edgeproof.records import RunRecord, RuntimeSettings, Verdict, save_record
 from edgeproof.runners import runner_for
+
+if TYPE_CHECKING:
+    from edgeproof.contract import Contract
 
 ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.")]
 ScenarioOpt = Annotated[str, typer.Option("--scenario", help="single-stream | periodic:HZ | server:HZ (Poisson) | offline")]
@@ -32,14 +36,44 @@ SessionsOpt = Annotated[int, typer.Option("--sessions", min=1, help="Minimum fre
 SamplesOpt = Annotated[int, typer.Option("--samples", min=20, help="Timed inferences per session (capped by the time budget).")]
 BudgetOpt = Annotated[float, typer.Option("--time-budget", min=1.0, help="Seconds after which no further session starts.")]
 EngineOpt = Annotated[str, typer.Option("--engine", help="builtin (lean loop) or loadgen (MLPerf LoadGen, VALID/INVALID kept).")]
-ShapeOpt = Annotated[list[str] | None, typer.Option("--shape", help="NAME=D1,D2,... for symbolic dims (repeatable).")]
-InputsOpt = Annotated[Path | None, typer.Option("--inputs", help=".npz with one array per input name (real samples).")]
+ShapeOpt = Annotated[list[str] | None, typer.Option("--shape", help="NAME=D1,D2,... fixing an input's free dims (repeatable).")]
+InputsOpt = Annotated[
+    Path | None, typer.Option("--inputs", help=".npz with one array per input name (real samples; they fix every free dim).")
+]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the record as JSON here.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Refuse to measure on an unfit host.")]
 DeadlineOpt = Annotated[float | None, typer.Option("--deadline-ms", help="Deadline for periodic/server (default: the period).")]
 TargetOpt = Annotated[str, typer.Option("--target", help="host, or a board id from `edgeproof targets` (simulated).")]
 PowerModeOpt = Annotated[str | None, typer.Option("--power-mode", help="Simulated board only: one of its power modes.")]
 FirmwareOpt = Annotated[Path | None, typer.Option("--firmware", help="Simulated board only: firmware profile TOML.")]
+PowerCsvOpt = Annotated[
+    Path | None,
+    typer.Option("--power-csv", help="Host only: an external power meter's CSV log (time + power or cumulative energy) read for energy."),
+]
+PowerColumnOpt = Annotated[
+    str | None, typer.Option("--power-column", help="The --power-csv column to read (e.g. power_mw, energy_j; default: found by name).")
+]
+
+
+def external_meter(power_csv: Path | None, power_column: str | None):
+    """The ``--power-csv`` meter, its CSV checked now (a bad file is one line, exit 2, before anything is
+    measured); None without ``--power-csv``."""
+    from edgeproof.measure.meters.external_csv import ExternalCsvMeter, load_meter_csv
+
+    if power_csv is None:
+        if power_column is not None:
+            raise DataError("--power-column needs --power-csv FILE")
+        return None
+    load_meter_csv(power_csv, value_column=power_column)
+    return ExternalCsvMeter(power_csv, value_column=power_column)
+
+
+def resolve_target_id(target: str) -> str:
+    """The full id of ``--target`` (``host``, or the one board a prefix names)."""
+    from edgeproof.targets import get_target
+    from edgeproof.targets.host import HOST_ID
+
+    return target if target == HOST_ID or target.startswith("device:") else get_target(target).id
 
 
 @contextmanager
@@ -71,9 +105,13 @@ def measure(
     deadline_ms: float | None,
     power_mode: str | None = None,
     firmware: Path | None = None,
+    power_csv: Path | None = None,
+    power_column: str | None = None,
+    contract: Contract | None = None,
 ) -> RunRecord:
     """Profile on the host, or simulate on a catalog board (at the scenario's rate, in the power mode
-    and firmware given); the record lands in the history."""
+    and firmware given); the record lands in the history. With a ``contract``, runs are fed its
+    data's rows and ``[model.feeds]`` at its ``[budgets] shape`` (``--shape``/``--inputs`` win)."""
     if opt_level not in ("disable", "basic", "extended", "all"):
         raise DataError(f"--opt-level {opt_level!r}: expected disable, basic, extended or all")
     if engine not in ("builtin", "loadgen"):
@@ -91,10 +129,16 @@ def measure(
         inputs_npz=str(inputs) if inputs else None,
         strict=strict,
     )
-    with runner_for(target, power_mode=power_mode, firmware=firmware, strict=strict) as runner:
+    if contract is not None:
+        from edgeproof.accuracy import contract_dataset
+
+        dataset = contract_dataset(contract)
+        options = stage_options(feeds_for_contract(options, contract, dataset), contract, dataset)
+    meter = external_meter(power_csv, power_column)
+    with runner_for(target, power_mode=power_mode, firmware=firmware, strict=strict, meter=meter) as runner:
         verb = "profiling" if runner.kind == "measured" else "simulating"
         with progress_bar(f"{verb} {model.name} on {runner.target_id}") as update:
-            record = runner.run(runner.prepare(model, options), settings, options, update)
+            record = with_stages(runner.run(runner.prepare(model, options), settings, options, update), options, runner.target_id)
     history.append(record)
     return record
 
@@ -145,12 +189,35 @@ def render_run(record: RunRecord) -> None:
     console.print(table)
     for i, why in enumerate(reasons, 1):
         console.print(f"[{i}] {why}", highlight=False)
+    render_stages(record)
     for w in lat.warnings:
         console.print(f"[yellow]warning:[/] {w}")
+    for w in record.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if record.fitness and not record.fitness.fit:
         for c in record.fitness.checks:
             if not c.ok:
                 console.print(f"[yellow]host unfit:[/] {c.name} = {c.value}: {c.detail}")
+
+
+def render_stages(record: RunRecord) -> None:
+    """The pipeline's end-to-end time by stage, when the record has it (or why it has not)."""
+    st = record.stages
+    if st is None:
+        return
+    if st.total is None:
+        console.print(f"pipeline stages: unavailable ({st.unavailable})", highlight=False)
+        return
+    console.print(f"pipeline: {st.pipeline}", highlight=False)
+    table = Table(title=f"end to end by stage ({st.n} inferences, one row each)")
+    for col, justify in (("stage", "left"), ("p50", "right"), ("p95", "right"), ("share", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for t in [*st.stages, st.total]:
+        table.add_row(t.name, f"{t.p50_ms:.3f} ms", f"{t.p95_ms:.3f} ms", f"{t.share:.0%}")
+    console.print(table)
+    if record.copies is not None and record.copies.count:
+        c = record.copies
+        console.print(f"copies: {c.count} Memcpy nodes, {c.bytes or 0:.0f} B, {c.time_ms or 0:.3f} ms ({c.provenance})", highlight=False)
 
 
 def _short(text: str, width: int = 64) -> str:
@@ -166,7 +233,12 @@ def render_verdict(verdict: Verdict) -> None:
     for c in verdict.clauses:
         fmt = lambda v, unit=c.unit: "—" if v is None else f"{v:.4g} {unit}"
         status = f"[{colours[c.status]}]{c.status}[/]" + ("" if c.hard else " (soft)")
-        table.add_row(c.clause, status, fmt(c.value), fmt(c.budget), fmt(c.margin), _short(c.provenance))
+        budget = fmt(c.budget) + (f" {c.budget_from}" if c.budget_from and c.budget_from.startswith("[budgets.") else "")
+        if c.clause == "model.inputs" and c.value is not None:
+            # a check, not a quantity: say what was checked
+            table.add_row(c.clause, status, escape(c.note.split("; binding")[0]), "—", "—", _short(c.provenance))
+            continue
+        table.add_row(c.clause, status, fmt(c.value), escape(budget), fmt(c.margin), _short(c.provenance))
     console.print(table)
     if verdict.binding_clause:
         console.print(f"binding clause: [bold]{verdict.binding_clause}[/]")
@@ -178,6 +250,8 @@ def render_verdict(verdict: Verdict) -> None:
         console.print(f"[yellow]waiver not applied:[/] {escape(w.sentence(expired=True))}", highlight=False, soft_wrap=True)
     for why in verdict.undecided_because:
         console.print(f"[yellow]could not decide:[/] {escape(why)}", highlight=False, soft_wrap=True)
+    for advice in verdict.advice:
+        console.print(f"[yellow]advice:[/] {escape(advice)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -216,8 +290,16 @@ def profile(
     strict: StrictOpt = False,
     power_mode: PowerModeOpt = None,
     firmware: FirmwareOpt = None,
+    power_csv: PowerCsvOpt = None,
+    power_column: PowerColumnOpt = None,
+    contract: Annotated[
+        Path | None,
+        typer.Option("--contract", help="Feed the contract's data and time its [pipeline] end to end by stage (no verdict)."),
+    ] = None,
 ) -> None:
     """Measure a model: latency percentiles with intervals, cold start, peak RSS, energy, placement."""
+    from edgeproof.contract import load_contract
+
     record = measure(
         model,
         target,
@@ -235,6 +317,9 @@ def profile(
         deadline_ms,
         power_mode,
         firmware,
+        power_csv,
+        power_column,
+        contract=load_contract(contract) if contract is not None else None,
     )
     render_run(record)
     if json_out:
@@ -266,6 +351,8 @@ def check(
     strict: StrictOpt = False,
     power_mode: PowerModeOpt = None,
     firmware: FirmwareOpt = None,
+    power_csv: PowerCsvOpt = None,
+    power_column: PowerColumnOpt = None,
 ) -> None:
     """Profile, then judge every contract clause: exit 0 pass, 1 fail, 2 bad input, 3 could not decide."""
     from edgeproof.accuracy import evaluate_for_contract
@@ -275,7 +362,7 @@ def check(
     record = measure(
         model,
         target,
-        scenario or spec.scenario,
+        scenario or spec.scenario_for(resolve_target_id(target)),
         threads,
         provider,
         opt_level,
@@ -289,6 +376,9 @@ def check(
         deadline_ms,
         power_mode,
         firmware,
+        power_csv,
+        power_column,
+        contract=spec,
     )
     evaluation = evaluate_for_contract(spec, model)
     if evaluation is not None:

@@ -8,8 +8,21 @@ from typing import Annotated
 import typer
 
 from edgeproof.cli._app import app, console, user_errors
-from edgeproof.cli.core import FirmwareOpt, PowerModeOpt, TargetOpt, ThreadsOpt, progress_bar, render_verdict
+from edgeproof.cli.core import (
+    FirmwareOpt,
+    InputsOpt,
+    PowerColumnOpt,
+    PowerCsvOpt,
+    PowerModeOpt,
+    ShapeOpt,
+    TargetOpt,
+    ThreadsOpt,
+    external_meter,
+    progress_bar,
+    render_verdict,
+)
 from edgeproof.errors import DataError
+from edgeproof.model import sha256_file
 from edgeproof.outcome import OUTCOME_WORDS, exit_code, overall
 from edgeproof.records import RunRecord, load_record, save_record, write_atomic
 
@@ -32,16 +45,29 @@ def gate(
         ),
     ] = 30,
     threads: ThreadsOpt = 1,
+    shape: ShapeOpt = None,
+    inputs: InputsOpt = None,
     target: TargetOpt = "host",
     power_mode: PowerModeOpt = None,
     firmware: FirmwareOpt = None,
+    anchor_bom: Annotated[
+        Path | None,
+        typer.Option("--anchor-bom", help="With --measure: BOM of the release in the field; its lineage names the anchor release."),
+    ] = None,
+    anchor_model: Annotated[
+        Path | None,
+        typer.Option("--anchor-model", help="With --measure: the anchor release's model, measured interleaved with the candidate."),
+    ] = None,
+    power_csv: PowerCsvOpt = None,
+    power_column: PowerColumnOpt = None,
     allow_unverified: Annotated[bool, typer.Option("--allow-unverified")] = False,
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder for gate.md, gate.junit.xml, gate.sarif, gate.json (and measured records).")
     ] = None,
 ) -> None:
     """Gate a release: every contract clause, plus regression vs baseline (latency ratio intervals,
-    paired accuracy test, memory, energy, new CPU-fallback nodes)."""
+    paired accuracy test, memory, energy, new CPU-fallback nodes, and drift vs the lineage's anchor
+    release with --anchor-bom/--anchor-model)."""
     from edgeproof.contract import load_contract
     from edgeproof.gate import gate as run_gate
     from edgeproof.gate_output import to_json, to_junit, to_markdown, to_sarif
@@ -49,24 +75,70 @@ def gate(
     spec = load_contract(contract)
     candidates: list[RunRecord] = [load_record(p) for p in candidate or []]
     baselines: list[RunRecord] = [load_record(p) for p in baseline or []]
+    anchors: list[tuple[RunRecord, RunRecord]] = []
+    anchor_path = _anchor_model(anchor_bom, anchor_model)
+    if anchor_path is not None and not measure:
+        raise DataError("--anchor-bom/--anchor-model need --measure: the anchor and the candidate are measured interleaved in this run")
     if measure:
         from edgeproof.gate import measure_pair
         from edgeproof.measure.interleaved import InterleaveOptions
+        from edgeproof.measure.runner import ProfileOptions
+        from edgeproof.model import parse_shape_overrides
         from edgeproof.records import RuntimeSettings
+
+        fed = ProfileOptions(shapes=parse_shape_overrides(shape), inputs_npz=str(inputs) if inputs else None)
 
         ab = InterleaveOptions(pairs=pairs, max_pairs=max(pairs, max_pairs))
         with progress_bar(f"interleaved A/B on {target}") as update:
             base_rec, cand_rec = measure_pair(
-                spec, measure[0], measure[1], target, RuntimeSettings(intra_op_threads=threads), ab, power_mode, firmware, update
+                spec,
+                measure[0],
+                measure[1],
+                target,
+                RuntimeSettings(intra_op_threads=threads),
+                ab,
+                power_mode,
+                firmware,
+                update,
+                options=fed,
+                meter=external_meter(power_csv, power_column),
             )
         baselines.append(base_rec)
         candidates.append(cand_rec)
+        if anchor_path is not None and sha256_file(anchor_path) == base_rec.model.sha256:
+            anchors.append((base_rec, cand_rec))  # the baseline is the anchor: the same interleaved pair
+        elif anchor_path is not None:
+            from edgeproof.gate import measure_anchor
+
+            with progress_bar(f"anchor vs candidate, interleaved on {target}") as update:
+                anchor_pair = measure_anchor(
+                    spec,
+                    anchor_path,
+                    measure[1],
+                    target,
+                    RuntimeSettings(intra_op_threads=threads),
+                    ab,
+                    power_mode,
+                    firmware,
+                    update,
+                    meter=external_meter(power_csv, power_column),
+                    options=fed,
+                )
+            anchors.append(anchor_pair)
+            if out:
+                save_record(anchor_pair[0], out / "anchor.run.json")
         if out:
             save_record(base_rec, out / "baseline.run.json")
             save_record(cand_rec, out / "candidate.run.json")
     if not candidates:
         raise DataError("nothing to gate: give --candidate RUN.json or --measure BASELINE_MODEL CANDIDATE_MODEL")
-    verdicts = run_gate(spec, candidates, baselines, allow_unverified=allow_unverified)
+    between = None
+    if candidates and baselines and not measure:
+        from edgeproof import history
+        from edgeproof.gate import between_run_from_history
+
+        between = between_run_from_history(history.load_runs(), candidates[0])
+    verdicts = run_gate(spec, candidates, baselines, allow_unverified=allow_unverified, anchors=anchors, between=between)
     for v in verdicts:
         render_verdict(v)
     if out:
@@ -79,3 +151,20 @@ def gate(
     outcome = overall(v.outcome for v in verdicts)
     console.print(f"[bold]{OUTCOME_WORDS[outcome]}[/] ({len(verdicts)} target{'s' if len(verdicts) != 1 else ''})")
     raise typer.Exit(exit_code(outcome))
+
+
+def _anchor_model(anchor_bom: Path | None, anchor_model: Path | None) -> Path | None:
+    """The anchor release's model file: ``--anchor-model``, else the one the ``--anchor-bom`` lineage
+    names; its bytes must hash to the anchor's sha256 the BOM records."""
+    if anchor_bom is None:
+        return anchor_model
+    from edgeproof.bom import anchor_of, read_bom
+
+    sha, recorded, _ = anchor_of(read_bom(anchor_bom))
+    path = anchor_model or (Path(recorded) if recorded else None)
+    if path is None or not path.is_file():
+        raise DataError(f"{anchor_bom}: the anchor model ({sha[:12]}…) is not at {recorded}; give it with --anchor-model FILE")
+    found = sha256_file(path)
+    if found != sha:
+        raise DataError(f"{path}: sha256 {found[:12]}… is not the anchor release's model ({sha[:12]}…) named by {anchor_bom}")
+    return path

@@ -10,9 +10,20 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgeproof.cli._app import app, console, user_errors
-from edgeproof.cli.core import JsonOpt, ModelArg, ProviderOpt, SamplesOpt, SessionsOpt, progress_bar, render_verdict
+from edgeproof.cli.core import (
+    InputsOpt,
+    JsonOpt,
+    ModelArg,
+    ProviderOpt,
+    SamplesOpt,
+    SessionsOpt,
+    ShapeOpt,
+    progress_bar,
+    render_verdict,
+)
 from edgeproof.errors import DataError
 from edgeproof.measure.session import provider_name
+from edgeproof.model import parse_shape_overrides
 from edgeproof.outcome import exit_code
 from edgeproof.records import Figure, save_record
 from edgeproof.search import Candidate, Explanation, SearchOptions, SearchResult, TargetOutcome, default_threads, write_artifacts
@@ -63,11 +74,32 @@ def _feasible_cell(cand: Candidate) -> str:
     return f"{word}: {cand.verdict.binding_clause}{more}"
 
 
-def render_candidates(result: SearchResult, outcome: TargetOutcome) -> None:
-    table = Table(title=f"candidates on {outcome.target} (★ Pareto front, → chosen)")
-    for col in ("", "id", "variant", "settings", "p50 ms", "p95 ms", "worst drop pp", "RSS MiB", "energy mJ", "feasible"):
+def _stage_cell(cand: Candidate) -> str:
+    if cand.pruned:
+        return f"pruned ({cand.pruned_kind}, {cand.stage})"
+    return {"full": "full", "timed": "timed", "screened": "screened"}[cand.stage]
+
+
+def render_race(outcome: TargetOutcome) -> None:
+    race = outcome.race
+    if race is None:
+        return
+    console.print(
+        f"race on {outcome.target}: {race.raced} candidates raced, {race.pruned} pruned ({race.pruned_slower} clearly slower on "
+        f"{race.binding_metric or 'the binding quantity'}, {race.pruned_budget} over a hard budget with certainty), "
+        f"{race.timed} timed in fresh sessions, {race.measured_full} measured in full"
+        + (f", {race.not_reached} not reached" if race.not_reached else ""),
+        highlight=False,
+    )
+
+
+def render_candidates(result: SearchResult, outcome: TargetOutcome, show_all: bool = False) -> None:
+    shown = [cid for cid in outcome.candidates if show_all or cid == outcome.selection.chosen or cid in outcome.pareto]
+    which = "all" if show_all else "Pareto front and chosen; --all shows every one"
+    table = Table(title=f"candidates on {outcome.target} ({which}; ★ Pareto front, → chosen)")
+    for col in ("", "id", "variant", "settings", "p50 ms", "p95 ms", "worst drop pp", "RSS MiB", "energy mJ", "feasible", "stage"):
         table.add_column(col, justify="right" if col.endswith(("ms", "pp", "MiB")) else "left")
-    for cid in outcome.candidates:
+    for cid in shown:
         cand = result.candidate(cid)
         mark = ("→" if cid == outcome.selection.chosen else " ") + ("★" if cand.pareto else " ")
         drop = _cell(cand.figures["accuracy_drop_pp"], 2) + (f" ({cand.worst_slice})" if cand.worst_slice else "")
@@ -82,13 +114,21 @@ def render_candidates(result: SearchResult, outcome: TargetOutcome) -> None:
             _cell(cand.figures["peak_rss_mib"]),
             _energy_cell(cand.figures["energy_mj_per_inference"]),
             _feasible_cell(cand),
+            _stage_cell(cand),
         )
-    console.print(table)
-    front = ", ".join(outcome.pareto)
+    if shown:
+        console.print(table)
+    full = sum(result.candidate(cid).measured_in_full for cid in outcome.candidates)
+    front = ", ".join(outcome.pareto) or "none"
     console.print(
-        f"Pareto front of all {len(outcome.candidates)} candidates over {', '.join(outcome.pareto_axes) or 'no axis'}: {front}",
+        f"Pareto front of the {full} candidates measured in full over {', '.join(outcome.pareto_axes) or 'no axis'}: {front}",
         highlight=False,
     )
+    if show_all:
+        for cid in outcome.candidates:
+            cand = result.candidate(cid)
+            if cand.pruned:
+                console.print(f"  [dim]{cid} pruned: {escape(cand.pruned)}[/]", highlight=False)
     for note in outcome.pareto_notes:
         console.print(f"  [dim]{escape(note)}[/]", highlight=False)
 
@@ -109,8 +149,22 @@ def render_choice(result: SearchResult, outcome: TargetOutcome) -> None:
     )
     if sel.vs_fp32 is not None:
         cmp = sel.vs_fp32
-        line = f"  vs fp32 ({cmp.fp32_candidate}): p50 ×{cmp.p50_ratio:.2f}, p95 ×{cmp.p95_ratio:.2f}"
+        line = f"  vs fp32 ({cmp.fp32_candidate}): p50 ×{cmp.p50_ratio:.3f}"
+        if cmp.p50_interval is not None:
+            line += f" (95% CI {cmp.p50_interval[0]:.3f}–{cmp.p50_interval[1]:.3f})"
+        line += f", p95 ×{cmp.p95_ratio:.3f}"
+        if cmp.p95_interval is not None:
+            line += f" (95% CI {cmp.p95_interval[0]:.3f}–{cmp.p95_interval[1]:.3f})"
+        line += f" — {escape(cmp.method)}"
         console.print(line + (f" — [yellow]slower than fp32[/] because {escape(cmp.why)}" if cmp.slower else ""), highlight=False)
+    for c in outcome.confirmations:
+        won = "tie" if c.winner is None else c.winner
+        console.print(
+            f"  confirmed interleaved ({c.role}): {c.pick} / {c.rival} p50 ×{c.p50.ratio:.3f} (95% CI {c.p50.low:.3f}–{c.p50.high:.3f}), "
+            f"p95 ×{c.p95.ratio:.3f} ({c.p95.low:.3f}–{c.p95.high:.3f}), {c.pairs} pairs → {won}: {escape(c.decided_by)}"
+            + (f"; {escape(c.note)}" if c.note else ""),
+            highlight=False,
+        )
     for note in sel.notes:
         console.print(f"  [dim]{escape(note)}[/]", highlight=False)
     render_verdict(cand.verdict)
@@ -150,20 +204,22 @@ def render_explanation(result: SearchResult, outcome: TargetOutcome, exp: Explan
         console.print(f"  [dim]{escape(note)}[/]", highlight=False)
 
 
-def render_search(result: SearchResult) -> None:
+def render_search(result: SearchResult, show_all: bool = False) -> None:
     cached = sum(v.cache_hit for v in result.variants)
+    full = sum(c.measured_in_full for c in result.candidates)
     console.print(
-        f"optimize {Path(result.model.path).name}: {len(result.variants)} variants, {len(result.candidates)} candidates measured "
-        f"in {result.elapsed_s:.0f} s; {cached}/{len(result.variants)} variants from cache",
+        f"optimize {Path(result.model.path).name}: {len(result.variants)} variants, {len(result.candidates)} candidates raced, "
+        f"{full} measured in full, in {result.elapsed_s:.0f} s; {cached}/{len(result.variants)} variants from cache",
         highlight=False,
     )
     for note in result.notes:
         console.print(f"  [dim]{escape(note)}[/]", highlight=False)
     if result.skipped:
         reasons = sorted({s.reason for s in result.skipped})
-        console.print(f"[yellow]{len(result.skipped)} candidates not measured:[/] {'; '.join(reasons)}", highlight=False)
+        console.print(f"[yellow]{len(result.skipped)} candidates not measured in full:[/] {'; '.join(reasons)}", highlight=False)
     for outcome in result.outcomes:
-        render_candidates(result, outcome)
+        render_race(outcome)
+        render_candidates(result, outcome, show_all)
         if outcome.outcome == "pass":
             render_choice(result, outcome)
             continue
@@ -191,8 +247,12 @@ def optimize(
     ] = None,
     max_candidates: Annotated[int | None, typer.Option("--max-candidates", min=1, help="Measure at most this many candidates.")] = None,
     time_budget: Annotated[
-        float, typer.Option("--time-budget", min=1.0, help="Seconds after which no further candidate is measured.")
+        float,
+        typer.Option("--time-budget", min=1.0, help="Seconds for the whole search: building, racing and confirming the pick."),
     ] = 240.0,
+    show_all: Annotated[bool, typer.Option("--all", help="List every candidate raced, not only the Pareto front and the pick.")] = False,
+    shape: ShapeOpt = None,
+    inputs: InputsOpt = None,
     sessions: SessionsOpt = 3,
     samples: SamplesOpt = 200,
     provider: ProviderOpt = "cpu",
@@ -225,13 +285,17 @@ def optimize(
         time_budget_s=time_budget,
         allow_unverified=allow_unverified,
         data=data,
+        shapes=parse_shape_overrides(shape),
+        inputs_npz=str(inputs) if inputs else None,
         cache_dir=cache_dir,
         provider=provider_name(provider),
     )
+    # a live bar shows nothing in a CI log: there, one line per phase with counts and elapsed time
+    on_phase = None if console.is_terminal else (lambda line: console.print(escape(line), highlight=False))
     with progress_bar(f"optimizing {model.name}") as update:
-        outcome = run_search(model, spec, options, progress=update)
+        outcome = run_search(model, spec, options, progress=update, on_phase=on_phase)
     write_artifacts(outcome, out)
-    render_search(outcome.result)
+    render_search(outcome.result, show_all)
     console.print(f"artifacts in {out}/ (search.json, runs/, chosen-*.onnx)", highlight=False)
     if json_out:
         save_record(outcome.result, json_out)

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from edgeproof.cli._app import app, console, user_errors
-from edgeproof.cli.core import progress_bar
+from edgeproof.cli.core import InputsOpt, ShapeOpt, progress_bar
 from edgeproof.errors import TargetError
 from edgeproof.records import RunRecord, save_record, write_atomic
 
@@ -110,6 +110,8 @@ def simulate(
     ambient: Annotated[float | None, typer.Option("--ambient", help="Ambient temperature in °C for the soak.")] = None,
     rate: Annotated[float | None, typer.Option("--rate", help="Periodic load in inferences/s (default: back to back).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the jitter model.")] = 0,
+    shape: ShapeOpt = None,
+    inputs: InputsOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the RunRecord (or validation report) as JSON here.")] = None,
     validate_host: Annotated[
         bool, typer.Option("--validate-host", help="Measure the digits variants on this host and compare with the host profile.")
@@ -123,11 +125,20 @@ def simulate(
         return
     if model is None:
         raise TargetError("give a MODEL to simulate (or --validate-host)")
+    from edgeproof.measure.runner import ProfileOptions, input_feeds
+    from edgeproof.model import Model, parse_shape_overrides
     from edgeproof.simulate import simulate_run
 
+    loaded = Model.load(model)
+    fed: dict[str, list[int]] = {}
+    if shape or inputs:
+        # the board is simulated at the shapes given (free dims fixed by --shape or by the arrays)
+        specs, _ = input_feeds(loaded, ProfileOptions(shapes=parse_shape_overrides(shape), inputs_npz=str(inputs) if inputs else None))
+        fed = {spec.name: list(spec.shape) for spec in specs}
+        loaded = loaded.with_input_shapes({name: tuple(dims) for name, dims in fed.items()})
     with progress_bar(f"simulating {model.name} on {target}") as update:
         record = simulate_run(
-            model,
+            loaded,
             target,
             power_mode=power_mode,
             firmware=firmware,
@@ -141,6 +152,8 @@ def simulate(
             host_profile_path=host_profile,
             progress=update,
         )
+    if fed:
+        record = record.model_copy(update={"inputs": fed})
     _print_record(record)
     if json_out is not None:
         save_record(record, json_out)
@@ -148,12 +161,17 @@ def simulate(
 
 
 def _print_record(record: RunRecord) -> None:
+    from edgeproof.simulate.run import latency_interval_ms
+
     label = record.latency_provenance
     lat = record.latency
     console.print(f"[bold]{record.model.name}[/] on [bold]{record.target.id}[/] [yellow]({label})[/]", highlight=False)
     console.print(
         f"  latency p50 {lat.p50_ms:.3f} ms  p95 {lat.p95_ms:.3f} ms  p99 {lat.p99_ms:.3f} ms  ({lat.n_samples} simulated samples)"
     )
+    band = latency_interval_ms(record, "p50_ms")
+    if band is not None and record.simulation is not None:
+        console.print(f"  p50 interval {band[0]:.3f}–{band[1]:.3f} ms (profile error {record.simulation.latency_interval_basis})", highlight=False)
     for name in ("load_time_ms", "peak_rss_mib", "energy_mj_per_inference", "sustained_w", "temperature_c"):
         console.print(f"  {name}: {getattr(record, name).label()}", highlight=False)
     sim = record.simulation

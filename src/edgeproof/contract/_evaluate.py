@@ -11,7 +11,7 @@ from edgeproof.contract._fields import parse_scenario
 from edgeproof.contract._model import Contract, HardClause, Waiver
 from edgeproof.contract._units import dimension_for, to_canonical
 from edgeproof.errors import RecordError
-from edgeproof.figures import figures_of, slice_provenance
+from edgeproof.figures import deadline_miss_figure, figures_of, jitter_figure, slice_provenance
 from edgeproof.records import ClauseResult, Figure, RunRecord, ScenarioResult, Verdict, WaiverUse, outcome_of
 
 
@@ -35,7 +35,7 @@ def evaluate(contract: Contract, record: RunRecord, today: date | None = None, a
     ``unverified``. Waivers follow ``apply_waivers``. ``today`` defaults to the local date and
     decides which waivers have expired. The outcome follows ``edgeproof.records.outcome_of``.
     """
-    judged = [_judge(clause, _observe(clause, contract, record)) for clause in contract.hard_clauses()]
+    judged = [_judge(clause, _observe(clause, contract, record)) for clause in contract.hard_clauses(record.target.id)]
     results, applied, expired = apply_waivers(judged, contract.waivers, record.target.id, today or date.today(), allow_unverified)
     outcome = outcome_of(results, allow_unverified)
     results, binding = _mark_binding(results, allow_unverified)
@@ -100,6 +100,8 @@ _SESSIONS = "measure at least two sessions on each side, or both models with `ga
 _DECIDERS = {
     "budgets.p95_ms": _SCENARIO,
     "budgets.p99_ms": _SCENARIO,
+    "budgets.jitter_ms": _SCENARIO,
+    "budgets.deadline_miss_frac": "measure under the contract's periodic:HZ or server:HZ scenario",
     "budgets.energy_mj_per_inference": _POWER_METER,
     "budgets.sustained_w": _POWER_METER,
     "budgets.temperature_c": "measure where a temperature sensor reads it",
@@ -139,9 +141,14 @@ def _observe(clause: HardClause, contract: Contract, record: RunRecord) -> _Obse
     if section == "model":
         return _observe_interface(contract, record)
     if section == "slices":
-        return _observe_slice(name.removesuffix(".max_drop_pp"), record)
+        return _observe_slice(name, record)
+    scenario = contract.scenario_for(record.target.id)
+    if name in ("p95_ms", "p99_ms") and contract.budgets.scope == "pipeline":
+        return _observe_pipeline_latency(name, scenario, record)
     if name in ("p95_ms", "p99_ms"):
-        return _observe_latency(name, contract.budgets.scenario, record)
+        return _observe_latency(name, scenario, record)
+    if name in _SCENARIO_FIGURES:
+        return _observe_scenario_figure(name, scenario, record)
     figure = figures_of(record).get(name)
     if figure is not None:
         return _observe_figure(name, figure, record.run_id)
@@ -158,6 +165,22 @@ def _observe_latency(name: str, scenario: str, record: RunRecord) -> _Observed:
     if interval is None:
         return _Observed(value, record.latency_provenance)
     return _Observed(value, record.latency_provenance, upper=interval.high, upper_label=f"{interval.level:.0%} CI upper bound")
+
+
+_SCENARIO_FIGURES = {"jitter_ms": jitter_figure, "deadline_miss_frac": deadline_miss_figure}
+
+
+def _observe_scenario_figure(name: str, scenario: str, record: RunRecord) -> _Observed:
+    """``jitter_ms`` and ``deadline_miss_frac``: figures that mean something only under the scenario the budget names."""
+    figure = _SCENARIO_FIGURES[name](record)
+    mismatch = _scenario_mismatch(scenario, record.scenario)
+    if mismatch is not None:
+        shown = "" if figure.value is None else f" (its {name} is {figure.value:.4g})"
+        return _Observed(None, figure.provenance, (f"{mismatch}{shown}",))
+    observed = _observe_figure(name, figure, record.run_id)
+    if figure.interval is None or observed.value is None:
+        return observed
+    return _Observed(observed.value, observed.provenance, observed.notes, upper=figure.interval[1], upper_label="95% CI upper bound")
 
 
 def _scenario_mismatch(budget_scenario: str, ran: ScenarioResult) -> str | None:
@@ -195,8 +218,15 @@ def _observe_interface(contract: Contract, record: RunRecord) -> _Observed:
             None, "unavailable:the record does not carry the model's inputs", ("no data: record made before inputs were recorded",)
         )
     problems = refused_inputs(contract.model.inputs, record.model.io)
-    note = "; ".join(problems) if problems else f"accepts {', '.join(contract.model.inputs)} as declared"
-    return _Observed(float(len(problems)), where, (note,))
+    return _Observed(float(len(problems)), where, (inputs_summary(len(contract.model.inputs), problems),))
+
+
+def inputs_summary(declared: int, problems: list[str]) -> str:
+    """What ``model.inputs`` checked, in words: ``1 input declared, accepted`` or ``2 inputs declared, 1 refused: …``."""
+    head = f"{declared} input{'s' if declared != 1 else ''} declared"
+    if not problems:
+        return f"{head}, {'accepted' if declared == 1 else 'all accepted'}"
+    return f"{head}, {len(problems)} refused: {'; '.join(problems)}"
 
 
 def _observe_figure(name: str, figure: Figure, run_id: str) -> _Observed:
@@ -211,18 +241,44 @@ def _observe_figure(name: str, figure: Figure, run_id: str) -> _Observed:
     return _Observed(value, figure.provenance, upper=upper)
 
 
-def _observe_slice(name: str, record: RunRecord) -> _Observed:
+def _observe_pipeline_latency(name: str, scenario: str, record: RunRecord) -> _Observed:
+    """A pipeline-scoped latency budget: the end-to-end p95/p99 of pre + model + post (``record.stages``)."""
+    stages = record.stages
+    if stages is None or stages.total is None:
+        why = stages.unavailable if stages is not None and stages.unavailable else "the record has no pipeline timing by stage"
+        return _Observed(None, f"unavailable:{why}", (f"no data: {why}; the budget's scope is the pipeline",))
+    mismatch = _scenario_mismatch(scenario, record.scenario)
+    if mismatch is not None:
+        return _Observed(None, stages.total.provenance, (mismatch,))
+    note = f"pipeline scope: end to end over {stages.n} inferences ({stages.pipeline})"
+    return _Observed(getattr(stages.total, name), stages.total.provenance, (note,))
+
+
+def _observe_slice(clause: str, record: RunRecord) -> _Observed:
+    """``<slice>.<unit>`` (the first judged output) or ``<slice>.outputs.<output>.<unit>``."""
+    from edgeproof.evaluate import floor_value
+
+    head, _, unit = clause.rpartition(".")
+    name, _, output = head.partition(".outputs.")
     evaluation = record.evaluation
     if evaluation is None:
         return _Observed(None, "unavailable:no evaluation in the record", ("no data: the record was not evaluated on the slices",))
     metrics = evaluation.slices.get(name)
     if metrics is None:
         return _Observed(None, "unavailable:slice not evaluated", (f"no data: slice {name!r} is not in the evaluation",))
-    note = (
-        f"{evaluation.metric} {metrics.accuracy:.2%} vs reference {metrics.reference_accuracy:.2%} "
-        f"on {metrics.n} samples of {evaluation.dataset_id}"
-    )
-    return _Observed(metrics.drop_pp, slice_provenance(metrics.slice_id), (note,))
+    key = output or next(iter(evaluation.outputs), None)
+    om = metrics.outputs.get(key) if key is not None else None
+    value = floor_value(evaluation, name, output or None, unit)
+    if om is None:
+        note = (
+            f"{evaluation.metric} {metrics.accuracy:.2%} vs reference {metrics.reference_accuracy:.2%} "
+            f"on {metrics.n} samples of {evaluation.dataset_id}"
+        )
+    else:
+        note = f"{key} by {om.metric} {om.value:.4g} vs reference {om.reference_value:.4g} on {metrics.n} samples of {evaluation.dataset_id}"
+    if value is None:
+        return _Observed(None, "unavailable:metric has no such figure", (f"no data: {note} has no {unit}",))
+    return _Observed(value, slice_provenance(metrics.slice_id), (note,))
 
 
 def _judge(clause: HardClause, observed: _Observed) -> ClauseResult:
@@ -232,6 +288,10 @@ def _judge(clause: HardClause, observed: _Observed) -> ClauseResult:
         notes.append(f"{observed.upper_label} {observed.upper:.4g} {clause.unit}{over}")
     if observed.value is None:
         status, margin = "unverified", None
+    elif observed.provenance.startswith("estimated:"):
+        # A stand-in estimate is shown, never judged: the clause needs a counted or measured figure.
+        status, margin = "unverified", None
+        notes.insert(0, f"estimated figure {observed.value:.4g} {clause.unit}, not judged (the simulator could not count the model's cost)")
     else:
         margin = clause.budget - observed.value
         status = "pass" if margin >= 0 else "fail"
@@ -244,6 +304,7 @@ def _judge(clause: HardClause, observed: _Observed) -> ClauseResult:
         margin=margin,
         provenance=observed.provenance,
         note="; ".join(notes),
+        budget_from=clause.source or None,
     )
 
 
@@ -255,20 +316,34 @@ def _relative_margin(result: ClauseResult) -> float:
     return 0.0 if result.margin >= 0 else -math.inf
 
 
+def _numeric(result: ClauseResult) -> bool:
+    """A clause with a quantity and a budget above zero, whose margin means something relative to it.
+    ``model.inputs`` (a check, not a quantity) and zero budgets ("none at all") are not."""
+    return result.clause != "model.inputs" and result.budget is not None and result.budget > 0
+
+
 def _mark_binding(results: list[ClauseResult], allow_unverified: bool) -> tuple[list[ClauseResult], str | None]:
-    """Pick the binding clause and say in its note why it binds."""
+    """Pick the binding clause and say in its note why it binds: the failing clause furthest over its
+    budget (relative to it); else a clause without data that blocks the verdict; else the hard numeric
+    clause with the smallest margin relative to its budget (a check such as ``model.inputs`` or a
+    zero budget only when no numeric clause passes)."""
     failing = [r for r in results if r.status == "fail"]
     blocking_unverified = [r for r in results if r.status == "unverified" and not allow_unverified]
     passing = [r for r in results if r.status == "pass"]
+    numeric = [r for r in passing if _numeric(r)]
     if failing:
-        chosen = min(failing, key=_relative_margin)
+        failing_numeric = [r for r in failing if _numeric(r)] or failing
+        chosen = min(failing_numeric, key=_relative_margin)
         why = f"binding: worst relative margin of the failing clauses ({_percent(_relative_margin(chosen))} of budget)"
     elif blocking_unverified:
         chosen = blocking_unverified[0]
         why = "binding: no failing clause, but this one has no data and blocks the verdict"
-    elif passing:
-        chosen = min(passing, key=_relative_margin)
+    elif numeric:
+        chosen = min(numeric, key=_relative_margin)
         why = f"binding: smallest relative headroom of the passing clauses ({_percent(_relative_margin(chosen))} of budget)"
+    elif passing:
+        chosen = passing[0]
+        why = "binding: the only kind of clause set (no numeric budget above zero)"
     else:
         return results, None
     out = [r.model_copy(update={"note": "; ".join(filter(None, [r.note, why]))}) if r is chosen else r for r in results]

@@ -169,6 +169,30 @@ def _cross_check(contract: Contract) -> list[tuple[Loc, str]]:
                 )
             )
     problems.extend(_slice_problems(contract))
+    problems.extend(_metric_problems(contract))
+    return problems
+
+
+def _metric_problems(contract: Contract) -> list[tuple[Loc, str]]:
+    """A floor in a unit its output's metric cannot have (a drop in points on an error, an increase on
+    a rate), a floor on an output no metric judges, a pipeline-scoped budget without a pipeline."""
+    problems: list[tuple[Loc, str]] = []
+    judged = list(contract.evaluation.outputs)
+    for name, spec in contract.slices.items():
+        for output, unit, _ in spec.floors():
+            loc: Loc = ("slices", name, unit) if output is None else ("slices", name, "outputs", output, unit)
+            if output is not None and output not in judged:
+                known = ", ".join(judged) or "none: add [evaluation.outputs.<name>]"
+                problems.append((loc[:-1], f"output {output!r} is not judged by any metric (judged: {known})"))
+                continue
+            metric, high = contract.metric_of(output), contract.higher_is_better(output)
+            which = f"output {output!r}" if output is not None else "the first judged output"
+            if high and unit != "max_drop_pp":
+                problems.append((loc, f"{which} is judged by {metric} (higher is better): give its floor as max_drop_pp"))
+            elif not high and unit == "max_drop_pp":
+                problems.append((loc, f"{which} is judged by {metric} (lower is better): give max_increase or max_increase_pct"))
+    if contract.budgets.scope == "pipeline" and contract.pipeline is None:
+        problems.append((("budgets", "scope"), 'scope = "pipeline" needs a [pipeline] table to time'))
     return problems
 
 

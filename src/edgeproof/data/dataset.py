@@ -1,6 +1,10 @@
 """Datasets: load arrays from an .npz or a Python entry point, validate them, record their IDs.
 
 A dataset has named parts, each inputs ``x`` (float, first axis = rows) and integer labels ``y``.
+A model with several inputs reads them by input name: ``x_<part>__<input>`` arrays in an .npz, or
+a dict ``{input: rows}`` in place of ``x`` from an entry point; the first becomes ``x`` (what slice
+transforms work on) and the rest ride along row for row. Inputs the data does not hold (a
+recurrent state, a sample rate) come from the contract's ``[model.feeds]``.
 Two parts are required and must share no row:
 
 * ``calibration``: what static quantization calibrates on;
@@ -21,7 +25,7 @@ import hashlib
 import importlib.util
 import zipfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,7 @@ import numpy as np
 
 from edgeproof.data.ids import content_id, row_digests
 from edgeproof.errors import DataError, ModelError, first_line
-from edgeproof.model import Model, as_model, graph_inputs, graph_of
+from edgeproof.model import Model, as_model, dim_label, graph_inputs, graph_of
 
 CALIBRATION = "calibration"
 EVALUATION = "test"
@@ -38,16 +42,28 @@ REQUIRED_PARTS = (CALIBRATION, EVALUATION)
 
 @dataclass(frozen=True)
 class Part:
-    """One part of a dataset: float32 inputs, int64 labels and their content ID."""
+    """One part of a dataset: float32 inputs, int64 labels and their content ID.
+
+    ``x_input`` is the model input ``x`` feeds (None: the model's one input the data feeds);
+    ``more`` holds further inputs by name, row for row with ``x``.
+    """
 
     name: str
     x: np.ndarray
     y: np.ndarray
     id: str
+    x_input: str | None = None
+    more: dict[str, np.ndarray] = field(default_factory=dict)
+    # per-output labels beyond ``y`` (``y_<part>__<output>``), integer classes or float targets
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
         return len(self.y)
+
+    def rows(self) -> dict[str, np.ndarray]:
+        """Every input array by model input name; ``x`` without a name is under ``""``."""
+        return {self.x_input or "": self.x, **self.more}
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,9 @@ class Dataset:
     source: str
     parts: dict[str, Part]
     id: str
+    # the contract's pipeline (edgeproof.data.pipeline.Pipeline): parts then hold raw sensor rows,
+    # which slices transform and preprocess before the model sees them
+    pipeline: Any = None
 
     @property
     def calibration(self) -> Part:
@@ -82,7 +101,25 @@ class Dataset:
 
 
 def make_part(name: str, x: Any, y: Any, where: str) -> Part:
-    """Validate one part's arrays (one DataError line for each way they can be wrong)."""
+    """Validate one part's arrays (one DataError line for each way they can be wrong). ``x`` may be
+    a dict of arrays by model input name (a model with several inputs); ``y`` a dict of labels by
+    output name, the first becoming ``y`` and the rest ``labels``."""
+    if isinstance(y, dict):
+        if not y:
+            raise DataError(f"{where}: part {name!r} has no labels")
+        (_, primary), *others = y.items()
+        part = make_part(name, x, primary, where)
+        labels = {str(k): _label_rows(name, str(k), v, part.n, where) for k, v in others}
+        arrays = [("id", np.frombuffer(part.id.encode(), np.uint8)), *((f"y__{k}", v) for k, v in sorted(labels.items()))]
+        return replace(part, labels=labels, id=content_id(arrays))
+    if isinstance(x, dict):
+        if not x:
+            raise DataError(f"{where}: part {name!r} has no inputs")
+        (x_input, first), *rest = x.items()
+        part = make_part(name, first, y, where)
+        more = {str(k): _more_rows(name, str(k), v, part.n, where) for k, v in rest}
+        arrays = [("x", part.x), ("y", part.y), *((f"x__{k}", v) for k, v in sorted(more.items()))]
+        return Part(name=name, x=part.x, y=part.y, id=content_id(arrays), x_input=str(x_input) or None, more=more)
     if x is None:
         raise DataError(f"{where}: part {name!r} has no inputs")
     if y is None:
@@ -94,15 +131,39 @@ def make_part(name: str, x: Any, y: Any, where: str) -> Part:
         raise DataError(f"{where}: part {name!r} inputs have shape {list(x.shape)}; need rows along the first axis")
     if len(x) == 0:
         raise DataError(f"{where}: part {name!r} is empty")
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{where}: part {name!r} labels must be a 1-D integer array, got {y.dtype} {list(y.shape)}")
+    if y.ndim < 1 or y.dtype.kind not in "biuf" or (y.ndim > 1 and y.dtype.kind != "f"):
+        raise DataError(
+            f"{where}: part {name!r} labels must be a 1-D integer array (classes) or float targets, got {y.dtype} {list(y.shape)}"
+        )
     if len(y) != len(x):
         raise DataError(f"{where}: part {name!r} has {len(x)} inputs but {len(y)} labels")
     if not np.isfinite(x).all():
         raise DataError(f"{where}: part {name!r} inputs contain NaN or infinity")
     x32 = np.ascontiguousarray(x, dtype=np.float32)
-    y64 = np.ascontiguousarray(y, dtype=np.int64)
+    y64 = np.ascontiguousarray(y, dtype=np.float32 if y.dtype.kind == "f" else np.int64)
     return Part(name=name, x=x32, y=y64, id=content_id([("x", x32), ("y", y64)]))
+
+
+def _more_rows(part: str, input_name: str, rows: Any, n: int, where: str) -> np.ndarray:
+    """One more input's rows: numbers, one per row of the part, finite."""
+    rows = np.asarray(rows)
+    if rows.dtype.kind not in "biuf":
+        raise DataError(f"{where}: part {part!r} input {input_name!r} is {rows.dtype}, not numbers")
+    if rows.ndim < 1 or len(rows) != n:
+        raise DataError(f"{where}: part {part!r} input {input_name!r} has shape {list(rows.shape)}, need {n} rows along the first axis")
+    if rows.dtype.kind == "f" and not np.isfinite(rows).all():
+        raise DataError(f"{where}: part {part!r} input {input_name!r} contains NaN or infinity")
+    return np.ascontiguousarray(rows)
+
+
+def _label_rows(part: str, output: str, rows: Any, n: int, where: str) -> np.ndarray:
+    """One output's labels: integer classes (int64) or float targets (float32), one per row, finite."""
+    rows = np.asarray(rows)
+    if rows.dtype.kind not in "biuf" or rows.ndim < 1 or len(rows) != n:
+        raise DataError(f"{where}: part {part!r} labels {output!r} are {rows.dtype} {list(rows.shape)}; need {n} rows of numbers")
+    if rows.dtype.kind == "f" and not np.isfinite(rows).all():
+        raise DataError(f"{where}: part {part!r} labels {output!r} contain NaN or infinity")
+    return np.ascontiguousarray(rows, dtype=np.float32 if rows.dtype.kind == "f" else np.int64)
 
 
 def make_dataset(source: str, parts: dict[str, Part]) -> Dataset:
@@ -112,7 +173,13 @@ def make_dataset(source: str, parts: dict[str, Part]) -> Dataset:
             raise DataError(f"{source}: no {name!r} part (need {' and '.join(REQUIRED_PARTS)})")
     check_disjoint(parts, source)
     ordered = dict(sorted(parts.items()))
-    dataset_id = content_id([(f"{name}.{k}", a) for name, p in ordered.items() for k, a in (("x", p.x), ("y", p.y))])
+    dataset_id = content_id(
+        [
+            (f"{name}.{k}", a)
+            for name, p in ordered.items()
+            for k, a in (("x", p.x), ("y", p.y), *((f"y__{o}", v) for o, v in sorted(p.labels.items())))
+        ]
+    )
     return Dataset(source=source, parts=ordered, id=dataset_id)
 
 
@@ -157,12 +224,20 @@ def _load_npz(path: Path, entry: str, wanted: list[str]) -> dict[str, Part]:
         raise DataError(f"{entry}: no such file ({path})") from None
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"{entry}: not a readable .npz ({first_line(exc)})") from None
+    parts = {}
     for name in wanted:
-        if f"x_{name}" not in arrays:
-            raise DataError(f"{entry}: no array 'x_{name}' (inputs of part {name!r}); keys: {', '.join(arrays) or 'none'}")
+        named = {key.split("__", 1)[1]: arr for key, arr in arrays.items() if key.startswith(f"x_{name}__")}
+        if f"x_{name}" not in arrays and not named:
+            raise DataError(
+                f"{entry}: no array 'x_{name}' or 'x_{name}__<input>' (inputs of part {name!r}); keys: {', '.join(arrays) or 'none'}"
+            )
         if f"y_{name}" not in arrays:
             raise DataError(f"{entry}: part {name!r} has no labels (array 'y_{name}' missing)")
-    return {name: make_part(name, arrays[f"x_{name}"], arrays[f"y_{name}"], entry) for name in wanted}
+        x = arrays[f"x_{name}"] if not named else ({"": arrays[f"x_{name}"]} if f"x_{name}" in arrays else {}) | named
+        per_output = {key.split("__", 1)[1]: arr for key, arr in arrays.items() if key.startswith(f"y_{name}__")}
+        y = {"": arrays[f"y_{name}"], **per_output} if per_output else arrays[f"y_{name}"]
+        parts[name] = make_part(name, x, y, entry)
+    return parts
 
 
 def _load_entry_point(path: Path, func_name: str, entry: str) -> Callable[[str], Any]:
@@ -197,27 +272,62 @@ def _call_entry_point(func: Callable[[str], Any], name: str, entry: str) -> Part
 
 
 def model_input(model: Model | str | Path) -> tuple[str, list[int | str]]:
-    """Name and dims of the model's one graph input; a symbolic dim is its name (or "?")."""
+    """Name and dims of the model's one graph input; a free dim is its name (or "?")."""
     where = model.path if isinstance(model, Model) else model
     inputs = graph_inputs(graph_of(model))
     if len(inputs) != 1:
         raise ModelError(f"{where}: evaluation needs exactly one graph input, the model has {len(inputs)}")
-    dims: list[int | str] = [
-        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in inputs[0].type.tensor_type.shape.dim
-    ]
-    return inputs[0].name, dims
+    return inputs[0].name, [dim_label(d) for d in inputs[0].type.tensor_type.shape.dim]
 
 
-def check_fits_model(dataset: Dataset, model: Model | str | Path) -> None:
-    """Raise DataError unless every part's row shape matches the model input (batch may be symbolic)."""
+def input_rows(
+    rows: dict[str, np.ndarray], model: Model | str | Path, fed: Iterable[str] = (), what: str = "the data"
+) -> dict[str, np.ndarray]:
+    """Data rows by model input name (``Part.rows()``). Named arrays go to their input; the
+    unnamed one (key ``""``) goes to the model's first input that the data does not name and
+    ``fed`` (the contract's ``[model.feeds]``) does not give. A name the model lacks is a DataError."""
+    inputs = [vi.name for vi in graph_inputs(graph_of(model))]
+    rows = dict(rows)
+    unknown = [name for name in rows if name and name not in inputs]
+    if unknown:
+        raise DataError(f"{what} holds input {unknown[0]!r}, which the model does not have (its inputs: {inputs})")
+    if "" in rows:
+        fed = set(fed)
+        free = [name for name in inputs if name not in rows and name not in fed]
+        if not free:
+            raise DataError(f"{what} holds unnamed inputs but every model input {inputs} is named in the data or fed")
+        rows[free[0]] = rows.pop("")
+    return rows
+
+
+def check_fits_model(dataset: Dataset, model: Model | str | Path, fed: Iterable[str] = ()) -> None:
+    """Raise DataError unless every part's rows fit the model inputs they feed (a row is the input
+    without its leading batch dim; fixed dims equal, free dims any size) and every input is either
+    in the data or ``fed`` (given by the contract's ``[model.feeds]``)."""
     loaded = as_model(model)
-    name, dims = model_input(loaded)
+    fed = list(fed)
+    by_name = {vi.name: vi for vi in graph_inputs(loaded.proto)}
     for part in dataset.parts.values():
-        row = list(part.x.shape[1:])
-        want = dims[1:]
-        fits = len(row) == len(want) and all(isinstance(d, str) or d == r for d, r in zip(want, row, strict=True))
-        if not fits:
-            shown = ",".join(str(d) for d in dims)
+        try:
+            part_rows = part.rows()
+            if dataset.pipeline is not None:  # the model is fed preprocessed raw rows
+                part_rows[part.x_input or ""] = dataset.pipeline.preprocess(part.x[:1])
+            rows = input_rows(part_rows, loaded, fed, f"part {part.name!r}")
+        except DataError as exc:
+            raise DataError(f"{dataset.source}: {exc}") from None
+        missing = [name for name in by_name if name not in rows and name not in fed]
+        if missing:
             raise DataError(
-                f"{dataset.source}: part {part.name!r} rows have shape {row} but model input {name!r} of {loaded.path.name} is [{shown}]"
+                f"{dataset.source}: part {part.name!r} has no rows for model input {missing[0]!r} (the model's inputs are "
+                f"{list(by_name)}); add 'x_{part.name}__{missing[0]}' to the data, or give it in the contract as [model.feeds.{missing[0]}]"
             )
+        for name, arr in rows.items():
+            dims = [dim_label(d) for d in by_name[name].type.tensor_type.shape.dim]
+            row = list(arr.shape[1:])
+            want = dims[1:] if len(dims) == len(row) + 1 else dims
+            fits = len(row) == len(want) and all(isinstance(d, str) or d == r for d, r in zip(want, row, strict=True))
+            if not fits:
+                shown = ",".join(str(d) for d in dims)
+                raise DataError(
+                    f"{dataset.source}: part {part.name!r} rows have shape {row} but model input {name!r} of {loaded.path.name} is [{shown}]"
+                )

@@ -8,16 +8,20 @@ the same data always gives the same arrays and the same ID.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from edgeproof.data.dataset import CALIBRATION, EVALUATION, Dataset
+from edgeproof.data.dataset import CALIBRATION, EVALUATION, Dataset, Part
 from edgeproof.data.ids import content_id
 from edgeproof.data.transforms import TRANSFORMS_VERSION, apply_transform, check_transform
 from edgeproof.errors import DataError
 from edgeproof.recipe import SliceKind
+
+if TYPE_CHECKING:
+    from edgeproof.data.pipeline import Pipeline
 
 SLICE_KINDS: tuple[SliceKind, ...] = ("nominal", "stress", "tail")
 
@@ -30,11 +34,26 @@ class TransformSpec(BaseModel):
     severity: float
 
 
+FloorUnit = Literal["max_drop_pp", "max_increase", "max_increase_pct"]
+
+
+class Floor(BaseModel):
+    """A floor on one output's worsening vs the float reference, in the unit its metric allows:
+    ``max_drop_pp`` for a higher-is-better metric, ``max_increase`` (the metric's own unit) or
+    ``max_increase_pct`` (relative to the reference) for an error. ``output`` None: the first judged output."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    output: str | None = None
+    unit: FloorUnit
+    limit: float
+
+
 class SliceSpec(BaseModel):
     """What a contract says about one slice: its kind, how to make it, and its accuracy floor.
 
     ``max_drop_pp`` is the largest accuracy drop vs the float reference, in percentage points,
-    the slice tolerates (None: reported, not judged). ``part`` is the dataset part it reads.
+    the slice tolerates (None: reported, not judged); ``floors`` are the other floors (an error
+    metric's increase, a second output's). ``part`` is the dataset part it reads.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,6 +63,7 @@ class SliceSpec(BaseModel):
     seed: int = 0
     part: str = EVALUATION
     max_drop_pp: float | None = None
+    floors: tuple[Floor, ...] = ()
 
     def recipe(self) -> dict:
         """The JSON recipe that goes into the slice ID."""
@@ -58,12 +78,14 @@ class SliceSpec(BaseModel):
 
 @dataclass(frozen=True)
 class Slice:
-    """A materialised slice: its spec, arrays and content ID."""
+    """A materialised slice: its spec, arrays and content ID. ``x`` is what the model is fed (the
+    raw rows after the dataset's pipeline, if it has one); ``labels`` the per-output labels."""
 
     spec: SliceSpec
     x: np.ndarray
     y: np.ndarray
     id: str
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -90,25 +112,54 @@ def check_slice_specs(specs: Sequence[SliceSpec]) -> None:
             raise DataError(f"{where}: slices cannot read the calibration part (it must stay disjoint from evaluation)")
         if spec.max_drop_pp is not None and spec.max_drop_pp < 0:
             raise DataError(f"{where}: max_drop_pp must be >= 0, got {spec.max_drop_pp}")
+        for floor in spec.floors:
+            if floor.limit < 0:
+                raise DataError(f"{where}: {floor.unit} must be >= 0, got {floor.limit}")
         for t in spec.transforms:
             check_transform(t.name, t.severity, where)
 
 
-def transformed(x: np.ndarray, spec: SliceSpec) -> np.ndarray:
-    """Apply a spec's transforms in order with one Generator seeded by ``spec.seed``."""
+def transformed(x: np.ndarray, spec: SliceSpec, pipeline: Pipeline | None = None) -> np.ndarray:
+    """Apply a spec's transforms in order with one Generator seeded by ``spec.seed``. With a
+    pipeline, ``x`` is raw sensor data: the transforms act on it as images in [0, 1] (its
+    ``raw_range`` and ``raw_layout``) and the result is raw data again."""
+    if not spec.transforms:
+        return x
     rng = np.random.default_rng(spec.seed)
-    out = x
+    out = pipeline.raw_to_unit(x) if pipeline is not None else x
     for t in spec.transforms:
         out = apply_transform(out, t.name, t.severity, rng, f"slice {spec.name!r}")
-    return out
+    return pipeline.unit_to_raw(out) if pipeline is not None else out
+
+
+def model_rows(raw: np.ndarray, pipeline: Pipeline | None) -> np.ndarray:
+    """What the model is fed for raw rows: the pipeline's preprocessing, or the rows themselves."""
+    return raw if pipeline is None else pipeline.preprocess(raw)
+
+
+def part_model_rows(part: Part, pipeline: Pipeline | None, max_rows: int | None = None) -> dict[str, np.ndarray]:
+    """A part's rows by input name as the model is fed them (``Part.rows()``, the raw ``x``
+    preprocessed by ``pipeline``), at most ``max_rows``."""
+    rows = {k: v[:max_rows] for k, v in part.rows().items()}
+    key = part.x_input or ""
+    rows[key] = model_rows(rows[key], pipeline)
+    return rows
+
+
+def _pipeline_recipe(pipeline: Pipeline | None) -> dict:
+    return {} if pipeline is None else {"pipeline": pipeline.sha256}
 
 
 def make_slice(dataset: Dataset, spec: SliceSpec) -> Slice:
-    """Materialise one slice of ``dataset``; a part the data lacks is a DataError."""
+    """Materialise one slice of ``dataset`` (transforms on the raw rows, then the dataset's
+    pipeline, if any); a part the data lacks is a DataError."""
     check_slice_specs([spec])
     part = dataset.part(spec.part, f"slice {spec.name!r}")
-    x = transformed(part.x, spec)
-    return Slice(spec=spec, x=x, y=part.y, id=content_id([("x", x), ("y", part.y)], {"source": part.id, **spec.recipe()}))
+    pipeline = dataset.pipeline
+    x = model_rows(transformed(part.x, spec, pipeline), pipeline)
+    arrays = [("x", x), ("y", part.y), *((f"y__{k}", v) for k, v in sorted(part.labels.items()))]
+    recipe = {"source": part.id, **spec.recipe(), **_pipeline_recipe(pipeline)}
+    return Slice(spec=spec, x=x, y=part.y, id=content_id(arrays, recipe), labels=dict(part.labels))
 
 
 def make_slices(dataset: Dataset, specs: Sequence[SliceSpec]) -> list[Slice]:
@@ -133,7 +184,8 @@ class CalibrationSet:
 def calibration_set(
     dataset: Dataset, specs: Sequence[SliceSpec], kinds: Iterable[SliceKind] = ("nominal",), max_rows: int | None = None
 ) -> CalibrationSet:
-    """Calibration inputs drawn from the calibration part, shaped like the wanted slice kinds.
+    """Calibration inputs drawn from the calibration part, shaped like the wanted slice kinds (raw
+    rows transformed, then preprocessed by the dataset's pipeline, if it has one).
 
     With kinds beyond nominal, the calibration rows are dealt round-robin to "as is" (if nominal
     is wanted) and to each transform-based stress/tail slice, whose transforms are applied to
@@ -154,11 +206,13 @@ def calibration_set(
     for k, spec in enumerate(recipes):
         rows = np.arange(k, len(x), len(recipes))
         if spec is not None and len(rows):
-            out[rows] = transformed(x[rows], spec)
+            out[rows] = transformed(x[rows], spec, dataset.pipeline)
+    out = model_rows(out, dataset.pipeline)
     recipe = {
         "source": dataset.calibration.id,
         "kinds": list(wanted),
         "max_rows": max_rows,
         "recipes": [None if s is None else s.recipe() for s in recipes],
+        **_pipeline_recipe(dataset.pipeline),
     }
     return CalibrationSet(x=out, kinds=wanted, id=content_id([("x", out)], recipe))

@@ -42,12 +42,19 @@ class InterleaveOptions:
 
 # Given each arm's sessions so far, whether the comparison is settled (no more pairs needed).
 Decided = Callable[[list[list[float]], list[list[float]]], bool]
+# One runtime setting for both arms, or one per arm (a variant at 1 thread against fp32 at 2).
+ArmSettings = RuntimeSettings | tuple[RuntimeSettings, RuntimeSettings]
+
+
+def per_arm(settings: ArmSettings) -> tuple[RuntimeSettings, RuntimeSettings]:
+    """Each arm's runtime settings."""
+    return settings if isinstance(settings, tuple) else (settings, settings)
 
 
 def interleaved_sessions(
     paths: tuple[Path, Path],
     feeds: tuple[list, list],
-    settings: RuntimeSettings,
+    settings: ArmSettings,
     ab: InterleaveOptions,
     tallies: tuple[EnergyTally, EnergyTally] | None = None,
     progress: Progress | None = None,
@@ -62,7 +69,7 @@ def interleaved_sessions(
         order = [0, 1] if rng.random() < 0.5 else [1, 0]
         opened: dict[int, ort.InferenceSession] = {}
         for arm in order:
-            opened[arm] = open_session(paths[arm], settings)
+            opened[arm] = open_session(paths[arm], per_arm(settings)[arm])
             run_checked(opened[arm], feeds[arm][0], str(paths[arm]))
         sess = [opened[0], opened[1]]
         warm = [back_to_back(sess[arm].run, feeds[arm], ab.warmup) for arm in (0, 1)]
@@ -84,7 +91,7 @@ def interleaved_sessions(
 def interleaved_sessions_until(
     paths: tuple[Path, Path],
     feeds: tuple[list, list],
-    settings: RuntimeSettings,
+    settings: ArmSettings,
     ab: InterleaveOptions,
     decided: Decided | None = None,
     tallies: tuple[EnergyTally, EnergyTally] | None = None,
@@ -123,7 +130,7 @@ def interleaved_ab(
 
 def measure_ab_prepared(
     preps: tuple[Prepared, Prepared],
-    settings: RuntimeSettings,
+    settings: ArmSettings,
     options: ProfileOptions,
     ab: InterleaveOptions,
     meter: energy.EnergyMeter | None,
@@ -146,7 +153,9 @@ def measure_ab_prepared(
     for arm in (0, 1):
         scen = ScenarioResult(name="single-stream", engine="builtin", batch_size=1)
         layout = InterleaveLayout(arm="AB"[arm], block_size=ab.block_size, blocks=ab.blocks, pairs=len(sessions[arm]), seed=ab.seed)
-        records.append(finish_record(preps[arm], settings, options, sessions[arm], scen, tallies[arm], peak, fitness, report, layout))
+        records.append(
+            finish_record(preps[arm], per_arm(settings)[arm], options, sessions[arm], scen, tallies[arm], peak, fitness, report, layout)
+        )
     return pair_records(records[0], records[1])
 
 

@@ -21,6 +21,7 @@ def parse_profile(trace: list[dict]) -> list[NodeRecord]:
     can make a 3 µs kernel look like 80 µs."""
     durations: dict[str, list[float]] = defaultdict(list)
     meta: dict[str, tuple[str, str]] = {}
+    written: dict[str, float] = {}
     for ev in trace:
         if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith(_KERNEL_SUFFIX):
             continue
@@ -28,8 +29,10 @@ def parse_profile(trace: list[dict]) -> list[NodeRecord]:
         args = ev.get("args", {})
         durations[name].append(float(ev.get("dur", 0.0)))
         meta[name] = (args.get("op_name", "?"), args.get("provider", "?"))
+        if "output_size" in args:
+            written[name] = float(args["output_size"])
     return [
-        NodeRecord(name=name, op_type=meta[name][0], provider=meta[name][1], time_us=float(statistics.median(d)))
+        NodeRecord(name=name, op_type=meta[name][0], provider=meta[name][1], time_us=float(statistics.median(d)), output_bytes=written.get(name))
         for name, d in durations.items()
     ]
 

@@ -3,24 +3,39 @@
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
+from edgeproof.data.dataset import input_rows
 from edgeproof.errors import HostUnfitError
 from edgeproof.measure import energy, thermal
 from edgeproof.measure.coldstart import measure_cold_start
 from edgeproof.measure.doctor import check_host
 from edgeproof.measure.loadgen import run_loadgen
 from edgeproof.measure.placement import placement_of, profile_nodes
-from edgeproof.measure.scenarios import Scenario, back_to_back, batched_feeds, paced, parse_scenario
+from edgeproof.measure.scenarios import Scenario, back_to_back, paced, parse_scenario
 from edgeproof.measure.session import open_session, run_checked
+from edgeproof.measure.stages import copies_from_nodes, time_stages
 from edgeproof.measure.stats import relative_half_width, summarize
-from edgeproof.model import Model, as_model, feeds_from_npz, resolve_inputs, synthetic_feeds
+from edgeproof.model import (
+    InputSpec,
+    Model,
+    as_model,
+    assemble_feeds,
+    feeds_from_npz,
+    graph_inputs,
+    is_free,
+    resolve_inputs,
+    rows_as_stack,
+    synthetic_feeds,
+)
 from edgeproof.records import (
     ColdStart,
     Figure,
@@ -52,9 +67,19 @@ class ProfileOptions:
     warmup: int = 30
     target_rel_ci: float = 0.05
     time_budget_s: float = 60.0
+    # what to feed (see ``input_feeds``): declared shapes, the user's arrays, data rows by input
+    # name ("" = the data's unnamed input), constant feeds by input name
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     inputs_npz: str | None = None
+    rows: dict[str, np.ndarray] | None = None
+    feeds: dict[str, np.ndarray] = field(default_factory=dict)
+    max_rows: int = 64
     offline_batch: int = 8
+    # the contract's pipeline (edgeproof.data.pipeline.Pipeline) and raw rows to time it end to end
+    # by stage (``edgeproof.measure.stages``); None: the session alone is timed
+    pipeline: Any = None
+    pipeline_rows: np.ndarray | None = None
+    stage_samples: int = 200
     cold_start_repeats: int = 3
     profile_nodes: bool = True
     check_fitness: bool = True
@@ -93,8 +118,10 @@ class Prepared:
     specs: list
     feeds: list
     batch: int
-    # the --inputs file the feeds came from, for the cold-start child process to read again
+    # the --inputs file the feeds came from, if any
     inputs_npz: str | None = None
+    # one run's inputs at batch 1 (what a cold start feeds its fresh process)
+    sample: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -105,20 +132,77 @@ class Prepared:
         return self.model.ref
 
 
+def input_feeds(model: Model, options: ProfileOptions) -> tuple[list[InputSpec], list[dict[str, np.ndarray]]]:
+    """What each run feeds the model, at batch 1: the user's arrays (``inputs_npz``), else the
+    data's rows (``rows``, at most ``max_rows``), else synthetic inputs at the model's and the
+    declared ``shapes``; ``feeds`` gives inputs none of these hold. Given arrays fix every free dim."""
+    proto, constants = model.proto, options.feeds
+    if options.inputs_npz:
+        return feeds_from_npz(options.inputs_npz, proto, constants, options.shapes)
+    if options.rows:
+        by_name = {vi.name: vi for vi in graph_inputs(proto)}
+        named = input_rows(options.rows, model, constants)
+        stacks = {name: rows_as_stack(rows[: options.max_rows], by_name[name]) for name, rows in named.items()}
+        hint = (
+            "; the data holds inputs "
+            + str(sorted(named))
+            + ": add 'x_<part>__<input>' arrays, or give it in the contract as [model.feeds.NAME]"
+        )
+        return assemble_feeds(proto, stacks, constants, options.shapes, where="data", missing_hint=hint)
+    shapes = {name: tuple(np.shape(value)) for name, value in constants.items()} | options.shapes
+    specs = resolve_inputs(proto, shapes, batch=1)
+    feeds = synthetic_feeds(specs, options.seed)
+    for spec in specs:
+        if spec.name in constants:
+            feeds[spec.name] = np.broadcast_to(np.asarray(constants[spec.name]), spec.shape).astype(spec.dtype)
+    return specs, [feeds]
+
+
+def feeds_for_contract(options: ProfileOptions, contract: Any, dataset: Any = None, load: bool = True) -> ProfileOptions:
+    """``options`` fed as a contract says: its ``[model.feeds]`` and ``[budgets] shape`` (what the
+    options already name wins) and, unless the user gave arrays, the rows of the data's test part
+    (``dataset`` when already loaded; with ``load``, the contract's ``[data]`` read here)."""
+    from edgeproof.data.dataset import EVALUATION, load_dataset
+
+    shapes = contract.budget_shapes() | options.shapes
+    feeds = contract.feed_arrays() | options.feeds
+    rows = options.rows
+    if rows is None and not options.inputs_npz:
+        if dataset is None and load and contract.data_entry is not None:
+            dataset = load_dataset(contract.data_entry, contract.base_dir)
+        if dataset is not None:
+            from edgeproof.accuracy import contract_pipeline
+            from edgeproof.data.slices import part_model_rows
+
+            pipeline = dataset.pipeline if dataset.pipeline is not None else contract_pipeline(contract)
+            rows = part_model_rows(dataset.parts[EVALUATION], pipeline, options.max_rows)
+    return replace(options, shapes=shapes, feeds=feeds, rows=rows)
+
+
+def _offline_batch(model: Model, feeds: list[dict[str, np.ndarray]], batch: int) -> tuple[list[dict[str, np.ndarray]], int]:
+    """Feeds stacked ``batch`` samples deep along every input whose leading dim is free (the rest,
+    such as a state or a scalar, fed as they are); a model with a fixed leading dim keeps it."""
+    batched = [vi.name for vi in graph_inputs(model.proto) if vi.type.tensor_type.shape.dim and is_free(vi.type.tensor_type.shape.dim[0])]
+    if not batched or batch <= 1:
+        return feeds, 1
+    out = []
+    k = len(feeds)
+    for start in range(0, max(k, batch), batch):
+        idx = [(start + j) % k for j in range(batch)]
+        out.append({name: np.concatenate([feeds[i][name] for i in idx]) if name in batched else value for name, value in feeds[0].items()})
+    return out, batch
+
+
 def prepare(model: Model | str | Path, options: ProfileOptions) -> Prepared:
-    """Check the model (loaded once; a path is loaded here) and build its feeds (real samples from
-    --inputs, else synthetic)."""
+    """Check the model (loaded once; a path is loaded here) and build its feeds (``input_feeds``)."""
     scenario = parse_scenario(options.scenario, options.deadline_ms)
     model = as_model(model)
-    specs = resolve_inputs(model.proto, options.shapes, batch=1)
-    feeds = feeds_from_npz(options.inputs_npz, specs) if options.inputs_npz else [synthetic_feeds(specs, options.seed)]
+    specs, feeds = input_feeds(model, options)
+    sample = feeds[0]
     batch = 1
     if scenario.name == "offline":
-        # a fixed leading dim stays as the model declares it; a symbolic one takes the offline batch
-        batch = resolve_inputs(model.proto, options.shapes, batch=options.offline_batch)[0].shape[0]
-        if batch > 1:
-            feeds = batched_feeds(feeds, batch)
-    return Prepared(model, scenario, specs, feeds, batch, options.inputs_npz)
+        feeds, batch = _offline_batch(model, feeds, options.offline_batch)
+    return Prepared(model, scenario, specs, feeds, batch, options.inputs_npz, sample)
 
 
 def host_fitness(strict: bool = False) -> HostFitness:
@@ -175,12 +259,23 @@ def finish_record(
     cold: list[ColdStart] = []
     if options.cold_start_repeats > 0:
         report("cold start in a fresh process", 0.92)
-        cold = measure_cold_start(prep.path, settings, prep.specs, prep.inputs_npz, repeats=options.cold_start_repeats)
-    placement = None
+        with tempfile.TemporaryDirectory(prefix="edgeproof-feeds-") as tmp:
+            # the fresh process is fed what the timed runs are fed (data rows, the contract's feeds)
+            sample_npz = str(Path(tmp) / "sample.npz") if prep.sample else None
+            if sample_npz:
+                np.savez(sample_npz, **cast(dict[str, Any], prep.sample))
+            cold = measure_cold_start(prep.path, settings, prep.specs, sample_npz, repeats=options.cold_start_repeats)
+    placement, copies = None, None
     if options.profile_nodes:
         report("per-node profile", 0.96)
         nodes = profile_nodes(prep.path, settings, prep.feeds[0])
         placement = placement_of(nodes, settings.provider, _node_flops(prep.model.proto))
+        copies = copies_from_nodes(nodes, settings.provider)
+    stages = None
+    if options.pipeline is not None and options.pipeline_rows is not None:
+        report("pipeline stages", 0.98)
+        rows = options.pipeline_rows
+        stages = time_stages(str(prep.path), settings, options.pipeline, rows, prep.sample, options.stage_samples)
     # a sample is one run call, which is a batch of prep.batch inferences offline
     energy_fig, watts_fig = tally.figures(prep.batch * sum(len(s.samples_ms) for s in sessions))
     temp_fig = (
@@ -209,6 +304,8 @@ def finish_record(
         cold_start=cold,
         inputs={s.name: list(s.shape) for s in prep.specs},
         interleave=interleave,
+        stages=stages,
+        copies=copies,
     )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from edgeproof.measure.interleaved import Decided, InterleaveOptions
+from edgeproof.measure.interleaved import ArmSettings, Decided, InterleaveOptions
 from edgeproof.measure.runner import Prepared, ProfileOptions
 from edgeproof.model import Model
 from edgeproof.records import RunRecord, RuntimeSettings
@@ -71,14 +71,15 @@ class Runner(ABC):
         self,
         a: Prepared,
         b: Prepared,
-        settings: RuntimeSettings | None = None,
+        settings: ArmSettings | None = None,
         options: ProfileOptions | None = None,
         ab: InterleaveOptions | None = None,
         decided: Decided | None = None,
         progress: Progress | None = None,
     ) -> tuple[RunRecord, RunRecord]:
         """A (baseline) and B (candidate) interleaved in session pairs; each record names the other
-        as its partner, so a gate can pair their blocks. ``decided`` may extend an open comparison."""
+        as its partner, so a gate can pair their blocks. ``decided`` may extend an open comparison.
+        ``settings`` may be a pair, one per arm (A, B)."""
         self._require_open("run_ab")
         return self._run_ab(
             a, b, settings or RuntimeSettings(), options or ProfileOptions(), ab or InterleaveOptions(), decided, progress or _silent
@@ -115,7 +116,7 @@ class Runner(ABC):
         self,
         a: Prepared,
         b: Prepared,
-        settings: RuntimeSettings,
+        settings: ArmSettings,
         options: ProfileOptions,
         ab: InterleaveOptions,
         decided: Decided | None,

@@ -6,7 +6,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from edgeproof.measure import energy, thermal
-from edgeproof.measure.interleaved import Decided, InterleaveOptions, measure_ab_prepared
+from edgeproof.measure.interleaved import ArmSettings, Decided, InterleaveOptions, measure_ab_prepared
 from edgeproof.measure.runner import TIMER, Prepared, ProfileOptions, host_fitness, measure_prepared, prepare
 from edgeproof.model import Model
 from edgeproof.records import HostFitness, RunRecord, RuntimeSettings
@@ -16,22 +16,29 @@ from edgeproof.targets.host import HOST_ID
 
 class HostRunner(Runner):
     """Measures on this host. Fitness is checked once when the runner opens (``strict`` refuses an
-    unfit host) and attached to every record; the energy meter stays open until ``close``."""
+    unfit host) and attached to every record; the energy meter stays open until ``close``.
+    ``meter`` is an energy meter to use instead of the best one found here (e.g. an
+    ``ExternalCsvMeter`` reading an external power meter's log); the runner closes it."""
 
     kind = "measured"
 
-    def __init__(self, check_fitness: bool = True, strict: bool = False) -> None:
+    def __init__(self, check_fitness: bool = True, strict: bool = False, meter: energy.EnergyMeter | None = None) -> None:
         super().__init__(HOST_ID)
         self.check_fitness = check_fitness
         self.strict = strict
         self.fitness: HostFitness | None = None
         self._meter: energy.EnergyMeter | None = None
+        self._given_meter = meter
         self._stack = ExitStack()
 
     def _open(self) -> None:
         if self.check_fitness:
             self.fitness = host_fitness(self.strict)
-        self._meter = self._stack.enter_context(energy.opened_meter())
+        if self._given_meter is not None:
+            self._meter = self._given_meter
+            self._stack.callback(self._given_meter.close)
+        else:
+            self._meter = self._stack.enter_context(energy.opened_meter())
 
     def _prepare(self, model: Model | str | Path, options: ProfileOptions) -> Prepared:
         return prepare(model, options)
@@ -43,7 +50,7 @@ class HostRunner(Runner):
         self,
         a: Prepared,
         b: Prepared,
-        settings: RuntimeSettings,
+        settings: ArmSettings,
         options: ProfileOptions,
         ab: InterleaveOptions,
         decided: Decided | None,

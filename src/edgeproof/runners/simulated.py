@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeproof.measure.interleaved import Decided, InterleaveOptions, pair_records
+from edgeproof.measure.interleaved import ArmSettings, Decided, InterleaveOptions, pair_records
 from edgeproof.measure.runner import Prepared, ProfileOptions, prepare
 from edgeproof.model import Model
 from edgeproof.records import InterleaveLayout, RunRecord, RuntimeSettings
@@ -55,8 +55,10 @@ class SimulatedRunner(Runner):
     def _simulate(self, prepared: Prepared, options: ProfileOptions, sessions: int, samples: int, progress: Progress) -> RunRecord:
         from edgeproof.simulate import simulate_run
 
-        return simulate_run(
-            prepared.model,
+        # the board is simulated at the shapes the run is fed (a free dim fixed by data or a declared shape)
+        model = prepared.model.with_input_shapes({spec.name: spec.shape for spec in prepared.specs})
+        record = simulate_run(
+            model,
             self.target_id,
             power_mode=self.power_mode,
             firmware=self.firmware,
@@ -68,6 +70,7 @@ class SimulatedRunner(Runner):
             catalog_dirs=self.catalog_dirs,
             progress=progress,
         )
+        return record.model_copy(update={"inputs": {spec.name: list(spec.shape) for spec in prepared.specs}})
 
     def _run(self, prepared: Prepared, settings: RuntimeSettings, options: ProfileOptions, progress: Progress) -> RunRecord:
         return self._simulate(prepared, options, options.min_sessions, options.samples_per_session, progress)
@@ -76,7 +79,7 @@ class SimulatedRunner(Runner):
         self,
         a: Prepared,
         b: Prepared,
-        settings: RuntimeSettings,
+        settings: ArmSettings,
         options: ProfileOptions,
         ab: InterleaveOptions,
         decided: Decided | None,

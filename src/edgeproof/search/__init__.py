@@ -1,24 +1,31 @@
-"""Contract-driven search: candidate space, measurement, Pareto front, contract pick, infeasibility explanation."""
+"""Contract-driven search: candidate space, racing measurement, Pareto front, contract pick confirmed interleaved, infeasibility explanation."""
 
 from edgeproof.figures import figures_of, worst_slice
+from edgeproof.search._confirm import confirm, interleave_plan
 from edgeproof.search._explain import CLAUSE_OPTIONS, clause_bests, clause_kind, decide_target, escalation_for, explain_infeasible
 from edgeproof.search._measure import SearchRunners, board_modes
+from edgeproof.search._race import DRIFT, binding_metric, bounds, certain_breaks, confirm_winner, prune, still_needed
+from edgeproof.search._racing import BuiltVariant, Clock, Race, Variants
 from edgeproof.search._records import (
     SEARCH_SCHEMA,
     Candidate,
     ClauseBest,
+    Confirmation,
     EscalationAdvice,
     Explanation,
     Fp32Comparison,
+    Phase,
+    RaceSummary,
+    RatioInterval,
     SearchResult,
     Selection,
     SelectionStep,
     Skipped,
+    Stage,
     TargetOutcome,
     VariantInfo,
 )
 from edgeproof.search._run import (
-    BuiltVariant,
     SearchOptions,
     SearchOutcome,
     default_cache_dir,
@@ -36,6 +43,7 @@ from edgeproof.search._select import (
     choose,
     compare_to_fp32,
     dominates,
+    metric_order,
     off_front_note,
     pareto_front,
     rank,
@@ -45,6 +53,24 @@ from edgeproof.search._select import (
 from edgeproof.search._space import PlannedVariant, RunPoint, allowed, order_candidates, plan_variants, variant_name
 
 __all__ = [
+    "DRIFT",
+    "Clock",
+    "Confirmation",
+    "Phase",
+    "Race",
+    "RaceSummary",
+    "RatioInterval",
+    "Stage",
+    "Variants",
+    "binding_metric",
+    "bounds",
+    "certain_breaks",
+    "confirm",
+    "confirm_winner",
+    "interleave_plan",
+    "metric_order",
+    "prune",
+    "still_needed",
     "ABS_TOL",
     "CLAUSE_OPTIONS",
     "DEFAULT_REL_TOL",

@@ -202,19 +202,26 @@ def explain_infeasible(
 
 
 def decide_target(
-    target: str, group: Sequence[Candidate], chosen: str | None, not_measured: Sequence[Skipped], time_budget_s: float, elapsed_s: float
+    target: str,
+    group: Sequence[Candidate],
+    chosen: str | None,
+    not_measured: Sequence[Skipped],
+    time_budget_s: float,
+    elapsed_s: float,
+    needed_s: float | None = None,
 ) -> tuple[Outcome, list[str]]:
     """Whether ``target`` passes, fails on evidence or could not be decided, and what would decide it.
 
-    Pass when a candidate was chosen. Undecided when no candidate on the target was measured (the
-    time budget or ``--max-candidates`` ran out first, or none could run), or when an eligible
-    candidate fails no clause on evidence but lacks data for one. Else fail: every measured
-    candidate fails on evidence (or is not eligible), whatever was left unmeasured.
+    ``group`` holds the candidates judged on evidence (measured in full, or breaking a hard budget
+    with certainty). Pass when a candidate was chosen. Undecided when ``group`` is empty (the time
+    budget or ``--max-candidates`` ran out first, or none could run; ``needed_s`` estimates the
+    ``--time-budget`` that would finish), or when an eligible candidate fails no clause on evidence
+    but lacks data for one. Else fail: every candidate judged fails on evidence (or is not eligible).
     """
     if chosen is not None:
         return "pass", []
     if not group:
-        return "undecided", _nothing_measured(target, not_measured, time_budget_s, elapsed_s)
+        return "undecided", _nothing_measured(target, not_measured, time_budget_s, elapsed_s, needed_s)
     by_reason: dict[str, list[str]] = {}
     for cand in group:
         if cand.eligible and cand.verdict.outcome == "undecided":
@@ -225,7 +232,9 @@ def decide_target(
     return "undecided", [f"nothing fails on evidence for {', '.join(ids)}, but {why}" for why, ids in by_reason.items()]
 
 
-def _nothing_measured(target: str, not_measured: Sequence[Skipped], time_budget_s: float, elapsed_s: float) -> list[str]:
+def _nothing_measured(
+    target: str, not_measured: Sequence[Skipped], time_budget_s: float, elapsed_s: float, needed_s: float | None = None
+) -> list[str]:
     """Why no candidate on ``target`` was measured, one line per cause, each with what would measure one."""
     causes: dict[str, list[Skipped]] = {}
     for s in not_measured:
@@ -235,10 +244,14 @@ def _nothing_measured(target: str, not_measured: Sequence[Skipped], time_budget_
     for cause, items in causes.items():
         names = ", ".join(f"{s.id} {s.name}" for s in items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
         if cause == "time":
+            rerun = (
+                f"rerun with --time-budget {math.ceil(needed_s)} or more to finish (estimated from the time each stage took)"
+                if needed_s is not None and needed_s > elapsed_s
+                else f"rerun with --time-budget above {math.ceil(elapsed_s)} to measure more"
+            )
             lines.append(
-                f"the time budget ({time_budget_s:g} s) was spent before any candidate on {target} was measured "
-                f"({len(items)} not measured: {names}); the search stopped after {elapsed_s:.0f} s, so rerun with "
-                f"--time-budget above {math.ceil(elapsed_s)} to measure more"
+                f"the time budget ({time_budget_s:g} s) was spent before any candidate on {target} was measured in full "
+                f"({len(items)} not measured in full: {names}); the search stopped after {elapsed_s:.0f} s, so {rerun}"
             )
         elif cause == "cap":
             lines.append(f"--max-candidates was reached before any candidate on {target} ({len(items)} not measured: {names}); raise it")

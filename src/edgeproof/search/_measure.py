@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgeproof.errors import TargetError
-from edgeproof.measure.runner import ProfileOptions
+from edgeproof.measure.runner import Prepared, ProfileOptions
 from edgeproof.model import Model
 from edgeproof.records import RunRecord, RuntimeSettings
 from edgeproof.runners import Runner, runner_for
+from edgeproof.search._records import Stage
 from edgeproof.search._space import RunPoint
 
 Progress = Callable[[str, float], None]
+# A screening run: one session of this many samples after this many warm-ups.
+SCREEN_SAMPLES = 40
+SCREEN_WARMUP = 10
 
 
 @dataclass
@@ -33,7 +37,11 @@ class SearchRunners:
     cold_start_repeats: int = 2
     session_budget_s: float = 20.0
     catalog_dirs: tuple[str, ...] = ()
+    # what every candidate is fed (``edgeproof.measure.runner.input_feeds``): declared shapes, the
+    # user's --inputs, the data's rows, the contract's [model.feeds]
+    feeds: ProfileOptions = field(default_factory=ProfileOptions)
     _open: dict[tuple[str, str | None], Runner] = field(default_factory=dict)
+    _prepared: dict[tuple[str, str, str | None], Prepared] = field(default_factory=dict)
 
     def runner(self, target: str, power_mode: str | None = None) -> Runner:
         key = (target, power_mode)
@@ -42,7 +50,8 @@ class SearchRunners:
         return self._open[key]
 
     def options(self) -> ProfileOptions:
-        return ProfileOptions(
+        return replace(
+            self.feeds,
             scenario=self.scenario,
             min_sessions=self.sessions,
             max_sessions=self.sessions,
@@ -52,21 +61,51 @@ class SearchRunners:
             cold_start_repeats=self.cold_start_repeats,
         )
 
-    def measure(self, variant: Model | str | Path, point: RunPoint, progress: Progress) -> RunRecord:
-        """Measure (host) or simulate (board) one variant at one run point."""
-        runner = self.runner(point.target, None if point.on_host else point.power_mode)
-        settings = RuntimeSettings(
-            provider=self.provider,
-            intra_op_threads=point.threads or 1,
-            graph_optimization_level=point.opt_level or "all",
+    def options_for(self, stage: Stage) -> ProfileOptions:
+        """How hard a race stage measures: ``screened`` is one short session (a few dozen samples, no
+        cold start, no node profile), ``timed`` the full fresh sessions without cold start and node
+        profile, ``full`` everything."""
+        full = self.options()
+        if stage == "full":
+            return full
+        if stage == "timed":
+            return replace(full, cold_start_repeats=0, profile_nodes=False)
+        return replace(
+            full,
+            min_sessions=1,
+            max_sessions=1,
+            samples_per_session=min(SCREEN_SAMPLES, self.samples),
+            warmup=min(SCREEN_WARMUP, self.warmup),
+            cold_start_repeats=0,
+            profile_nodes=False,
         )
-        options = self.options()
-        return runner.run(runner.prepare(variant, options), settings, options, progress)
+
+    def settings(self, point: RunPoint) -> RuntimeSettings:
+        """The runtime settings of a run point (a board's threads come from its power mode)."""
+        return RuntimeSettings(
+            provider=self.provider, intra_op_threads=point.threads or 1, graph_optimization_level=point.opt_level or "all"
+        )
+
+    def prepared(self, variant: Model | str | Path, point: RunPoint, options: ProfileOptions | None = None) -> Prepared:
+        """The variant prepared on the point's runner, once per (variant file, runner): every stage
+        of the race and the interleaved confirmation reuse it."""
+        runner = self.runner(point.target, None if point.on_host else point.power_mode)
+        key = (str(variant.path if isinstance(variant, Model) else variant), point.target, None if point.on_host else point.power_mode)
+        if key not in self._prepared:
+            self._prepared[key] = runner.prepare(variant, options or self.options())
+        return self._prepared[key]
+
+    def measure(self, variant: Model | str | Path, point: RunPoint, progress: Progress, stage: Stage = "full") -> RunRecord:
+        """Measure (host) or simulate (board) one variant at one run point, as hard as ``stage`` says."""
+        runner = self.runner(point.target, None if point.on_host else point.power_mode)
+        options = self.options_for(stage)
+        return runner.run(self.prepared(variant, point, options), self.settings(point), options, progress)
 
     def close(self) -> None:
         for runner in self._open.values():
             runner.close()
         self._open.clear()
+        self._prepared.clear()
 
     def __enter__(self) -> SearchRunners:
         return self

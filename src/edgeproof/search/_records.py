@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -12,6 +12,9 @@ from edgeproof.outcome import Outcome, overall
 from edgeproof.records import Figure, ModelRef, Verdict
 
 SEARCH_SCHEMA = "edgeproof.search/1"
+# How far the race took a candidate: one short session, fresh-session timing, or the full treatment
+# (fresh-session timing, cold start in fresh processes, per-node placement).
+Stage = Literal["screened", "timed", "full"]
 
 
 class _Record(BaseModel):
@@ -46,6 +49,13 @@ class Candidate(_Record):
     ineligible_reason: str = ""
     verdict: Verdict
     pareto: bool = False
+    stage: Stage = "full"
+    pruned: str = ""  # why the race stopped measuring it ("" when it was not pruned)
+    pruned_kind: Literal["", "slower", "budget"] = ""
+
+    @property
+    def measured_in_full(self) -> bool:
+        return self.stage == "full"
 
     @property
     def settings_label(self) -> str:
@@ -87,13 +97,73 @@ class SelectionStep(_Record):
 
 
 class Fp32Comparison(_Record):
-    """The chosen candidate against the fastest fp32 candidate on the same target."""
+    """The chosen candidate against the fastest fp32 candidate on the same target.
+
+    ``method`` says what the ratios rest on: ``interleaved, N session pairs`` (the evidence, with
+    95% intervals) or the candidates' one-after-another measurements (screening only).
+    """
 
     fp32_candidate: str
     p50_ratio: float  # chosen p50 / fp32 p50 (below 1 is faster)
     p95_ratio: float
     slower: bool
     why: str = ""
+    method: str = "one-after-another measurements"
+    p50_interval: tuple[float, float] | None = None
+    p95_interval: tuple[float, float] | None = None
+
+
+class RatioInterval(_Record):
+    """A latency ratio with its 95% interval."""
+
+    ratio: float
+    low: float
+    high: float
+
+
+class Confirmation(_Record):
+    """The pick against one rival, measured interleaved in fresh session pairs on the pick's target.
+
+    Ratios are pick / rival (below 1: the pick is faster). ``winner`` is whoever the contract's
+    preference order favours on this evidence (None: a tie on every metric compared); ``decided_by``
+    says on which metric and how.
+    """
+
+    pick: str
+    rival: str
+    role: Literal["fp32", "runner-up"]
+    p50: RatioInterval
+    p95: RatioInterval
+    pairs: int
+    method: str
+    winner: str | None
+    decided_by: str
+    note: str = ""
+
+
+class Phase(_Record):
+    """One phase of the search, as its progress line said it: what it did, with counts and elapsed time."""
+
+    name: str
+    elapsed_s: float
+    line: str
+
+
+class RaceSummary(_Record):
+    """How the race spent its time on one target: raced briefly, pruned (and why), measured in full."""
+
+    raced: int
+    pruned_slower: int
+    pruned_budget: int
+    timed: int
+    measured_full: int
+    not_reached: int = 0
+    binding_metric: str | None = None
+    drift: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def pruned(self) -> int:
+        return self.pruned_slower + self.pruned_budget
 
 
 class Selection(_Record):
@@ -162,6 +232,8 @@ class TargetOutcome(_Record):
     selection: Selection
     explanation: Explanation | None = None
     chosen_artifact: str | None = None  # file name of the chosen variant's ONNX copy in the output folder
+    race: RaceSummary | None = None
+    confirmations: list[Confirmation] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -224,6 +296,7 @@ class SearchResult(_Record):
     outcomes: list[TargetOutcome]
     notes: list[str] = Field(default_factory=list)
     elapsed_s: float
+    phases: list[Phase] = Field(default_factory=list)
 
     @property
     def feasible(self) -> bool:

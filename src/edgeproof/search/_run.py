@@ -1,36 +1,37 @@
-"""Run a contract-driven search: build and evaluate variants, measure every candidate, judge, pick or explain."""
+"""Run a contract-driven search: build variants, race the candidates, confirm the pick interleaved, or explain."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from edgeproof import history
-from edgeproof.accuracy import reference_model
-from edgeproof.contract import Contract, evaluate
+from edgeproof.accuracy import contract_evaluator, contract_pipeline, with_pipeline
+from edgeproof.contract import Contract
 from edgeproof.data import CalibrationSet, Dataset, Slice, SliceSpec, calibration_set, check_fits_model, load_dataset, make_slices
 from edgeproof.errors import DataError, ModelError
-from edgeproof.evaluate import SliceEvaluator, worst_drop_pp
-from edgeproof.figures import figures_of, worst_slice
-from edgeproof.measure.runner import ProfileOptions
-from edgeproof.model import Model, as_model, resolve_inputs, synthetic_feeds
-from edgeproof.records import Evaluation, RunRecord, RuntimeSettings, VariantRef, load_record, save_record, write_atomic
+from edgeproof.evaluate import worst_drop_pp
+from edgeproof.measure.runner import ProfileOptions, feeds_for_contract, input_feeds
+from edgeproof.measure.stages import stage_options
+from edgeproof.model import Model, as_model
+from edgeproof.records import RunRecord, RuntimeSettings, load_record, save_record, write_atomic
+from edgeproof.search._confirm import Confirmed, confirm
 from edgeproof.search._explain import decide_target, explain_infeasible
-from edgeproof.search._measure import SearchRunners, board_modes
-from edgeproof.search._records import Candidate, SearchResult, Selection, Skipped, TargetOutcome, VariantInfo
+from edgeproof.search._measure import SCREEN_SAMPLES, SearchRunners, board_modes
+from edgeproof.search._race import binding_metric, bounds
+from edgeproof.search._racing import BuiltVariant, Clock, Race, Variants
+from edgeproof.search._records import Candidate, Phase, SearchResult, Selection, Skipped, TargetOutcome, VariantInfo
 from edgeproof.search._select import DEFAULT_REL_TOL, choose, off_front_note, pareto_front, usable_axes
-from edgeproof.search._space import RunPoint, allowed, board_points, host_points, order_candidates, plan_variants, variant_name
+from edgeproof.search._space import RunPoint, board_points, host_points, order_candidates, plan_variants, variant_name
 from edgeproof.variants import ExcludedNode, Recipe, Variant, build_variant, keep_slow_nodes_float, mixed_precision
 
 Progress = Callable[[str, float], None]
-# Share of the progress bar spent building and evaluating variants; the rest is measurement.
-_BUILD_SHARE = 0.3
 
 
 def default_cache_dir() -> Path:
@@ -59,24 +60,17 @@ class SearchOptions:
     rel_tol: float = DEFAULT_REL_TOL
     allow_unverified: bool = False
     data: str | None = None
+    # --shape NAME=dims and --inputs FILE.npz, as `profile` takes them
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    inputs_npz: str | None = None
     cache_dir: Path | None = None
     provider: str = "CPUExecutionProvider"
     catalog_dirs: tuple[str, ...] = ()
-
-
-@dataclass
-class BuiltVariant:
-    """A variant in the search, its evaluation (once per variant) and where it came from."""
-
-    variant: Variant
-    origin: str
-    evaluation: Evaluation | None
-    failing: dict[str, tuple[float, float]] = field(default_factory=dict)
-    note: str = ""
-
-    @property
-    def name(self) -> str:
-        return variant_name(self.variant.recipe)
+    # False: the exhaustive search (every candidate measured in full one after another, variants
+    # derived from every INT8 base), which the racing search is benchmarked against
+    racing: bool = True
+    # confirm the pick against fp32 and close runners-up, interleaved, before reporting it
+    confirm: bool = True
 
 
 @dataclass
@@ -86,6 +80,8 @@ class SearchOutcome:
     result: SearchResult
     records: dict[str, RunRecord]
     variants: list[BuiltVariant]
+    # the interleaved confirmation runs, by name (``confirm-<pick>-vs-<rival>-a``/``-b``)
+    confirm_records: dict[str, RunRecord] = field(default_factory=dict)
 
 
 def search_data(contract: Contract, model: Model | str | Path, data_entry: str | None) -> tuple[Dataset, list[Slice]] | None:
@@ -107,8 +103,8 @@ def search_data(contract: Contract, model: Model | str | Path, data_entry: str |
             )
         return None
     specs = specs or [SliceSpec(name="nominal", kind="nominal")]
-    dataset = load_dataset(entry, base, extra_parts=[s.part for s in specs])
-    check_fits_model(dataset, model)
+    dataset = with_pipeline(load_dataset(entry, base, extra_parts=[s.part for s in specs]), contract_pipeline(contract))
+    check_fits_model(dataset, model, fed=contract.model.feeds)
     return dataset, make_slices(dataset, specs)
 
 
@@ -122,12 +118,13 @@ def _points(options: SearchOptions) -> list[RunPoint]:
     return points
 
 
-def _probe_rows(model: Model, data: tuple[Dataset, list[Slice]] | None) -> np.ndarray:
-    """Rows the per-node speed profile runs on: real evaluation rows, else one synthetic input."""
+def _probe_rows(model: Model, data: tuple[Dataset, list[Slice]] | None, runners: SearchRunners) -> np.ndarray:
+    """Rows the per-node speed profile runs on: real evaluation rows, else the first input the
+    candidates are fed (the user's arrays, or synthetic at the declared shapes)."""
     if data is not None:
         return data[1][0].x[:1]
-    feeds = synthetic_feeds(resolve_inputs(model.proto))
-    return next(iter(feeds.values()))
+    _, feeds = input_feeds(model, runners.options())
+    return next(iter(feeds[0].values()))
 
 
 def _speed_variant(
@@ -167,44 +164,26 @@ def _speed_variant(
     return variant, f"kept float for speed: {', '.join(n.name for n in nodes)}"
 
 
-class _Variants:
-    """The variants of one search, deduplicated by content hash, each evaluated once."""
-
-    def __init__(self, judge: SliceEvaluator | None):
-        self.judge = judge
-        self.items: list[BuiltVariant] = []
-
-    def add(self, variant: Variant, origin: str, note: str = "", evaluation: Evaluation | None = None) -> None:
-        if any(b.variant.sha256 == variant.sha256 for b in self.items):
-            return
-        if evaluation is None and self.judge is not None:
-            evaluation = self.judge(variant.path)
-        failing = self.judge.failures(evaluation) if self.judge is not None and evaluation is not None else {}
-        self.items.append(BuiltVariant(variant, origin, evaluation, failing, note))
-
-
-def _build_all(
+def _build_plan(
     model: Model,
     contract: Contract,
     data: tuple[Dataset, list[Slice]] | None,
-    judge: SliceEvaluator | None,
+    variants: Variants,
     cache_dir: Path,
-    report: Progress,
-    out_of_time: Callable[[], bool],
-    runners: SearchRunners,
-    guard_point: RunPoint,
-) -> tuple[list[BuiltVariant], list[str], list[str]]:
-    """Planned variants, then per-node speed and mixed-precision variants derived from the INT8 ones.
-
-    A variant that cannot be built (other than fp32, the baseline) becomes a note, not the end of
-    the search. Returns the variants, the notes, and the escalation options the search exercised.
-    """
+    clock: Clock,
+    phases: _Phases,
+) -> tuple[dict[tuple, CalibrationSet], list[str], int]:
+    """Build the planned variants (fp32 first) while the budget lasts. A variant that cannot be
+    built (other than fp32, the baseline) becomes a note. Returns the calibration sets made, the
+    notes, and how many planned variants the budget left unbuilt."""
     specs = [s.spec for s in data[1]] if data is not None else None
     plan, notes = plan_variants(contract.model.precisions, specs)
     calibrations: dict[tuple, CalibrationSet] = {}
-    variants = _Variants(judge)
     for i, planned in enumerate(plan):
-        report(f"building {variant_name(planned.recipe)}", _BUILD_SHARE * 0.5 * i / len(plan))
+        if i > 0 and clock.out():
+            notes.append(f"time budget spent after building {i} of {len(plan)} planned variants")
+            return calibrations, notes, len(plan) - i
+        phases.progress(f"building {variant_name(planned.recipe)}", 0.05 + 0.15 * i / len(plan))
         kinds = planned.calibration_kinds
         if kinds and kinds not in calibrations:
             assert data is not None and specs is not None
@@ -215,21 +194,75 @@ def _build_all(
             if planned.recipe.precision == "fp32":
                 raise
             notes.append(f"{variant_name(planned.recipe)} not built: {exc}")
-    tried = ["better-quantization"] if sum(p.recipe.precision.startswith("int8") for p in plan) > 1 else []
-    int8 = [b for b in variants.items if b.variant.recipe.precision.startswith("int8")]
-    x = _probe_rows(model, data)
-    guard = latency_guard(contract, runners, guard_point, x)
-    for i, base in enumerate(int8):
-        if out_of_time():
-            notes.append("time budget spent before every derived variant was built")
+    return calibrations, notes, 0
+
+
+def _bases(race: Race, variants: Variants, racing: bool, notes: list[str]) -> list[BuiltVariant]:
+    """The INT8 variants worth deriving from, most promising first: with racing, only those that
+    can still win on speed. A base whose optimistic p50 is above fp32's pessimistic one on every
+    run point it was timed at is already slower than fp32: nothing derived from it is built."""
+    int8 = [b for b in variants.items if b.origin == "plan" and b.variant.recipe.precision.startswith("int8")]
+    if not racing:
+        return int8
+    by_variant: dict[str, list[Candidate]] = {}
+    for cand in race.candidates():
+        by_variant.setdefault(cand.variant_sha256, []).append(cand)
+    fp32 = [c for c in race.candidates() if c.precision == "fp32"]
+    fp32_high = min((b[1] for b in (bounds(c, "p50_ms") for c in fp32) if b is not None), default=math.inf)
+    ranked = []
+    for base in int8:
+        timed = [b for b in (bounds(c, "p50_ms") for c in by_variant.get(base.variant.sha256, [])) if b is not None]
+        if not timed:
+            notes.append(f"nothing derived from {base.name}: it was not timed within the budget")
+            continue
+        best_low = min(b[0] for b in timed)
+        if best_low > fp32_high:
+            notes.append(
+                f"nothing derived from {base.name}: already slower than fp32 (p50 at least {best_low:.4g} ms vs at most {fp32_high:.4g} ms)"
+            )
+            continue
+        ranked.append((best_low, base))
+    return [b for _, b in sorted(ranked, key=lambda t: t[0])]
+
+
+def _derive_all(
+    model: Model,
+    contract: Contract,
+    data: tuple[Dataset, list[Slice]] | None,
+    race: Race,
+    variants: Variants,
+    calibrations: dict[tuple, CalibrationSet],
+    cache_dir: Path,
+    racing: bool,
+    phases: _Phases,
+) -> tuple[list[BuiltVariant], list[str], list[str]]:
+    """Per-node speed variants from the promising INT8 bases (most promising first) and mixed
+    precision for the most promising base that breaks a slice floor (every failing base when not
+    racing). Returns the new variants, notes, and the escalation options exercised."""
+    notes: list[str] = []
+    tried: list[str] = []
+    bases = _bases(race, variants, racing, notes)
+    if not bases:
+        return [], notes, tried
+    runners = race.runners
+    x = _probe_rows(model, data, runners)
+    guard = latency_guard(contract, runners, race.entries[0].point, x) if variants.judge is not None else None
+    before = len(variants.items)
+    mixed_left = 1 if racing else len(bases)
+    for i, base in enumerate(bases):
+        if race.clock.out():
+            notes.append(f"time budget spent before variants were derived from {len(bases) - i} of {len(bases)} INT8 bases")
             break
-        report(f"per-node speed and mixed precision from {base.name}", _BUILD_SHARE * (0.5 + 0.5 * i / len(int8)))
+        phases.progress(f"per-node speed and mixed precision from {base.name}", 0.35 + 0.15 * i / len(bases))
         try:
-            if _derive(model, base, variants, x, _calibration_of(base.variant.recipe, calibrations), cache_dir, guard):
-                tried = [*dict.fromkeys([*tried, "mixed-precision"])]
+            ran = _derive(model, base, variants, x, _calibration_of(base.variant.recipe, calibrations), cache_dir, guard, mixed_left > 0)
         except ModelError as exc:
             notes.append(f"variants derived from {base.name} not built: {exc}")
-    return variants.items, notes, tried
+            continue
+        if ran:
+            mixed_left -= 1
+            tried = ["mixed-precision"]
+    return variants.items[before:], notes, tried
 
 
 def latency_guard(
@@ -247,7 +280,8 @@ def latency_guard(
     limits = {k: v for k, v in limits.items() if v is not None}
     if not limits:
         return None
-    options = ProfileOptions(
+    options = replace(
+        runners.options(),
         scenario=contract.scenario,
         min_sessions=1,
         max_sessions=1,
@@ -258,7 +292,7 @@ def latency_guard(
     )
     settings = RuntimeSettings(
         provider=runners.provider, intra_op_threads=point.threads or 1, graph_optimization_level=point.opt_level or "all"
-    )  # type: ignore[arg-type]
+    )
 
     def ok(variant: Variant) -> bool:
         runner = runners.runner(point.target, None if point.on_host else point.power_mode)
@@ -274,25 +308,30 @@ def latency_guard(
 def _derive(
     model: Model,
     base: BuiltVariant,
-    variants: _Variants,
+    variants: Variants,
     x: np.ndarray,
     calib: CalibrationSet | None,
     cache_dir: Path,
     latency_ok: Callable[[Variant], bool] | None = None,
+    mixed: bool = True,
 ) -> bool:
-    """Add ``base``'s per-node speed variant and, when it breaks a slice floor, its mixed-precision
-    variant (each node kept in float must leave the variant within the latency budget). Returns
-    whether mixed precision ran."""
+    """Add ``base``'s per-node speed variant and, with ``mixed`` and when ``base`` breaks a slice
+    floor, its mixed-precision variant (each node kept in float must leave the variant within the
+    latency budget). Returns whether mixed precision ran."""
     speed, note = _speed_variant(model, base.variant, x, calib, cache_dir)
     if speed is not None:
         variants.add(speed, "speed", note)
-    if not base.failing or variants.judge is None:
+    if not mixed or variants.judge is None:
         return False
-    mixed = mixed_precision(model, base.variant.recipe, variants.judge, calib, latency_ok=latency_ok, cache_dir=cache_dir)
-    if mixed.variant.sha256 != base.variant.sha256:
-        variants.add(mixed.variant, "mixed", mixed.reason, mixed.evaluation)
+    variants.evaluate(base)
+    if not base.failing:
+        base.note = "every slice floor holds fully quantized: no mixed precision needed"
+        return False
+    result = mixed_precision(model, base.variant.recipe, variants.judge, calib, latency_ok=latency_ok, cache_dir=cache_dir)
+    if result.variant.sha256 != base.variant.sha256:
+        variants.add(result.variant, "mixed", result.reason, result.evaluation)
     else:
-        base.note = f"mixed precision: {mixed.reason}"
+        base.note = f"mixed precision: {result.reason}"
     return True
 
 
@@ -302,91 +341,108 @@ def _calibration_of(recipe: Recipe, calibrations: dict[tuple, CalibrationSet]) -
     return calibrations[tuple(recipe.calibration_kinds)]
 
 
-def _record_for(record: RunRecord, built: BuiltVariant) -> RunRecord:
-    variant = built.variant
-    ref = VariantRef(name=built.name, sha256=variant.sha256, recipe=variant.recipe, origin=built.origin, cache_hit=variant.cache_hit)
-    return record.model_copy(update={"variant": ref, "evaluation": built.evaluation})
-
-
-def _candidate(cid: str, built: BuiltVariant, point: RunPoint, record: RunRecord, contract: Contract, allow_unverified: bool) -> Candidate:
-    verdict = evaluate(contract, record, allow_unverified=allow_unverified)
-    precision = built.variant.recipe.precision
-    eligible = allowed(precision, contract.model.precisions)
-    return Candidate(
-        id=cid,
-        variant=built.name,
-        variant_sha256=built.variant.sha256,
-        variant_path=built.variant.path,
-        precision=precision,
-        cache_hit=built.variant.cache_hit,
-        target=point.target,
-        power_mode=record.target.power_mode if not point.on_host else None,
-        threads=point.threads if point.on_host else record.settings.intra_op_threads,
-        opt_level=point.opt_level,
-        kind=record.kind,
-        run_id=record.run_id,
-        figures=figures_of(record),
-        worst_slice=worst_slice(record)[0],
-        feasible=verdict.passed,
-        eligible=eligible,
-        ineligible_reason="" if eligible else f"{precision} is not in [model] precisions ({', '.join(contract.model.precisions)})",
-        verdict=verdict,
-    )
-
-
 def _outcome(
     target: str,
-    group: list[Candidate],
+    race: Race,
     contract: Contract,
     tried: list[str],
     options: SearchOptions,
-    skipped: list[Skipped],
-    elapsed_s: float,
-) -> TargetOutcome:
+    finished: bool,
+    unbuilt: int,
+) -> tuple[TargetOutcome, Confirmed | None]:
+    """Pareto front and pick among the candidates measured in full, confirmed interleaved; else
+    the explanation (on evidence: measured in full, or a hard budget broken with certainty), or
+    what is left undecided."""
     rel_tol = options.rel_tol
-    not_measured = [s for s in skipped if s.target == target]
-    axes, axis_notes = usable_axes(group)
-    front = pareto_front(group, axes)
-    for cand in group:
+    every = race.candidates(target)
+    full = [c for c in every if c.stage == "full"]
+    evidence = race.evidence(target)
+    open_ = race.open_candidates(target)
+    metric = binding_metric(full or every, contract.preferences.minimize, race.evaluated)
+    summary = race.summary(target, metric)
+    not_measured = [s for s in race.skipped if s.target == target]
+    if not finished:
+        not_measured += [
+            Skipped(
+                id=c.id,
+                name=c.name,
+                target=target,
+                reason=f"time budget {options.time_budget_s:g} s spent before it was measured in full ({c.stage})",
+            )
+            for c in open_
+        ]
+    axes, axis_notes = usable_axes(full)
+    front = pareto_front(full, axes) if full else []
+    for cand in every:
         cand.pareto = cand.id in front
-    if not group:
-        empty = Selection(chosen=None, considered=[], steps=[], rel_tolerance=rel_tol, notes=["no candidate was measured on this target"])
-        outcome, because = decide_target(target, group, None, not_measured, options.time_budget_s, elapsed_s)
-        return TargetOutcome(
+    selection = (
+        choose(full, contract.preferences.minimize, rel_tol)
+        if full
+        else Selection(
+            chosen=None, considered=[], steps=[], rel_tolerance=rel_tol, notes=["no candidate was measured in full on this target"]
+        )
+    )
+    confirmed = None
+    if selection.chosen is not None and options.confirm:
+        confirmed = confirm(race, target, selection)
+        if confirmed.chosen != selection.chosen:
+            selection.notes.append(
+                f"{selection.chosen} was ranked first on one-after-another measurements; "
+                f"interleaved confirmation made {confirmed.chosen} the pick"
+            )
+            selection.chosen = confirmed.chosen
+            full = [c for c in race.candidates(target) if c.stage == "full"]
+            front = pareto_front(full, axes)
+            for cand in race.candidates(target):
+                cand.pareto = cand.id in front
+        selection.notes += confirmed.notes
+        if confirmed.vs_fp32 is not None:
+            selection.vs_fp32 = confirmed.vs_fp32
+    if selection.chosen is not None:
+        picked = race.entry(selection.chosen).candidate
+        assert picked is not None
+        note = off_front_note(picked, full, axes, selection)
+        selection.notes += [note] if note else []
+    explanation = None
+    # infeasible is said from evidence only: with candidates left open, the target is undecided
+    judged = evidence if selection.chosen is None and not (open_ and not finished) else []
+    if selection.chosen is None and judged:
+        modes = {c.power_mode for c in judged if c.power_mode}
+        explanation = explain_infeasible(target, judged, contract, [*tried, *(["power-mode"] if len(modes) > 1 else [])], rel_tol)
+    needed = race.needed_s(unbuilt) if not finished or unbuilt else None
+    outcome, because = decide_target(target, judged, selection.chosen, not_measured, options.time_budget_s, race.clock.elapsed_s, needed)
+    if selection.chosen is None and not judged and evidence:
+        names = ", ".join(f"{c.id} {c.name}" for c in open_[:3]) + (f" and {len(open_) - 3} more" if len(open_) > 3 else "")
+        because = [
+            f"{len(evidence)} candidate(s) on {target} fail the contract on evidence, but the time budget ({options.time_budget_s:g} s) "
+            f"ran out before {len(open_)} that might meet it were measured in full ({names}); rerun with --time-budget "
+            f"{math.ceil(needed or race.clock.elapsed_s)} or more to finish"
+        ]
+    return (
+        TargetOutcome(
             target=target,
             outcome=outcome,
             undecided_because=because,
-            candidates=[],
+            candidates=[c.id for c in every],
             pareto_axes=axes,
-            pareto=[],
+            pareto=front,
             pareto_notes=axis_notes,
-            selection=empty,
-        )
-    selection = choose(group, contract.preferences.minimize, rel_tol)
-    if selection.chosen is not None:
-        note = off_front_note(next(c for c in group if c.id == selection.chosen), group, axes, selection)
-        selection.notes += [note] if note else []
-    explanation = None
-    if selection.chosen is None:
-        modes = {c.power_mode for c in group if c.power_mode}
-        explanation = explain_infeasible(target, group, contract, [*tried, *(["power-mode"] if len(modes) > 1 else [])], rel_tol)
-    outcome, because = decide_target(target, group, selection.chosen, not_measured, options.time_budget_s, elapsed_s)
-    return TargetOutcome(
-        target=target,
-        outcome=outcome,
-        undecided_because=because,
-        candidates=[c.id for c in group],
-        pareto_axes=axes,
-        pareto=front,
-        pareto_notes=axis_notes,
-        selection=selection,
-        explanation=explanation,
+            selection=selection,
+            explanation=explanation,
+            race=summary,
+            confirmations=confirmed.confirmations if confirmed is not None else [],
+        ),
+        confirmed,
     )
 
 
-def search_runners(contract: Contract, options: SearchOptions) -> SearchRunners:
-    """The runners one search measures with (opened as each target is first used)."""
+def search_runners(contract: Contract, options: SearchOptions, dataset: Dataset | None = None) -> SearchRunners:
+    """The runners one search measures with (opened as each target is first used), feeding what
+    the contract and ``options`` say (``--inputs``, else the data's rows; ``[model.feeds]``; shapes)."""
+    feeds = feeds_for_contract(ProfileOptions(shapes=options.shapes, inputs_npz=options.inputs_npz), contract, dataset, load=False)
+    feeds = stage_options(feeds, contract, dataset)  # a [pipeline] is timed end to end by stage
     return SearchRunners(
+        feeds=feeds,
         scenario=contract.scenario,
         provider=options.provider,
         sessions=options.sessions,
@@ -396,80 +452,72 @@ def search_runners(contract: Contract, options: SearchOptions) -> SearchRunners:
     )
 
 
-def _measure_all(
-    built: list[BuiltVariant],
-    points: list[RunPoint],
-    order: list[tuple[int, int]],
-    contract: Contract,
-    options: SearchOptions,
-    report: Progress,
-    out_of_time: Callable[[], bool],
-    runners: SearchRunners,
-) -> tuple[list[Candidate], dict[str, RunRecord], list[Skipped]]:
-    """Measure (or simulate) each (variant, point) in ``order`` until the cap or the time budget; judge each."""
-    candidates: list[Candidate] = []
-    records: dict[str, RunRecord] = {}
-    skipped: list[Skipped] = []
-    step = (1 - _BUILD_SHARE) / max(len(order), 1)
-    for n, (vi, pi) in enumerate(order):
-        cid, item, point = f"c{n + 1:02d}", built[vi], points[pi]
-        label = f"{item.name} [{point.label}]"
-        if options.max_candidates is not None and len(candidates) >= options.max_candidates:
-            skipped.append(Skipped(id=cid, name=label, target=point.target, reason=f"beyond --max-candidates {options.max_candidates}"))
-            continue
-        if out_of_time():
-            skipped.append(Skipped(id=cid, name=label, target=point.target, reason=f"time budget {options.time_budget_s:g} s spent"))
-            continue
-        start = _BUILD_SHARE + step * n
-
-        def sub_progress(message: str, fraction: float, prefix: str = f"{cid} {label}", start: float = start) -> None:
-            report(f"{prefix}: {message}", start + step * fraction)
-
-        try:
-            record = _record_for(runners.measure(item.variant.path, point, sub_progress), item)
-        except ModelError as exc:
-            skipped.append(Skipped(id=cid, name=label, target=point.target, reason=f"could not run: {exc}"))
-            continue
-        history.append(record)
-        records[cid] = record
-        candidates.append(_candidate(cid, item, point, record, contract, options.allow_unverified))
-    return candidates, records, skipped
-
-
 def optimize(
-    model: Model | str | Path, contract: Contract, options: SearchOptions | None = None, progress: Progress | None = None
+    model: Model | str | Path,
+    contract: Contract,
+    options: SearchOptions | None = None,
+    progress: Progress | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> SearchOutcome:
-    """Search variants × runtime settings × targets for the candidate the contract prefers.
+    """Search variants × runtime settings × targets for the candidate the contract prefers, racing.
 
-    Every candidate is measured (host) or simulated (board), judged against the contract and
-    appended to the run history. Per target, the result holds the Pareto front, the pick and,
-    when no candidate meets every hard clause, the explanation.
+    One time budget covers the whole search, spent in order of promise: the planned variants are
+    built and every (variant, run point) is timed briefly; per-node speed and mixed-precision
+    variants are derived only from INT8 bases that can still win on speed; candidates whose interval
+    loses on the contract's binding quantity, or that break a hard budget with certainty, are
+    pruned; the survivors are timed in fresh sessions and measured in full until the pick is
+    decided; the pick is then confirmed interleaved against fp32 and close runners-up. Candidates
+    measured in full are appended to the run history. ``on_phase`` gets one line per phase (counts
+    and elapsed time), for logs where a live progress bar does not show.
     """
     options = options or SearchOptions()
-    report = progress or (lambda message, fraction: None)
-    started = time.monotonic()
+    clock = Clock(options.time_budget_s, reserve_s=min(0.15 * options.time_budget_s, _CONFIRM_RESERVE_S) if options.confirm else 0.0)
+    phases = _Phases(clock, progress, on_phase)
     model = as_model(model)
     cache_dir = options.cache_dir or default_cache_dir()
     points = _points(options)
-    report("loading data", 0.0)
+    phases.progress("loading data and the float reference", 0.0)
     data = search_data(contract, model, options.data)
-    judge = None
-    if data is not None:
-        dataset, slices = data
-        judge = SliceEvaluator.for_reference(reference_model(contract, model), slices, dataset.id, metric_name="top1")
+    judge = contract_evaluator(contract, model, data[0], data[1]) if data is not None else None
+    variants = Variants(judge)
+    phases.done("setup", f"data and reference ready ({len(data[1]) if data else 0} slices)")
 
-    def out_of_time() -> bool:
-        return time.monotonic() - started > options.time_budget_s
+    with search_runners(contract, options, data[0] if data is not None else None) as runners:
+        race = Race(contract, runners, variants, clock, options.rel_tol, options.allow_unverified, options.max_candidates, options.racing)
+        race.report = lambda message, fraction: phases.progress(message, None)
+        calibrations, notes, unbuilt = _build_plan(model, contract, data, variants, cache_dir, clock, phases)
+        phases.done(
+            "build", f"{len(variants.items)} planned variants built ({sum(v.variant.cache_hit for v in variants.items)} from cache)"
+        )
+        for vi, pi in order_candidates(len(variants.items), len(points)):
+            race.add(variants.items[vi], points[pi])
+        phases.progress("timing every candidate briefly", 0.2)
+        race.screen()
+        phases.done("screen", _screen_line(race, options.targets, options.racing))
+        derived, derive_notes, tried = _derive_all(model, contract, data, race, variants, calibrations, cache_dir, options.racing, phases)
+        notes += derive_notes
+        if sum(v.origin == "plan" and v.variant.recipe.precision.startswith("int8") for v in variants.items) > 1:
+            tried = ["better-quantization", *tried]
+        new = [e for b in derived for e in [race.add(b, p) for p in points] if e is not None]
+        race.screen(new)
+        phases.done(
+            "derive", f"{len(derived)} derived variants built and timed ({', '.join(sorted({b.origin for b in derived})) or 'none'})"
+        )
+        phases.progress("racing: pruning and measuring the survivors in full", 0.5)
+        finished = race.run(options.targets, on_step=lambda: phases.progress(f"racing: {race.measurements} measurements", None))
+        race.finish(options.targets)
+        phases.done("race", _race_line(race, options.targets, finished))
+        outcomes: list[TargetOutcome] = []
+        confirm_records: dict[str, RunRecord] = {}
+        for target in options.targets:
+            phases.progress(f"confirming the pick on {target} interleaved", 0.85)
+            outcome, confirmed = _outcome(target, race, contract, tried, options, finished, unbuilt)
+            outcomes.append(outcome)
+            if confirmed is not None:
+                confirm_records |= confirmed.records
+        phases.done("confirm", _confirm_line(outcomes))
 
-    with search_runners(contract, options) as runners:
-        built, notes, tried = _build_all(model, contract, data, judge, cache_dir, report, out_of_time, runners, points[0])
-        order = order_candidates(len(built), len(points))
-        candidates, records, skipped = _measure_all(built, points, order, contract, options, report, out_of_time, runners)
-
-    elapsed_s = time.monotonic() - started
-    outcomes = [
-        _outcome(t, [c for c in candidates if c.target == t], contract, tried, options, skipped, elapsed_s) for t in options.targets
-    ]
+    entries = [e for e in race.entries if e.candidate is not None and e.record is not None]
     result = SearchResult(
         model=model.ref,
         contract_path=str(contract.path),
@@ -480,27 +528,102 @@ def optimize(
             "threads": list(options.threads),
             "opt_levels": list(options.opt_levels),
             "points": [p.__dict__ for p in points],
-            "variants": len(built),
-            "candidates_total": len(order),
+            "variants": len(variants.items),
+            "candidates_total": len(race.entries) + sum("max-candidates" in s.reason for s in race.skipped),
+            "search": "racing" if options.racing else "exhaustive",
             "measurement": {
                 "sessions": options.sessions,
                 "samples_per_session": options.samples,
                 "cold_start_repeats": options.cold_start_repeats,
+                "screening": {"sessions": 1, "samples_per_session": min(SCREEN_SAMPLES, options.samples), "cold_start_repeats": 0},
                 "scenario": contract.scenario,
             },
             "rel_tolerance": options.rel_tol,
             "cache_dir": str(cache_dir),
             "escalation_options_tried": tried,
         },
-        variants=[_variant_info(b) for b in built],
-        candidates=candidates,
-        skipped=skipped,
+        variants=[_variant_info(b) for b in variants.items],
+        candidates=[e.candidate for e in entries if e.candidate is not None],
+        skipped=race.skipped,
         outcomes=outcomes,
         notes=notes,
-        elapsed_s=time.monotonic() - started,
+        elapsed_s=clock.elapsed_s,
+        phases=phases.items,
     )
-    report("done", 1.0)
-    return SearchOutcome(result=result, records=records, variants=built)
+    phases.progress("done", 1.0)
+    return SearchOutcome(
+        result=result,
+        records={e.id: e.record for e in entries if e.record is not None},
+        variants=variants.items,
+        confirm_records=confirm_records,
+    )
+
+
+# Seconds kept back from racing so the pick can still be confirmed interleaved (at most 15% of the budget).
+_CONFIRM_RESERVE_S = 20.0
+
+
+class _Phases:
+    """Progress: the live callback (message, fraction) and one line per finished phase, with counts
+    and elapsed time, kept in the result and given to ``on_phase`` (CI logs have no live bar)."""
+
+    def __init__(self, clock: Clock, progress: Progress | None, on_phase: Callable[[str], None] | None):
+        self.clock = clock
+        self._progress = progress or (lambda message, fraction: None)
+        self._on_phase = on_phase
+        self.items: list[Phase] = []
+        self._fraction = 0.0
+
+    def progress(self, message: str, fraction: float | None) -> None:
+        if fraction is not None:
+            self._fraction = fraction
+        self._progress(message, self._fraction)
+
+    def done(self, name: str, what: str) -> None:
+        line = f"[{self.clock.elapsed_s:6.1f} s] {name}: {what}"
+        self.items.append(Phase(name=name, elapsed_s=round(self.clock.elapsed_s, 2), line=line))
+        if self._on_phase is not None:
+            self._on_phase(line)
+
+
+def _screen_line(race: Race, targets: Sequence[str], racing: bool) -> str:
+    timed = sum(e.stage is not None for e in race.entries)
+    how = f"one session of {race.runners.options_for('screened').samples_per_session} samples each" if racing else "in full (exhaustive)"
+    left = sum(e.stage is None and not e.failed for e in race.entries)
+    pruned = sum(len(race.pruned(t)) for t in targets)
+    return (
+        f"{timed} of {len(race.entries)} candidates timed {how}"
+        + (f", {pruned} clearly out" if racing else "")
+        + (f"; {left} not reached" if left else "")
+    )
+
+
+def _race_line(race: Race, targets: Sequence[str], finished: bool) -> str:
+    parts = []
+    for t in targets:
+        cands = race.candidates(t)
+        slower = sum(c.pruned_kind == "slower" for c in cands)
+        budget = sum(c.pruned_kind == "budget" for c in cands)
+        full = sum(c.stage == "full" for c in cands)
+        timed = sum(c.stage in ("timed", "full") for c in cands)
+        parts.append(
+            f"{t}: {len(cands)} raced, {slower + budget} pruned ({slower} slower, {budget} over a hard budget), {timed} timed in fresh sessions, {full} measured in full"
+        )
+    return "; ".join(parts) + ("" if finished else " — time budget spent before the pick was decided")
+
+
+def _confirm_line(outcomes: Sequence[TargetOutcome]) -> str:
+    parts = []
+    for o in outcomes:
+        if o.selection.chosen is None:
+            parts.append(f"{o.target}: no pick ({o.outcome})")
+            continue
+        cmp = o.selection.vs_fp32
+        vs = ""
+        if cmp is not None and cmp.p50_interval is not None:
+            vs = f", p50 ×{cmp.p50_ratio:.3f} vs fp32 (95% CI {cmp.p50_interval[0]:.3f}–{cmp.p50_interval[1]:.3f})"
+        parts.append(f"{o.target}: {len(o.confirmations)} interleaved comparison(s), pick {o.selection.chosen}{vs}")
+    return "; ".join(parts)
 
 
 def _data_summary(data: tuple[Dataset, list[Slice]] | None, entry: str | None) -> dict | None:
@@ -531,7 +654,8 @@ def _variant_info(built: BuiltVariant) -> VariantInfo:
 
 
 def write_artifacts(outcome: SearchOutcome, out_dir: str | Path) -> Path:
-    """Write each candidate's RunRecord, the chosen variants' ONNX and search.json under ``out_dir``.
+    """Write each candidate's RunRecord, the interleaved confirmation runs (``runs/confirm-*.json``),
+    the chosen variants' ONNX and search.json under ``out_dir``.
 
     Records of an earlier search in the same folder are removed first, so the folder describes
     one search. Returns the path of search.json.
@@ -545,6 +669,8 @@ def write_artifacts(outcome: SearchOutcome, out_dir: str | Path) -> Path:
     for cand in result.candidates:
         save_record(outcome.records[cand.id], runs / f"{cand.id}.json")
         cand.record_path = f"runs/{cand.id}.json"
+    for name, record in outcome.confirm_records.items():
+        save_record(record, runs / f"{name}.json")
     for target in result.outcomes:
         chosen = target.selection.chosen
         if chosen is None:

@@ -55,7 +55,8 @@ def pareto_front(candidates: Sequence[Candidate], axes: Sequence[str]) -> list[s
     return [c.id for c in candidates if not any(dominates(o, c, axes) for o in candidates if o is not c)]
 
 
-def _metric_order(preferences: Sequence[str]) -> list[tuple[str, str]]:
+def metric_order(preferences: Sequence[str]) -> list[tuple[str, str]]:
+    """The order the pick ranks by: the contract's preferences, then the fixed tie-breaks."""
     order = [(m, "preference") for m in preferences]
     return order + [(m, "tie-break") for m in TIE_BREAKS if m not in preferences]
 
@@ -65,7 +66,7 @@ def rank(pool: Sequence[Candidate], preferences: Sequence[str], rel_tol: float =
     remaining = list(pool)
     steps: list[SelectionStep] = []
     first_used: str | None = None
-    for metric, source in _metric_order(preferences):
+    for metric, source in metric_order(preferences):
         if len(remaining) <= 1:
             break
         missing = [c for c in remaining if c.value(metric) is None]

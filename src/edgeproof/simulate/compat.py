@@ -116,7 +116,7 @@ def compat_matrix(
     bad = [p for p in wanted_all or [] if p != NATIVE and p not in ITEMSIZE]
     if bad:
         raise TargetError(f"precision(s) {bad}: use native or one of {', '.join(ITEMSIZE)}")
-    cost = analyze(model)
+    cost = analyze(model, simplify=True)
     native = build_kernels(cost)
     boards = load_catalog(catalog_dirs) if targets is None else {t: get_target(t, catalog_dirs) for t in targets}
     rows = []

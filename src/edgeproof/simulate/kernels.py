@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
-from edgeproof.analysis import ModelCost, NodeCost
+from edgeproof.analysis import DATA_MOVEMENT, ModelCost, NodeCost
 
 # Activations that inference runtimes (ORT FusedConv, TensorRT, TFLite) fold into the producing layer.
 _FUSABLE_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish"}
@@ -31,6 +32,10 @@ OP_CLASS = {
     "GlobalMaxPool": "pool",
     "LpPool": "pool",
 }
+_NORM = {"BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization", "LpNormalization", "LRN"}
+_POOL_LIKE = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "GlobalLpPool"}
+# Layout ops a board runtime executes as copies (Resize too: it only reads and writes memory).
+_LAYOUT = DATA_MOVEMENT | {"Resize", "Upsample"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class Kernel:
     channels_per_group: int | None = None
     out_channels: int | None = None
     out_elements: int = 0
+    # Spatial size of a convolution's kernel (kH*kW; None for other ops).
+    kernel_hw: int | None = None
 
     @property
     def op_class(self) -> str:
@@ -65,6 +72,24 @@ class Kernel:
         if cls == "conv" and self.channels_per_group is not None and self.channels_per_group < NARROW_CHANNELS:
             return "conv-narrow"
         return cls
+
+    @property
+    def board_class(self) -> str:
+        """The class a board profile gives its own efficiency (``targets.spec.OP_CLASSES``):
+        dense, depthwise (one input channel per group) and pointwise (1x1) convolution, gemm,
+        pooling, normalisation, layout (reshape/concat/transpose/shuffle/slice) and elementwise."""
+        cls = OP_CLASS.get(self.op_type)
+        if cls == "conv":
+            if self.channels_per_group == 1 and (self.out_channels or 0) > 1:
+                return "conv-depthwise"
+            return "conv-pointwise" if self.kernel_hw == 1 else "conv"
+        if cls in ("gemm", "pool"):
+            return cls
+        if self.op_type in _POOL_LIKE:
+            return "pool"
+        if self.op_type in _NORM:
+            return "norm"
+        return "layout" if self.op_type in _LAYOUT else "elementwise"
 
 
 @dataclass(frozen=True)
@@ -182,6 +207,7 @@ def build_kernels(cost: ModelCost) -> KernelGraph:
                 outputs=tuple(dict.fromkeys(outs)),
                 channels_per_group=conv_shape[1] if conv_shape else None,
                 out_channels=conv_shape[0] if conv_shape else None,
+                kernel_hw=math.prod(conv_shape[2:]) if conv_shape else None,
                 out_elements=sum(cost.tensor_elements.get(t, 0) for t in last.outputs if t),
             )
         )

@@ -50,6 +50,10 @@ from edgeproof.targets.spec import JitterSpec, Target
 
 DEFAULT_SOAK_S = 600.0
 FALLBACK_PROVIDER = "CPU (fallback)"
+# Above this share of MACs resting on stand-in costs, figures are estimated:, not simulated:.
+ESTIMATED_ABOVE_SHARE = 0.05
+# A profile never validated against published figures still gets an interval: this wide.
+UNVALIDATED_INTERVAL_REL = 1.0
 
 Progress = Callable[[str, float], None]
 
@@ -81,7 +85,8 @@ def simulate_run(
         back to back); when soak_s is given the latency samples follow the soak over time.
     sessions / samples_per_session / seed: the simulated samples (jitter model, seeded).
 
-    Every figure is labelled ``simulated:<board>@<profile version>``.
+    Every figure is labelled ``simulated:<board>@<profile version>``, or ``estimated:...`` when more
+    than ESTIMATED_ABOVE_SHARE of the MACs rest on stand-in costs (shape inference failed).
     """
     model = as_model(model_path)
     path = model.path
@@ -93,7 +98,7 @@ def simulate_run(
         raise TargetError(f"rate {rate_hz} Hz must be positive")
     if soak_s is not None and soak_s <= 0:
         raise TargetError(f"soak duration {soak_s} s must be positive")
-    cost = analyze(model.proto)
+    cost = analyze(model.proto, simplify=True)
     graph = build_kernels(cost)
     if precision is not None:
         graph = as_precision(graph, precision, cost)
@@ -162,7 +167,9 @@ def _board_record(
     res = residency(graph, part, target)
     load = load_time_ms(model.size_bytes, graph, part, target)
     worst_ms = max(max(max(s) for s in session_samples), max(soak_result.latency_ms))
-    warnings = res.warnings(target) + _operating_warnings(op, fw, worst_ms)
+    warnings = _cost_warnings(cost) + res.warnings(target) + _operating_warnings(op, fw, worst_ms)
+    provenance = figure_provenance(cost, label)
+    interval_rel = latency_interval_rel(cost, target)
     first_inference_mj = trace.energy_j * 1e3
     one_core_w = idle_at(start_c) + target.power_modes[op.power_mode].cpu_dynamic_w / op.cpu_cores
     soak_record = SoakTrace(
@@ -179,7 +186,7 @@ def _board_record(
     )
 
     def sim(value: float, unit: str) -> Figure:
-        return Figure.simulated(value, unit, label)
+        return Figure(value=value, unit=unit, provenance=provenance)
 
     return RunRecord(
         kind="simulated",
@@ -195,14 +202,14 @@ def _board_record(
         scenario=_scenario(rate_hz, session_samples),
         sessions=[SessionSamples(warmup_ms=[], samples_ms=s, started_at=f"simulated session {i}") for i, s in enumerate(session_samples)],
         latency=_summarize_simulated(session_samples),
-        latency_provenance=f"simulated:{label}",
+        latency_provenance=provenance,
         load_time_ms=sim(load["total_ms"], "ms"),
         peak_rss_mib=sim(res.resident_mib, "MiB"),
         model_size_mib=Figure.measured(model.size_bytes / 2**20, "MiB", "file-size"),
         energy_mj_per_inference=sim(first_inference_mj, "mJ"),
         sustained_w=sim(soak_result.sustained_w, "W"),
         temperature_c=sim(soak_result.peak_c, "°C"),
-        placement=_placement(graph, cost, part, timeline, target, label),
+        placement=_placement(graph, cost, part, timeline, target, provenance),
         env=fingerprint(),
         simulation=Simulation(
             profile=label,
@@ -217,10 +224,60 @@ def _board_record(
             load=LoadBreakdown(**load),
             jitter=JitterModel(**target.jitter.model_dump(), seed=seed),
             model_cost=_model_cost(cost),
-            assumptions=cost.assumptions,
+            assumptions=cost.simplified + cost.assumptions,
+            latency_interval_rel=interval_rel,
+            latency_interval_basis=interval_basis(target, interval_rel),
         ),
         warnings=warnings,
     )
+
+
+def is_estimated(cost: ModelCost) -> bool:
+    """True when too much of the model rests on stand-in costs for a simulated figure."""
+    return cost.unknown_macs_share > ESTIMATED_ABOVE_SHARE
+
+
+def figure_provenance(cost: ModelCost, label: str) -> str:
+    """``simulated:<label>``, or ``estimated:<label> ...`` when stand-in costs carry the model."""
+    if is_estimated(cost):
+        return f"estimated:{label} with stand-in costs for {cost.unknown_macs_share:.0%} of MACs"
+    return f"simulated:{label}"
+
+
+def _cost_warnings(cost: ModelCost) -> list[str]:
+    warning = cost.uncertainty_warning()
+    if warning is None:
+        return []
+    if is_estimated(cost):
+        warning += f"; above {ESTIMATED_ABOVE_SHARE:.0%}, so the figures are estimated (wide interval) and a clause on them stays unverified"
+    return [warning]
+
+
+def latency_interval_rel(cost: ModelCost, target: Target) -> float:
+    """Relative half-width of a simulated latency's interval: the profile's validation error against
+    published figures (wide when never validated), doubled when stand-in costs carry the model."""
+    rel = target.validation.interval_rel if target.validation is not None else UNVALIDATED_INTERVAL_REL
+    return 2 * rel + 1 if is_estimated(cost) else rel
+
+
+def interval_basis(target: Target, rel: float) -> str:
+    """Where a simulated latency's interval comes from, in words."""
+    if target.validation is None:
+        return f"±{rel:.0%}: {target.id}@{target.version} was never validated against published figures"
+    v = target.validation
+    return (
+        f"±{rel:.0%}: 90% of {target.id}@{target.version}'s held-out and leave-one-model-out predictions "
+        f"of published figures fell within it ({v.source}, {v.rows} rows)"
+    )
+
+
+def latency_interval_ms(record: RunRecord, key: str) -> tuple[float, float] | None:
+    """The profile-error interval of a simulated quantile (``p50_ms`` ...), or None without one."""
+    sim = record.simulation
+    if sim is None or sim.latency_interval_rel is None:
+        return None
+    value = getattr(record.latency, key)
+    return value / (1 + sim.latency_interval_rel), value * (1 + sim.latency_interval_rel)
 
 
 def _model_cost(cost: ModelCost) -> ModelCostRecord:
@@ -241,6 +298,7 @@ def _host_record(
     precision: str | None,
 ) -> RunRecord:
     label = f"host@{profile.version}"
+    provenance = figure_provenance(cost, label)
     timeline, notes = host_timeline(graph, profile, threads)
     latency_ms = timeline.total_us / 1e3
     jitter = JitterSpec(sigma=profile.jitter_cv, session_sigma=profile.jitter_cv, spike_prob=0.0, spike_ms=0.0)
@@ -256,14 +314,14 @@ def _host_record(
         scenario=_scenario(None, session_samples),
         sessions=[SessionSamples(warmup_ms=[], samples_ms=s, started_at=f"simulated session {i}") for i, s in enumerate(session_samples)],
         latency=_summarize_simulated(session_samples),
-        latency_provenance=f"simulated:{label}",
+        latency_provenance=provenance,
         load_time_ms=Figure.unavailable("ms", "the host profile does not model load time; `edgeproof profile` measures it"),
         peak_rss_mib=Figure.unavailable("MiB", "the host profile does not model memory; `edgeproof profile` measures it"),
         model_size_mib=Figure.measured(model.size_bytes / 2**20, "MiB", "file-size"),
         energy_mj_per_inference=Figure.unavailable("mJ", no_power),
         sustained_w=Figure.unavailable("W", no_power),
         temperature_c=Figure.unavailable("°C", no_power),
-        placement=placement_of(nodes, "CPUExecutionProvider").model_copy(update={"provenance": f"simulated:{label}"}),
+        placement=placement_of(nodes, "CPUExecutionProvider").model_copy(update={"provenance": provenance}),
         env=fingerprint(),
         simulation=Simulation(
             profile=label,
@@ -276,9 +334,9 @@ def _host_record(
             partitions=partitions_summary(graph, part, timeline, None),
             jitter=JitterModel(**jitter.model_dump(), seed=seed),
             model_cost=_model_cost(cost),
-            assumptions=cost.assumptions,
+            assumptions=cost.simplified + cost.assumptions,
         ),
-        warnings=notes,
+        warnings=_cost_warnings(cost) + notes,
     )
 
 
@@ -340,13 +398,13 @@ def _node_records(graph: KernelGraph, cost: ModelCost, provider_of: dict[str, st
     return records
 
 
-def _placement(graph: KernelGraph, cost: ModelCost, part: Partition, timeline: Timeline, target: Target, label: str):
+def _placement(graph: KernelGraph, cost: ModelCost, part: Partition, timeline: Timeline, target: Target, provenance: str):
     primary = target.accelerator.name if target.accelerator else f"CPU ({target.cpu.name})"
     provider_of = {
         name: (primary if p.device == ACCEL or target.accelerator is None else FALLBACK_PROVIDER) for name, p in part.placed.items()
     }
     nodes = _node_records(graph, cost, provider_of, timeline)
-    return placement_of(nodes, primary).model_copy(update={"provenance": f"simulated:{label}"})
+    return placement_of(nodes, primary).model_copy(update={"provenance": provenance})
 
 
 def partitions_summary(graph: KernelGraph, part: Partition, timeline: Timeline, target: Target | None) -> Partitions:

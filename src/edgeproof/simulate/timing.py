@@ -52,43 +52,76 @@ class Timeline:
         return {p.name: p.duration_us for p in self.phases if p.kind == "kernel"}
 
 
-def weights_spill(graph: KernelGraph, partition: Partition, target: Target) -> bool:
-    """True when the accelerator's weights exceed its on-chip weight cache and must stream each inference."""
+def streamed_weights(graph: KernelGraph, partition: Partition, target: Target) -> dict[str, int]:
+    """Bytes of each accelerator kernel's weights that do not fit the on-chip weight cache.
+
+    The compiler fills the cache with weights in execution order (the Edge TPU compiler caches
+    the first layers' parameters); what comes after is streamed again every inference.
+    """
     acc = target.accelerator
     if acc is None or acc.weight_cache_mib is None:
-        return False
-    resident = sum(k.weight_bytes for k in graph.kernels if partition.placed[k.name].device == ACCEL)
-    return resident > acc.weight_cache_mib * _MIB
+        return {}
+    room = acc.weight_cache_mib * _MIB
+    streamed: dict[str, int] = {}
+    for k in graph.kernels:
+        if partition.placed[k.name].device != ACCEL or not k.weight_bytes:
+            continue
+        cached = min(k.weight_bytes, max(room, 0.0))
+        room -= k.weight_bytes
+        if k.weight_bytes > cached:
+            streamed[k.name] = int(k.weight_bytes - cached)
+    return streamed
+
+
+def weights_spill(graph: KernelGraph, partition: Partition, target: Target) -> bool:
+    """True when part of the accelerator's weights exceeds its on-chip cache and streams each inference."""
+    return bool(streamed_weights(graph, partition, target))
 
 
 def board_kernel_phase(
-    kernel: Kernel, graph: KernelGraph, partition: Partition, target: Target, op: OperatingPoint, start_us: float, spilled: bool
+    kernel: Kernel,
+    graph: KernelGraph,
+    partition: Partition,
+    target: Target,
+    op: OperatingPoint,
+    start_us: float,
+    streamed_bytes: int = 0,
 ) -> Phase:
-    """Roofline time of one kernel: max(FLOPs at the effective peak, bytes at memory bandwidth) plus
-    a per-kernel overhead that scales inversely with the clock of the unit that issues it."""
+    """Roofline time of one kernel at its class's efficiency: max(FLOPs at the reached share of
+    peak, bytes at the reached share of bandwidth; an accelerator's on-chip activation bandwidth
+    is its spec's), plus a per-kernel overhead that scales
+    inversely with the clock of the unit that issues it. On an accelerator, weights beyond the
+    on-chip cache (``streamed_bytes``) come over the spill path, one transfer per kernel."""
     placed = partition.placed[kernel.name]
     act_bytes = graph.bytes_in(kernel) + graph.bytes_out(kernel)
     if placed.device == CPU:
         cpu = target.cpu
-        gops = cpu.peak_gops(placed.precision, op.cpu_clock_ghz, op.threads) * cpu.efficiency
+        eff = cpu.efficiency_for(kernel.board_class, placed.precision)
+        gops = cpu.peak_gops(placed.precision, op.cpu_clock_ghz, op.threads) * eff
         compute = kernel.flops / (gops * 1e3)
-        memory = (act_bytes + kernel.weight_bytes) / (op.memory_bandwidth_gbs * 1e3)
+        memory = (act_bytes + kernel.weight_bytes) / (op.memory_bandwidth_gbs * eff * 1e3)
         overhead = cpu.op_overhead_us * cpu.max_clock_ghz / op.cpu_clock_ghz
     else:
         acc = target.accelerator
         assert acc is not None and op.accel_clock_mhz is not None
-        tops = acc.peak_tops[placed.precision] * acc.efficiency * (op.accel_clock_mhz / acc.clock_mhz) * op.accel_units_frac
+        eff = acc.efficiency_for(kernel.board_class, placed.precision)
+        tops = acc.peak_tops[placed.precision] * eff * (op.accel_clock_mhz / acc.clock_mhz) * op.accel_units_frac
         compute = kernel.flops / (tops * 1e6)
-        weight_bw = acc.weight_spill_bandwidth_gbs if spilled and acc.weight_spill_bandwidth_gbs else acc.weight_bandwidth_gbs
-        memory = act_bytes / (acc.activation_bandwidth_gbs * 1e3) + kernel.weight_bytes / (weight_bw * 1e3)
+        memory = act_bytes / (acc.activation_bandwidth_gbs * 1e3) + (kernel.weight_bytes - streamed_bytes) / (
+            acc.weight_bandwidth_gbs * 1e3
+        )
         overhead = acc.kernel_overhead_us * acc.clock_mhz / op.accel_clock_mhz
+        if streamed_bytes:
+            assert acc.weight_spill_bandwidth_gbs is not None
+            memory += streamed_bytes / (acc.weight_spill_bandwidth_gbs * 1e3)
+            overhead += acc.transfer_latency_us
     return Phase("kernel", placed.device, kernel.name, start_us, max(compute, memory) + overhead, compute, memory, overhead)
 
 
 def board_timeline(graph: KernelGraph, partition: Partition, target: Target, op: OperatingPoint) -> Timeline:
     """Segments run one after another; before each, the tensors it needs from the other device are
     copied over the link, and an accelerator segment pays one launch; outputs return to the host."""
-    spilled = weights_spill(graph, partition, target)
+    streamed = streamed_weights(graph, partition, target)
     by_name = {k.name: k for k in graph.kernels}
     acc = target.accelerator
     phases: list[Phase] = []
@@ -115,10 +148,10 @@ def board_timeline(graph: KernelGraph, partition: Partition, target: Target, op:
             launch = acc.launch_overhead_us * target.cpu.max_clock_ghz / op.cpu_clock_ghz
             add(Phase("launch", CPU, f"launch seg{seg.index}", clock, launch, overhead_us=launch))
         for name in seg.kernels:
-            add(board_kernel_phase(by_name[name], graph, partition, target, op, clock, spilled))
+            add(board_kernel_phase(by_name[name], graph, partition, target, op, clock, streamed.get(name, 0)))
     if acc is not None:
         copies_into(HOST)
-    return Timeline(tuple(phases), weights_spilled=spilled)
+    return Timeline(tuple(phases), weights_spilled=bool(streamed))
 
 
 def host_timeline(graph: KernelGraph, profile: HostProfile, threads: int) -> tuple[Timeline, list[str]]:

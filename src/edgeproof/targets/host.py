@@ -12,6 +12,7 @@ import onnxruntime as ort
 import psutil
 
 import edgeproof
+from edgeproof.platform_facts import platform_facts
 from edgeproof.records import EnvFingerprint, TargetRef
 
 
@@ -55,6 +56,7 @@ def fingerprint() -> EnvFingerprint:
         extra["onnxruntime_build"] = build.removeprefix("ORT Build Info: ")
     if hasattr(os, "sched_getaffinity"):
         extra["affinity"] = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    extra |= platform_facts()  # compiler, driver, board and kernel facts the BOM states
     return EnvFingerprint(
         hostname=socket.gethostname(),
         os=f"{platform.system()} {platform.release()}",

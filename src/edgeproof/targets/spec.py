@@ -9,6 +9,23 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from edgeproof.errors import TargetError
 
 PRECISIONS = ("fp32", "fp16", "int8", "int16")
+# Operation classes whose speed a runtime reaches differently (see simulate.kernels.Kernel.board_class).
+OP_CLASSES = ("conv", "conv-depthwise", "conv-pointwise", "gemm", "elementwise", "pool", "layout", "norm")
+
+
+def _check_class_efficiency(value: dict[str, float]) -> dict[str, float]:
+    """Keys are ``<class>`` or ``<class>@<precision>``; values are fractions in (0, 1]."""
+    for key, frac in value.items():
+        cls, _, precision = key.partition("@")
+        if cls not in OP_CLASSES or (precision and precision not in PRECISIONS):
+            raise ValueError(f"class_efficiency key {key!r}: use <class> or <class>@<precision>, classes {list(OP_CLASSES)}")
+        if not 0 < frac <= 1:
+            raise ValueError(f"class_efficiency {key!r} = {frac}: must be in (0, 1]")
+    return value
+
+
+def _efficiency_for(table: dict[str, float], default: float, op_class: str, precision: str) -> float:
+    return table.get(f"{op_class}@{precision}", table.get(op_class, default))
 
 
 class FrozenSpec(BaseModel):
@@ -25,8 +42,10 @@ class CpuSpec(FrozenSpec):
     max_clock_ghz: float = Field(gt=0)
     # Arithmetic operations per cycle per core (an FMA counts 2), by precision.
     ops_per_cycle_per_core: dict[str, float]
-    # Fraction of peak an inference runtime reaches on typical layers.
+    # Fraction of peak (and of memory bandwidth) an inference runtime reaches on typical layers,
+    # and per operation class (optionally per precision: "conv@int8") where that differs.
     efficiency: float = Field(gt=0, le=1)
+    class_efficiency: dict[str, float] = Field(default_factory=dict)
     # Extra speed of each added thread, as a fraction of the first (1.0 = perfect scaling).
     parallel_efficiency: float = Field(gt=0, le=1)
     # Dispatch cost of one kernel at max clock.
@@ -41,6 +60,15 @@ class CpuSpec(FrozenSpec):
         if "fp32" not in value:
             raise ValueError("fp32 rate is required (other precisions fall back to it)")
         return value
+
+    @field_validator("class_efficiency")
+    @classmethod
+    def _classes(cls, value: dict[str, float]) -> dict[str, float]:
+        return _check_class_efficiency(value)
+
+    def efficiency_for(self, op_class: str, precision: str) -> float:
+        """Fraction of peak the runtime reaches on ``op_class`` at ``precision``."""
+        return _efficiency_for(self.class_efficiency, self.efficiency, op_class, precision)
 
     def peak_gops(self, precision: str, clock_ghz: float, threads: int) -> float:
         """Peak giga-operations per second with ``threads`` busy cores at ``clock_ghz``."""
@@ -70,6 +98,8 @@ class AcceleratorSpec(FrozenSpec):
     # Tera-operations per second at clock_mhz with all units on (dense, an FMA counts 2).
     peak_tops: dict[str, float]
     efficiency: float = Field(gt=0, le=1)
+    # Per operation class (optionally "<class>@<precision>"), where the compiler's reach differs.
+    class_efficiency: dict[str, float] = Field(default_factory=dict)
     ops: dict[str, OpSupport]
     # An op the accelerator lacks at a node's precision but has at the promoted one runs there at
     # that precision (TensorRT runs a layer without an INT8 kernel in FP16) instead of on the CPU.
@@ -78,7 +108,8 @@ class AcceleratorSpec(FrozenSpec):
     single_segment: bool = False
     activation_bandwidth_gbs: float = Field(gt=0)
     weight_bandwidth_gbs: float = Field(gt=0)
-    # Weights beyond this cache are streamed again every inference at weight_spill_bandwidth_gbs.
+    # The compiler caches the first weight_cache_mib of weights (in execution order) on chip; the
+    # rest is streamed again every inference at weight_spill_bandwidth_gbs, one transfer per layer.
     weight_cache_mib: float | None = None
     weight_spill_bandwidth_gbs: float | None = None
     # Activations beyond this do not fit (the model cannot run as compiled).
@@ -101,7 +132,12 @@ class AcceleratorSpec(FrozenSpec):
                 raise ValueError(f"promote {low!r} -> {high!r}: both precisions need op support")
         if self.weight_cache_mib is not None and self.weight_spill_bandwidth_gbs is None:
             raise ValueError("weight_cache_mib needs weight_spill_bandwidth_gbs")
+        _check_class_efficiency(self.class_efficiency)
         return self
+
+    def efficiency_for(self, op_class: str, precision: str) -> float:
+        """Fraction of peak the accelerator reaches on ``op_class`` at ``precision``."""
+        return _efficiency_for(self.class_efficiency, self.efficiency, op_class, precision)
 
     def run_precision(self, op_type: str, precision: str) -> str | None:
         """The precision the accelerator runs ``op_type`` in for a node of ``precision``, or None
@@ -170,6 +206,24 @@ class JitterSpec(FrozenSpec):
     spike_ms: float = Field(ge=0)
 
 
+class ProfileValidation(FrozenSpec):
+    """How the profile's latency compares with published figures for the board (the fit that set
+    its class efficiencies, and the rows held out from it). Errors are |predicted/published - 1|."""
+
+    source: str
+    fitted_on: str
+    rows: int = Field(ge=0)
+    fit_rows: int = Field(ge=0)
+    held_out_rows: int = Field(ge=0)
+    held_out_median_abs_error: float | None = None
+    held_out_max_abs_error: float | None = None
+    leave_one_model_out_median_abs_error: float | None = None
+    # Relative half-width of the interval shown beside a simulated latency: the error within which
+    # 90% of this board's held-out and leave-one-model-out predictions fell.
+    interval_rel: float = Field(gt=0)
+    free_parameters: list[str] = Field(default_factory=list)
+
+
 class Target(FrozenSpec):
     """One board from the catalog. Every board is a simulated profile built from public specs."""
 
@@ -189,6 +243,7 @@ class Target(FrozenSpec):
     dvfs_exponent: float = Field(gt=0)
     boot_s: float = Field(ge=0)
     sources: dict[str, str]
+    validation: ProfileValidation | None = None
     file: str = ""
 
     @model_validator(mode="after")

@@ -1,0 +1,177 @@
+"""The agent's verbs over JSON-lines: hello, put-model, profile, meters, bring-up, bye. Nothing else runs.
+
+Request: ``{"v": 1, "id": 7, "verb": "profile", ...}``. Reply: ``{"v": 1, "id": 7, "ok": true,
+"result": {...}}`` or ``{"v": 1, "id": 7, "ok": false, "error": {"code": ..., "message": ...}}``.
+A long verb may first send ``{"v": 1, "id": 7, "progress": "session 2/3"}`` lines.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import numpy as np
+
+from edgeproof_agent import PROTOCOL
+from edgeproof_agent._board import EnergyCounter, bring_up, fingerprint, meters, peak_temperature_c
+from edgeproof_agent._cache import ModelCache
+from edgeproof_agent._fault import Fault
+from edgeproof_agent._lock import BoardLock
+from edgeproof_agent._timing import TimingFault, cold_starts, node_trace, time_interleaved, time_sessions
+from edgeproof_agent._wire import MAX_LINE_BYTES, WireError, read_message, write_message
+
+Notify = Callable[[str], None]
+
+
+class Agent:
+    """One connection's agent: the board's cache and lock, answering one verb at a time."""
+
+    def __init__(self, device_id: str, state_dir: Path, cache_bytes: int, max_model_bytes: int) -> None:
+        self.device_id = device_id
+        self.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.cache = ModelCache(state_dir / "models", cache_bytes, max_model_bytes)
+        self.lock = BoardLock(state_dir)
+        self.verbs: dict[str, Callable[[dict[str, Any], Notify], dict[str, Any]]] = {
+            "hello": self.hello,
+            "put-model": self.put_model,
+            "profile": self.profile,
+            "meters": lambda request, notify: {"meters": meters()},
+            "bring-up": lambda request, notify: {"checks": bring_up(self.state_dir)},
+            "bye": lambda request, notify: {},
+        }
+
+    def hello(self, request: dict[str, Any], notify: Notify) -> dict[str, Any]:
+        return {
+            "protocol": PROTOCOL,
+            "device_id": self.device_id,
+            "fingerprint": fingerprint(),
+            "busy": self.lock.busy(),
+            "cache": self.cache.usage(),
+        }
+
+    def put_model(self, request: dict[str, Any], notify: Notify) -> dict[str, Any]:
+        data = request.get("data")
+        raw = None
+        if data is not None:
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                raise Fault("bad-request", "put-model data is not base64") from None
+        return self.cache.put(request.get("sha256"), request.get("size"), request.get("offset"), raw)
+
+    def _feeds(self, sha256: str) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+        """The timed runs' feeds (``f<i>__<input>``) and one batch-1 sample (``sample__<input>``) from a put blob."""
+        feeds: dict[int, dict[str, np.ndarray]] = {}
+        sample: dict[str, np.ndarray] = {}
+        try:
+            with np.load(self.cache.blob(sha256), allow_pickle=False) as npz:
+                for key in npz.files:
+                    head, _, name = key.partition("__")
+                    if head == "sample":
+                        sample[name] = npz[key]
+                    elif head.startswith("f") and head[1:].isdigit():
+                        feeds.setdefault(int(head[1:]), {})[name] = npz[key]
+        except (OSError, ValueError) as exc:
+            raise Fault("bad-request", f"inputs blob {sha256[:12]} is not an .npz of arrays ({exc})") from None
+        if not feeds or not sample:
+            raise Fault("bad-request", f"inputs blob {sha256[:12]} holds no f<i>__<input> or sample__<input> arrays")
+        return [feeds[i] for i in sorted(feeds)], sample
+
+    def _arm(self, model_sha: str, inputs_sha: str) -> tuple[Path, list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+        model = self.cache.blob(model_sha)
+        feeds, sample = self._feeds(inputs_sha)
+        return model, feeds, sample
+
+    def profile(self, request: dict[str, Any], notify: Notify) -> dict[str, Any]:
+        settings = request.get("settings") or {}
+        try:
+            arms = [self._arm(request["model"], request["inputs"])]
+            ab = request.get("ab")
+            if ab:
+                arms.append(self._arm(ab["model"], ab["inputs"]))
+            self.lock.acquire(str(request.get("job", "edgeproof")), float(request.get("wait_s", 0.0)))
+            notify("started")
+            energy = EnergyCounter.found()
+            temps = [peak_temperature_c()]
+            if ab:
+                timed = time_interleaved((arms[0][0], arms[1][0]), (arms[0][1], arms[1][1]), settings, ab, energy, notify)
+            else:
+                timed = (time_sessions(arms[0][0], arms[0][1], settings, request, energy, notify),)
+            temps.append(peak_temperature_c())
+            results = []
+            for (model, feeds, sample), sessions in zip(arms, timed):
+                cold: list[dict[str, Any]] = []
+                if int(request.get("cold_start", 0)) > 0:
+                    notify("cold start in a fresh process")
+                    with tempfile.TemporaryDirectory(prefix="edgeproof-agent-") as tmp:
+                        npz = Path(tmp) / "sample.npz"
+                        np.savez(npz, **sample)
+                        cold = cold_starts(model, settings, npz, int(request["cold_start"]))
+                nodes = node_trace(model, settings, feeds[0]) if request.get("nodes") else []
+                results.append({"sessions": sessions, "cold_start": cold, "nodes": nodes})
+        except KeyError as exc:
+            raise Fault("bad-request", f"profile needs {exc}") from None
+        except TimingFault as exc:
+            raise Fault("model", str(exc)) from None
+        readable = [t for t in temps if t is not None]
+        return {
+            "arms": results,
+            "peak_temperature_c": max(readable) if readable else None,
+            "energy_meter": energy.name if energy else None,
+            "fingerprint": fingerprint(),
+        }
+
+    def close(self) -> None:
+        self.lock.release()
+        self.cache.discard_partials()
+
+
+def _reply(out: BinaryIO, request_id: object, result: dict[str, Any] | None = None, fault: Fault | None = None) -> None:
+    if fault is None:
+        write_message(out, {"v": PROTOCOL, "id": request_id, "ok": True, "result": result or {}})
+    else:
+        write_message(out, {"v": PROTOCOL, "id": request_id, "ok": False, "error": {"code": fault.code, "message": fault.message}})
+
+
+def serve(agent: Agent, stdin: BinaryIO, stdout: BinaryIO, max_line_bytes: int = MAX_LINE_BYTES) -> int:
+    """Answer requests until ``bye`` or the end of input; the board lock and partial uploads go with the connection."""
+    agent.cache.discard_partials()
+    try:
+        while True:
+            try:
+                request = read_message(stdin, max_line_bytes)
+            except WireError as exc:
+                _reply(stdout, None, fault=Fault(exc.code, str(exc)))
+                continue
+            if request is None:
+                return 0
+            request_id = request.get("id")
+            verb = request.get("verb")
+            if request.get("v") != PROTOCOL:
+                _reply(stdout, request_id, fault=Fault("protocol", f"this agent speaks protocol {PROTOCOL}; the request says {request.get('v')!r}"))
+                continue
+            handler = agent.verbs.get(str(verb))
+            if handler is None:
+                _reply(stdout, request_id, fault=Fault("unknown-verb", f"no verb {verb!r}; the verbs are {', '.join(agent.verbs)}"))
+                continue
+
+            def notify(text: str, request_id: object = request_id) -> None:
+                write_message(stdout, {"v": PROTOCOL, "id": request_id, "progress": text})
+
+            try:
+                result = handler(request, notify)
+            except Fault as fault:
+                _reply(stdout, request_id, fault=fault)
+                continue
+            except OSError as exc:
+                _reply(stdout, request_id, fault=Fault("board", f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")))
+                continue
+            _reply(stdout, request_id, result)
+            if verb == "bye":
+                return 0
+    finally:
+        agent.close()

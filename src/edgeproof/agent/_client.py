@@ -1,0 +1,100 @@
+"""The lab side of the agent protocol: one request at a time, replies checked, blobs uploaded in chunks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeproof.agent._errors import AgentError
+from edgeproof.agent._link import Link
+
+# The protocol version this edgeproof speaks (the agent's PROTOCOL): a different one is refused at hello.
+PROTOCOL = 1
+# How long a verb may stay silent; a profile sends progress between sessions, so this bounds one session.
+REPLY_TIMEOUT_S = 900.0
+_HELLO_TIMEOUT_S = 60.0
+# Raw bytes per put-model chunk (base64 makes it 4/3 of this on the wire, well under the line cap).
+CHUNK_BYTES = 2**20
+
+
+@dataclass
+class Hello:
+    """What the agent said at ``hello``: its protocol, the board's fingerprint, who holds the board."""
+
+    device_id: str
+    protocol: int
+    fingerprint: dict[str, Any]
+    busy: dict[str, Any] | None
+    cache: dict[str, Any]
+
+
+class AgentClient:
+    """Requests over a started ``Link``; every refusal becomes an ``AgentError`` naming the device."""
+
+    def __init__(self, link: Link, device_id: str) -> None:
+        self.link = link
+        self.device_id = device_id
+        self._ids = itertools.count(1)
+
+    def request(self, verb: str, progress: Callable[[str], None] | None = None, timeout_s: float = REPLY_TIMEOUT_S, **args: Any) -> dict[str, Any]:
+        request_id = next(self._ids)
+        self.link.send({"v": PROTOCOL, "id": request_id, "verb": verb, **args})
+        while True:
+            reply = self.link.receive(timeout_s)
+            if reply.get("id") != request_id and reply.get("id") is not None:
+                raise AgentError(f"device:{self.device_id}: the agent answered request {reply.get('id')} while {request_id} was open")
+            if "progress" in reply:
+                if progress is not None:
+                    progress(str(reply["progress"]))
+                continue
+            if reply.get("ok") is True:
+                result = reply.get("result")
+                if not isinstance(result, dict):
+                    raise AgentError(f"device:{self.device_id}: the agent's reply to {verb} has no result object")
+                return result
+            error = reply.get("error") or {}
+            code, message = error.get("code", "error"), error.get("message", "no message")
+            if code == "protocol":
+                raise AgentError(f"device:{self.device_id}: protocol mismatch: {message}; install the edgeproof-agent that matches this edgeproof")
+            raise AgentError(f"device:{self.device_id}: {verb} refused ({code}): {message}")
+
+    def hello(self) -> Hello:
+        result = self.request("hello", timeout_s=_HELLO_TIMEOUT_S, protocol=PROTOCOL)
+        protocol = result.get("protocol")
+        if protocol != PROTOCOL:
+            raise AgentError(
+                f"device:{self.device_id}: protocol mismatch: the agent speaks protocol {protocol}, this edgeproof speaks {PROTOCOL}; "
+                "install the edgeproof-agent that matches this edgeproof on the board"
+            )
+        return Hello(
+            device_id=str(result.get("device_id", self.device_id)),
+            protocol=PROTOCOL,
+            fingerprint=dict(result.get("fingerprint") or {}),
+            busy=result.get("busy"),
+            cache=dict(result.get("cache") or {}),
+        )
+
+    def put(self, data: bytes, sha256: str | None = None) -> str:
+        """Upload bytes (a model, an inputs archive) unless the board has them; returns their sha256.
+
+        ``sha256`` is what the bytes are claimed to be; the agent checks it and stores nothing on a mismatch."""
+        sha256 = sha256 or hashlib.sha256(data).hexdigest()
+        started = self.request("put-model", sha256=sha256, size=len(data))
+        if started.get("have"):
+            return sha256
+        step = min(CHUNK_BYTES, int(started.get("chunk_bytes") or CHUNK_BYTES))
+        for offset in range(0, len(data), step):
+            chunk = data[offset : offset + step]
+            self.request("put-model", sha256=sha256, size=len(data), offset=offset, data=base64.b64encode(chunk).decode())
+        return sha256
+
+    def put_file(self, path: Path, sha256: str | None = None) -> str:
+        return self.put(path.read_bytes(), sha256)
+
+    def bye(self) -> None:
+        self.request("bye", timeout_s=_HELLO_TIMEOUT_S)

@@ -1,0 +1,63 @@
+"""`edgeproof agent`: talk to a board's agent: who it is (hello) and the phase-1 bring-up checklist."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from edgeproof.cli._app import app, console, user_errors
+
+agent_app = typer.Typer(help="A board's agent: hello (fingerprint, busy) and bring-up (the phase-1 checklist).", no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
+
+DeviceArg = Annotated[str, typer.Argument(help="device:<id> from boards.toml, or device:local (an agent subprocess here).")]
+
+
+def _device_target(target: str) -> str:
+    return target if target.startswith("device:") else f"device:{target}"
+
+
+@agent_app.command("hello")
+@user_errors
+def agent_hello(target: DeviceArg = "device:local") -> None:
+    """The agent's protocol, the board's fingerprint and whether another job holds the board."""
+    from edgeproof.agent import connect
+    from edgeproof.farm.inventory import get_device
+
+    client, hello = connect(get_device(_device_target(target)))
+    try:
+        client.bye()
+    finally:
+        client.link.close()
+    table = Table(title=f"{_device_target(target)}: protocol {hello.protocol}, {'BUSY' if hello.busy else 'free'}")
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in hello.fingerprint.items():
+        table.add_row(key, escape(str(value)))
+    if hello.busy:
+        table.add_row("busy with", escape(str(hello.busy)))
+    console.print(table)
+
+
+@agent_app.command("bring-up")
+@user_errors
+def agent_bring_up(target: DeviceArg = "device:local") -> None:
+    """Phase-1 checklist: uptime, accelerator providers, kernel errors, telemetry: exit 0 all pass, 1 a check failed."""
+    from edgeproof.runners.agent import AgentRunner
+
+    with AgentRunner(_device_target(target)) as runner:
+        checks = runner.bring_up()
+    table = Table(title=f"bring-up on {_device_target(target)}")
+    for col in ("check", "status", "detail"):
+        table.add_column(col)
+    colours = {"pass": "green", "fail": "red", "unchecked": "yellow"}
+    for check in checks:
+        table.add_row(check["name"], f"[{colours.get(check['status'], 'white')}]{check['status']}[/]", escape(check["detail"]))
+    console.print(table)
+    unchecked = [c["name"] for c in checks if c["status"] == "unchecked"]
+    if unchecked:
+        console.print(f"could not be checked here: {', '.join(unchecked)}")
+    raise typer.Exit(1 if any(c["status"] == "fail" for c in checks) else 0)

@@ -1,0 +1,338 @@
+"""Append-only segment files of Arrow IPC frames: length-prefixed, CRC-checked, fsync'd, rotated, on a disk budget.
+
+A segment starts with ``EPTSEG1\\n``; each frame is ``b"EPFR" | u32 length | u32 crc32 | payload``, the
+payload one Arrow IPC stream (one row per window or event) whose schema metadata names
+``edgeproof.telemetry/1``. A frame is acknowledged only after its bytes are fsync'd, so a ``kill -9``
+can lose at most a frame being written: its torn tail is cut off when the store next opens, and the
+reader reports and skips any frame that does not check out instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from edgeproof.telemetry._schema import LABEL_NAMES, METRICS, SCHEMA_VERSION, Event, Labels, MetricValue, Record, Window
+
+FILE_MAGIC = b"EPTSEG1\n"
+FRAME_MAGIC = b"EPFR"
+_FRAME_HEAD = struct.Struct("<4sII")
+SUFFIX = ".eptseg"
+# A frame longer than this is a corrupt length field, not a window.
+MAX_FRAME_BYTES = 64 << 20
+
+_METRIC_TYPE = pa.struct(
+    [
+        ("name", pa.string()),
+        ("value", pa.float64()),
+        ("count", pa.int64()),
+        ("sum", pa.float64()),
+        ("min", pa.float64()),
+        ("max", pa.float64()),
+        ("sketch", pa.binary()),
+        ("bounds", pa.list_(pa.float64())),
+        ("bucket_counts", pa.list_(pa.int64())),
+        ("attributes", pa.map_(pa.string(), pa.string())),
+    ]
+)
+ARROW_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("device_id", pa.string()),
+        ("boot_id", pa.string()),
+        ("seq", pa.int64()),
+        ("start_unix_ns", pa.int64()),
+        ("end_unix_ns", pa.int64()),
+        ("labels", pa.struct([(name, pa.string()) for name in LABEL_NAMES])),
+        ("event_type", pa.string()),
+        ("event_attributes_json", pa.string()),
+        ("metrics", pa.list_(_METRIC_TYPE)),
+        ("raw_latency_ns", pa.list_(pa.int64())),
+        ("raw_confidence", pa.list_(pa.float64())),
+    ],
+    metadata={"schema": SCHEMA_VERSION},
+)
+
+
+def _row(record: Record) -> dict[str, Any]:
+    if isinstance(record, Window):
+        return {
+            "kind": "window",
+            "device_id": record.labels.device_id,
+            "boot_id": record.boot_id,
+            "seq": record.seq,
+            "start_unix_ns": record.start_unix_ns,
+            "end_unix_ns": record.end_unix_ns,
+            "labels": record.labels.to_dict(),
+            "metrics": [
+                {
+                    "name": m.name,
+                    "value": m.value,
+                    "count": m.count,
+                    "sum": m.sum,
+                    "min": m.min,
+                    "max": m.max,
+                    "sketch": m.sketch,
+                    "bounds": m.bounds,
+                    "bucket_counts": m.bucket_counts,
+                    "attributes": list(m.attributes.items()),
+                }
+                for m in record.metrics
+            ],
+            "raw_latency_ns": record.raw_latency_ns,
+            "raw_confidence": record.raw_confidence,
+        }
+    return {
+        "kind": "event",
+        "device_id": record.labels.device_id,
+        "boot_id": record.boot_id,
+        "seq": record.seq,
+        "start_unix_ns": record.time_unix_ns,
+        "end_unix_ns": record.time_unix_ns,
+        "labels": record.labels.to_dict(),
+        "event_type": record.type,
+        "event_attributes_json": json.dumps(record.attributes, default=str, sort_keys=True),
+    }
+
+
+def encode_frame(records: Sequence[Record], schema: pa.Schema = ARROW_SCHEMA) -> bytes:
+    """One frame (head + Arrow IPC stream) holding ``records``."""
+    table = pa.Table.from_pylist([_row(r) for r in records], schema=schema)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    payload = sink.getvalue().to_pybytes()
+    return _FRAME_HEAD.pack(FRAME_MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def _records_of(payload: bytes) -> list[Record]:
+    """Records of one frame payload; raises ValueError when it is not an ``edgeproof.telemetry/1`` frame."""
+    try:
+        table = pa.ipc.open_stream(payload).read_all()
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"not an Arrow IPC stream: {exc}") from exc
+    version = (table.schema.metadata or {}).get(b"schema", b"").decode(errors="replace")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"schema version {version or 'missing'!r}, this reader knows {SCHEMA_VERSION!r}")
+    out: list[Record] = []
+    for row in table.to_pylist():
+        labels = Labels.from_dict(row["labels"] or {})
+        if row["kind"] == "window":
+            metrics = [
+                MetricValue(
+                    name=m["name"],
+                    value=m["value"],
+                    count=m["count"] or 0,
+                    sum=m["sum"] or 0.0,
+                    min=m["min"],
+                    max=m["max"],
+                    sketch=m["sketch"],
+                    bounds=m["bounds"],
+                    bucket_counts=m["bucket_counts"],
+                    attributes=dict(m["attributes"] or []),
+                )
+                for m in row["metrics"] or []
+                if m["name"] in METRICS
+            ]
+            out.append(
+                Window(
+                    labels,
+                    row["boot_id"],
+                    row["seq"],
+                    row["start_unix_ns"],
+                    row["end_unix_ns"],
+                    metrics,
+                    row["raw_latency_ns"],
+                    row["raw_confidence"],
+                )
+            )
+        elif row["kind"] == "event":
+            attributes = json.loads(row["event_attributes_json"] or "{}")
+            out.append(Event(labels, row["boot_id"], row["seq"], row["start_unix_ns"], row["event_type"], attributes))
+        else:
+            raise ValueError(f"unknown record kind {row['kind']!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class SegmentProblem:
+    """A part of a segment file that did not read back, and was skipped."""
+
+    path: Path
+    offset: int
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.offset}: {self.what}"
+
+
+@dataclass
+class SegmentRead:
+    """Everything that read back from a folder of segments, and what had to be skipped."""
+
+    records: list[Record] = field(default_factory=list)
+    problems: list[SegmentProblem] = field(default_factory=list)
+
+    @property
+    def windows(self) -> list[Window]:
+        return [r for r in self.records if isinstance(r, Window)]
+
+    @property
+    def events(self) -> list[Event]:
+        return [r for r in self.records if isinstance(r, Event)]
+
+
+def _scan(path: Path, data: bytes) -> Iterator[tuple[int, int, list[Record] | SegmentProblem]]:
+    """(frame offset, end offset, records or the problem) for every frame of one segment's bytes."""
+    if not data.startswith(FILE_MAGIC):
+        yield 0, len(data), SegmentProblem(path, 0, "not an edgeproof telemetry segment (bad file magic)")
+        return
+    pos = len(FILE_MAGIC)
+    while pos < len(data):
+        if len(data) - pos < _FRAME_HEAD.size:
+            yield pos, len(data), SegmentProblem(path, pos, f"torn tail: {len(data) - pos} bytes of a frame head")
+            return
+        magic, length, crc = _FRAME_HEAD.unpack_from(data, pos)
+        start, end = pos + _FRAME_HEAD.size, pos + _FRAME_HEAD.size + length
+        if magic != FRAME_MAGIC or length > MAX_FRAME_BYTES:
+            following = data.find(FRAME_MAGIC, pos + 1)
+            resume = following if following != -1 else len(data)
+            yield pos, resume, SegmentProblem(path, pos, f"bad frame head; skipped {resume - pos} bytes to the next frame")
+            pos = resume
+            continue
+        if end > len(data):
+            yield pos, len(data), SegmentProblem(path, pos, f"torn tail: frame of {length} bytes has {len(data) - start}")
+            return
+        payload = data[start:end]
+        if zlib.crc32(payload) != crc:
+            yield pos, end, SegmentProblem(path, pos, "checksum mismatch; frame skipped")
+        else:
+            try:
+                yield pos, end, _records_of(payload)
+            except (ValueError, KeyError, TypeError) as exc:
+                yield pos, end, SegmentProblem(path, pos, f"{exc}; frame skipped")
+        pos = end
+
+
+def segment_files(directory: str | Path) -> list[Path]:
+    """Segment files in ``directory``, oldest first (their names start with the creation time)."""
+    return sorted(Path(directory).glob(f"*{SUFFIX}"))
+
+
+def read_segments(directory: str | Path) -> SegmentRead:
+    """Every record in the segments of ``directory``; frames that do not check out are reported (file and offset) and skipped."""
+    out = SegmentRead()
+    for path in segment_files(directory):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            out.problems.append(SegmentProblem(path, 0, f"unreadable: {exc.strerror or exc}"))
+            continue
+        for _, _, item in _scan(path, data):
+            if isinstance(item, SegmentProblem):
+                out.problems.append(item)
+            else:
+                out.records.extend(item)
+    return out
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SegmentStore:
+    """Writes frames to rotated segment files under ``directory`` within a disk budget and a free-space headroom.
+
+    ``max_disk_bytes`` caps the folder: the oldest segments are deleted to make room. ``min_free_bytes``
+    is left free on the file system: a frame that would eat into it is refused (``append`` returns
+    False) rather than filling the disk the device needs for itself.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        boot_id: str,
+        segment_bytes: int = 4 << 20,
+        max_disk_bytes: int = 64 << 20,
+        min_free_bytes: int = 256 << 20,
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.boot_id = boot_id
+        self.segment_bytes = segment_bytes
+        self.max_disk_bytes = max_disk_bytes
+        self.min_free_bytes = min_free_bytes
+        self.refused_frames = 0
+        self._file: Any = None
+        self._path: Path | None = None
+        self.last_seq = self._recover()
+
+    def _recover(self) -> int:
+        """Cut torn tails left by a crash, and return the highest sequence number this boot already wrote (-1 if none)."""
+        last = -1
+        for path in segment_files(self.directory):
+            data = path.read_bytes()
+            good_end = len(FILE_MAGIC) if data.startswith(FILE_MAGIC) else 0
+            for _, end, item in _scan(path, data):
+                if isinstance(item, list):
+                    good_end = end
+                    last = max([last] + [r.seq for r in item if r.boot_id == self.boot_id])
+                elif item.what.startswith("torn tail") and good_end:
+                    with path.open("r+b") as f:
+                        f.truncate(good_end)
+                        f.flush()
+                        os.fsync(f.fileno())
+        return last
+
+    def append(self, records: Sequence[Record]) -> bool:
+        """Write ``records`` as one frame and fsync it; True once durable, False when the disk headroom refused it."""
+        frame = encode_frame(records)
+        if shutil.disk_usage(self.directory).free - len(frame) < self.min_free_bytes:
+            self.refused_frames += 1
+            return False
+        if self._file is None or self._file.tell() + len(frame) > self.segment_bytes:
+            self._rotate(records[0].seq)
+        self._enforce_budget(len(frame))
+        self._file.write(frame)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.last_seq = max(self.last_seq, max(r.seq for r in records))
+        return True
+
+    def _rotate(self, first_seq: int) -> None:
+        self.close()
+        import time
+
+        self._path = self.directory / f"{time.time_ns():020d}-{self.boot_id[:8]}-{first_seq:012d}{SUFFIX}"
+        self._file = self._path.open("xb")
+        self._file.write(FILE_MAGIC)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        _fsync_dir(self.directory)
+
+    def _enforce_budget(self, incoming: int) -> None:
+        files = segment_files(self.directory)
+        used = sum(p.stat().st_size for p in files)
+        for path in files:
+            if used + incoming <= self.max_disk_bytes or path == self._path:
+                break
+            used -= path.stat().st_size
+            path.unlink()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
