@@ -14,7 +14,7 @@ from edgeproof.errors import ModelError, first_line
 from edgeproof.model import Model, as_model
 
 # Element types by ONNX enum, as (name, bytes per element).
-_ELEM = {
+_ELEM: dict[int, tuple[str, int]] = {
     onnx.TensorProto.FLOAT: ("float32", 4),
     onnx.TensorProto.FLOAT16: ("float16", 2),
     onnx.TensorProto.BFLOAT16: ("bfloat16", 2),
@@ -367,7 +367,7 @@ def _flops(node: onnx.NodeProto, macs: int, shapes: dict[str, tuple[int, ...]]) 
             (op in ("Conv", "ConvTranspose", "Gemm") and len(node.input) > 2 and node.input[2])
             or (op == "QLinearConv" and len(node.input) > 8)
         )
-        return 2 * macs + (math.prod(out) if bias else 0)
+        return 2 * macs + (math.prod(out) if bias and out is not None else 0)
     if op in _POOL:
         kernel = _attr(node, "kernel_shape", [])
         return None if out is None else math.prod(out) * max(1, math.prod(kernel))
@@ -489,15 +489,15 @@ def analyze(model: Model | onnx.ModelProto | str | Path, simplify: bool = False)
         if folded:
             macs, flops, w_bytes, a_read, a_write = 0, 0, 0, 0, 0
         else:
-            macs = _macs(node, shapes)
-            flops = _flops(node, macs or 0, shapes)
-            cost_known = macs is not None and flops is not None
+            counted_macs = _macs(node, shapes)
+            counted_flops = _flops(node, counted_macs or 0, shapes)
+            cost_known = counted_macs is not None and counted_flops is not None
+            macs, flops = counted_macs or 0, counted_flops or 0
             if not cost_known:
                 what = "a shape is unknown" if _has_flop_rule(node.op_type) else "op has no FLOP rule"
-                if macs is None:
+                if counted_macs is None:
                     macs = _standin_macs(node, shapes, input_spatial)
                     flops = 2 * macs
-                flops = flops or 0
                 assumptions.append(f"node {name!r} ({node.op_type}): cost unknown ({what}); stand-in {macs} MACs")
             w_bytes = a_read = a_write = 0
             for t in live_inputs:

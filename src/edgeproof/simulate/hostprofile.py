@@ -23,19 +23,25 @@ HOST_PROFILE_SCHEMA = "edgeproof.host-profile/1"
 _IDENTITY = ("cpu_model", "cpu_cores", "onnxruntime")
 
 # Micro-model sizes per op class; the quick set serves tests and smoke runs.
-_CONV_SIZES = [(8, 32), (16, 32), (32, 32), (16, 16), (32, 16), (64, 16), (64, 8), (128, 8), (160, 4)]
-_NARROW_SIZES = [(1, 16, 32), (1, 32, 32), (3, 32, 32), (1, 32, 16), (3, 16, 64)]
-_GEMM_SIZES = [(16,), (64,), (256,), (1024,)]
-_POOL_SIZES = [(8, 9), (32, 17), (32, 33), (64, 9), (160, 9)]
-_ELEMENTWISE_SIZES = [(64,), (1024,), (16384,), (262144,)]
-_QUICK = {
+_CONV_SIZES: list[tuple[int, ...]] = [(8, 32), (16, 32), (32, 32), (16, 16), (32, 16), (64, 16), (64, 8), (128, 8), (160, 4)]
+_NARROW_SIZES: list[tuple[int, ...]] = [(1, 16, 32), (1, 32, 32), (3, 32, 32), (1, 32, 16), (3, 16, 64)]
+_GEMM_SIZES: list[tuple[int, ...]] = [(16,), (64,), (256,), (1024,)]
+_POOL_SIZES: list[tuple[int, ...]] = [(8, 9), (32, 17), (32, 33), (64, 9), (160, 9)]
+_ELEMENTWISE_SIZES: list[tuple[int, ...]] = [(64,), (1024,), (16384,), (262144,)]
+_QUICK: dict[str, list[tuple[int, ...]]] = {
     "conv": [(16, 16), (32, 32), (64, 8)],
     "conv-narrow": [(1, 32, 32)],
     "gemm": [(64,), (256,)],
     "pool": [(32, 17)],
     "elementwise": [(64,), (16384,)],
 }
-_FULL = {"conv": _CONV_SIZES, "conv-narrow": _NARROW_SIZES, "gemm": _GEMM_SIZES, "pool": _POOL_SIZES, "elementwise": _ELEMENTWISE_SIZES}
+_FULL: dict[str, list[tuple[int, ...]]] = {
+    "conv": _CONV_SIZES,
+    "conv-narrow": _NARROW_SIZES,
+    "gemm": _GEMM_SIZES,
+    "pool": _POOL_SIZES,
+    "elementwise": _ELEMENTWISE_SIZES,
+}
 _CHAIN = (1, 4)
 _MIN_US = 0.2
 
