@@ -38,12 +38,16 @@ from edgeproof.targets.spec import Target
 
 CORAL = "https://coral.ai/docs/edgetpu/benchmarks/ (Edge TPU performance benchmarks, Table 1: time per inference, ms)"
 HAILO_ZOO = "https://github.com/hailo-ai/hailo_model_zoo/blob/master/docs/public_models/HAILO8/HAILO8_classification.rst (Hailo-8 classification, DFC v3.27.0)"
-HAILO_BENCH = "https://github.com/hailo-ai/hailo_model_zoo/blob/master/docs/BENCHMARKS.rst (hailortcli benchmark resnet_v1_50.hef example output)"
+HAILO_BENCH = (
+    "https://github.com/hailo-ai/hailo_model_zoo/blob/master/docs/BENCHMARKS.rst (hailortcli benchmark resnet_v1_50.hef example output)"
+)
 TENGINE = "https://github.com/OAID/Tengine/releases/tag/lite-v1.4-nxp (Tengine Lite v1.4 for NXP: i.MX 8M Plus NPU inference time)"
 ARM_HF = "https://huggingface.co/Arm/{} (Arm model card: Raspberry Pi 5, INT8 ExecuTorch + XNNPACK, p50)"
 ARM_DEV = "https://developer.arm.com/ai/models/hugging-face/Arm/{} (Arm evaluation: Raspberry Pi 5, INT8, 224x224, end-to-end p50)"
 ARM_COURSE = "https://learn.arm.com/courses/executorch-on-arm/optimize-image-classification/evaluate-int8-mobilenetv2/bring-the-runtime-paths-into-one-view/ (median of 50 runs)"
-OPENCV_ZOO = "https://github.com/opencv/opencv_zoo/blob/main/benchmark/README.md (Jetson Nano Orin, OpenCV DNN {}, mean incl. pre/post-processing)"
+OPENCV_ZOO = (
+    "https://github.com/opencv/opencv_zoo/blob/main/benchmark/README.md (Jetson Nano Orin, OpenCV DNN {}, mean incl. pre/post-processing)"
+)
 
 
 @dataclass(frozen=True)
@@ -72,29 +76,147 @@ P = Published
 # architecture family (dense, depthwise, concat-heavy) on both sides before anything was fitted.
 PUBLISHED: list[Published] = [
     # Raspberry Pi 5, CPU (ExecuTorch + XNNPACK, INT8 static PTQ unless said; four A76 cores)
-    P("resnet50", "raspberry-pi-5", "int8", "ExecuTorch+XNNPACK", 1, 20.64, "ms", ARM_HF.format("resnet-50-int8-xnnpack-executorch"), True, "fit"),
-    P("resnet18", "raspberry-pi-5", "int8", "ExecuTorch+XNNPACK", 1, 8.751, "ms", ARM_HF.format("resnet-18-int8-xnnpack-executorch"), True, "validation"),
+    P(
+        "resnet50",
+        "raspberry-pi-5",
+        "int8",
+        "ExecuTorch+XNNPACK",
+        1,
+        20.64,
+        "ms",
+        ARM_HF.format("resnet-50-int8-xnnpack-executorch"),
+        True,
+        "fit",
+    ),
+    P(
+        "resnet18",
+        "raspberry-pi-5",
+        "int8",
+        "ExecuTorch+XNNPACK",
+        1,
+        8.751,
+        "ms",
+        ARM_HF.format("resnet-18-int8-xnnpack-executorch"),
+        True,
+        "validation",
+    ),
     P("mobilenet_v2", "raspberry-pi-5", "int8", "ExecuTorch+XNNPACK", 1, 3.98, "ms", ARM_COURSE, True, "fit"),
     P("mobilenet_v2", "raspberry-pi-5", "fp32", "ExecuTorch+XNNPACK", 1, 10.88, "ms", ARM_COURSE, True, "validation"),
-    P("inception_v1", "raspberry-pi-5", "int8", "ExecuTorch+XNNPACK", 1, 25.33, "ms", ARM_DEV.format("googlenet-int8-xnnpack-executorch-raspberrypi5/googlenet-int8-pte"), False, "fit", "torchvision GoogLeNet's max-pools use ceil_mode, which ExecuTorch's XNNPACK partitioner does not delegate (MaxPool2dConfig: 'XNNPACK's maxpool2d does not support ceil mode', github.com/pytorch/executorch backends/xnnpack/partition/config/generic_node_configs.py): parts run outside XNNPACK, which the profile does not model"),
-    P("squeezenet", "raspberry-pi-5", "int8", "ExecuTorch+XNNPACK", 1, 5.09, "ms", ARM_DEV.format("squeezenet-1-0-int8-xnnpack-executorch-raspberrypi5/squeezenet-1.0-int8-pte"), False, "fit", "published SqueezeNet 1.0 (~0.8 GMAC); the onnx test graph is SqueezeNet 1.1 (0.35 GMAC)"),
+    P(
+        "inception_v1",
+        "raspberry-pi-5",
+        "int8",
+        "ExecuTorch+XNNPACK",
+        1,
+        25.33,
+        "ms",
+        ARM_DEV.format("googlenet-int8-xnnpack-executorch-raspberrypi5/googlenet-int8-pte"),
+        False,
+        "fit",
+        "torchvision GoogLeNet's max-pools use ceil_mode, which ExecuTorch's XNNPACK partitioner does not delegate (MaxPool2dConfig: 'XNNPACK's maxpool2d does not support ceil mode', github.com/pytorch/executorch backends/xnnpack/partition/config/generic_node_configs.py): parts run outside XNNPACK, which the profile does not model",
+    ),
+    P(
+        "squeezenet",
+        "raspberry-pi-5",
+        "int8",
+        "ExecuTorch+XNNPACK",
+        1,
+        5.09,
+        "ms",
+        ARM_DEV.format("squeezenet-1-0-int8-xnnpack-executorch-raspberrypi5/squeezenet-1.0-int8-pte"),
+        False,
+        "fit",
+        "published SqueezeNet 1.0 (~0.8 GMAC); the onnx test graph is SqueezeNet 1.1 (0.35 GMAC)",
+    ),
     # Coral USB Accelerator (Edge TPU), USB 3.0; the table's host is a desktop CPU
     P("mobilenet_v1", "coral-usb-rpi5", "int8", "TFLite+libedgetpu", 1, 2.4, "ms", CORAL, True, "fit"),
     P("mobilenet_v2", "coral-usb-rpi5", "int8", "TFLite+libedgetpu", 1, 2.6, "ms", CORAL, True, "validation"),
-    P("inception_v1", "coral-usb-rpi5", "int8", "TFLite+libedgetpu", 1, 3.4, "ms", CORAL, True, "validation", "LRN bypassed, as in TF-slim's Inception v1"),
+    P(
+        "inception_v1",
+        "coral-usb-rpi5",
+        "int8",
+        "TFLite+libedgetpu",
+        1,
+        3.4,
+        "ms",
+        CORAL,
+        True,
+        "validation",
+        "LRN bypassed, as in TF-slim's Inception v1",
+    ),
     P("densenet121", "coral-usb-rpi5", "int8", "TFLite+libedgetpu", 1, 20.0, "ms", CORAL, True, "fit"),
-    P("resnet50@299", "coral-usb-rpi5", "int8", "TFLite+libedgetpu", 1, 49.0, "ms", CORAL, True, "fit", "weights (~25 MB) exceed the 8 MB on-chip cache"),
-    P("vgg19", "coral-usb-rpi5", "int8", "TFLite+libedgetpu", 1, 308.0, "ms", CORAL, True, "validation", "weights (~143 MB) stream over USB"),
-    P("squeezenet", "coral-usb-rpi5", "int8", "TFLite+libedgetpu", 1, 2.1, "ms", CORAL, False, "fit", "the table does not say which SqueezeNet version"),
+    P(
+        "resnet50@299",
+        "coral-usb-rpi5",
+        "int8",
+        "TFLite+libedgetpu",
+        1,
+        49.0,
+        "ms",
+        CORAL,
+        True,
+        "fit",
+        "weights (~25 MB) exceed the 8 MB on-chip cache",
+    ),
+    P(
+        "vgg19",
+        "coral-usb-rpi5",
+        "int8",
+        "TFLite+libedgetpu",
+        1,
+        308.0,
+        "ms",
+        CORAL,
+        True,
+        "validation",
+        "weights (~143 MB) stream over USB",
+    ),
+    P(
+        "squeezenet",
+        "coral-usb-rpi5",
+        "int8",
+        "TFLite+libedgetpu",
+        1,
+        2.1,
+        "ms",
+        CORAL,
+        False,
+        "fit",
+        "the table does not say which SqueezeNet version",
+    ),
     # NXP i.MX 8M Plus NPU (Tengine Lite's TIM-VX backend)
     P("mobilenet_v1", "nxp-imx8mp", "int8", "Tengine Lite+TIM-VX", 1, 2.3, "ms", TENGINE, True, "fit"),
     P("mobilenet_v2", "nxp-imx8mp", "int8", "Tengine Lite+TIM-VX", 1, 5.1, "ms", TENGINE, True, "fit"),
     P("resnet18", "nxp-imx8mp", "int8", "Tengine Lite+TIM-VX", 1, 4.5, "ms", TENGINE, True, "validation"),
     P("resnet50", "nxp-imx8mp", "int8", "Tengine Lite+TIM-VX", 1, 11.7, "ms", TENGINE, True, "fit"),
-    P("squeezenet", "nxp-imx8mp", "int8", "Tengine Lite+TIM-VX", 1, 2.5, "ms", TENGINE, True, "validation", "SqueezeNet v1.1, as the onnx test graph"),
+    P(
+        "squeezenet",
+        "nxp-imx8mp",
+        "int8",
+        "Tengine Lite+TIM-VX",
+        1,
+        2.5,
+        "ms",
+        TENGINE,
+        True,
+        "validation",
+        "SqueezeNet v1.1, as the onnx test graph",
+    ),
     P("vgg16", "nxp-imx8mp", "int8", "Tengine Lite+TIM-VX", 1, 22.8, "ms", TENGINE, True, "fit"),
     # Hailo-8 (HailoRT; the model zoo's FPS is pipelined throughput, not one inference's latency)
-    P("resnet50", "hailo-8-rpi5", "int8", "HailoRT", 1, 2.93646, "ms", HAILO_BENCH, True, "fit", "hw latency on the zoo's host, not over the Pi 5's single PCIe lane"),
+    P(
+        "resnet50",
+        "hailo-8-rpi5",
+        "int8",
+        "HailoRT",
+        1,
+        2.93646,
+        "ms",
+        HAILO_BENCH,
+        True,
+        "fit",
+        "hw latency on the zoo's host, not over the Pi 5's single PCIe lane",
+    ),
     P("resnet50", "hailo-8-rpi5", "int8", "HailoRT", 1, 1394.0, "fps", HAILO_ZOO, False, "fit", "streaming throughput"),
     P("resnet18", "hailo-8-rpi5", "int8", "HailoRT", 1, 2533.0, "fps", HAILO_ZOO, False, "fit", "streaming throughput"),
     P("mobilenet_v1", "hailo-8-rpi5", "int8", "HailoRT", 1, 3489.0, "fps", HAILO_ZOO, False, "fit", "streaming throughput"),
@@ -102,17 +224,88 @@ PUBLISHED: list[Published] = [
     P("squeezenet", "hailo-8-rpi5", "int8", "HailoRT", 1, 3035.0, "fps", HAILO_ZOO, False, "fit", "streaming throughput"),
     P("inception_v1", "hailo-8-rpi5", "int8", "HailoRT", 1, 928.0, "fps", HAILO_ZOO, False, "fit", "streaming throughput"),
     # Jetson Orin Nano: OpenCV's CUDA backend (cuDNN), not TensorRT as the profile models
-    P("mobilenet_v1", "jetson-orin-nano-8gb", "fp32", "OpenCV DNN CUDA", 1, 8.41, "ms", OPENCV_ZOO.format("CUDA-FP32"), False, "fit", "OpenCV CUDA backend, not TensorRT"),
-    P("mobilenet_v2", "jetson-orin-nano-8gb", "fp32", "OpenCV DNN CUDA", 1, 9.36, "ms", OPENCV_ZOO.format("CUDA-FP32"), False, "fit", "OpenCV CUDA backend, not TensorRT"),
-    P("resnet50", "jetson-orin-nano-8gb", "fp32", "OpenCV DNN CUDA", 1, 32.58, "ms", OPENCV_ZOO.format("CUDA-FP32"), False, "fit", "OpenCV CUDA backend, not TensorRT"),
-    P("mobilenet_v1", "jetson-orin-nano-8gb", "fp16", "OpenCV DNN CUDA", 1, 6.84, "ms", OPENCV_ZOO.format("CUDA-FP16"), False, "fit", "OpenCV CUDA backend, not TensorRT"),
-    P("mobilenet_v2", "jetson-orin-nano-8gb", "fp16", "OpenCV DNN CUDA", 1, 7.46, "ms", OPENCV_ZOO.format("CUDA-FP16"), False, "fit", "OpenCV CUDA backend, not TensorRT"),
-    P("resnet50", "jetson-orin-nano-8gb", "fp16", "OpenCV DNN CUDA", 1, 14.18, "ms", OPENCV_ZOO.format("CUDA-FP16"), False, "fit", "OpenCV CUDA backend, not TensorRT"),
+    P(
+        "mobilenet_v1",
+        "jetson-orin-nano-8gb",
+        "fp32",
+        "OpenCV DNN CUDA",
+        1,
+        8.41,
+        "ms",
+        OPENCV_ZOO.format("CUDA-FP32"),
+        False,
+        "fit",
+        "OpenCV CUDA backend, not TensorRT",
+    ),
+    P(
+        "mobilenet_v2",
+        "jetson-orin-nano-8gb",
+        "fp32",
+        "OpenCV DNN CUDA",
+        1,
+        9.36,
+        "ms",
+        OPENCV_ZOO.format("CUDA-FP32"),
+        False,
+        "fit",
+        "OpenCV CUDA backend, not TensorRT",
+    ),
+    P(
+        "resnet50",
+        "jetson-orin-nano-8gb",
+        "fp32",
+        "OpenCV DNN CUDA",
+        1,
+        32.58,
+        "ms",
+        OPENCV_ZOO.format("CUDA-FP32"),
+        False,
+        "fit",
+        "OpenCV CUDA backend, not TensorRT",
+    ),
+    P(
+        "mobilenet_v1",
+        "jetson-orin-nano-8gb",
+        "fp16",
+        "OpenCV DNN CUDA",
+        1,
+        6.84,
+        "ms",
+        OPENCV_ZOO.format("CUDA-FP16"),
+        False,
+        "fit",
+        "OpenCV CUDA backend, not TensorRT",
+    ),
+    P(
+        "mobilenet_v2",
+        "jetson-orin-nano-8gb",
+        "fp16",
+        "OpenCV DNN CUDA",
+        1,
+        7.46,
+        "ms",
+        OPENCV_ZOO.format("CUDA-FP16"),
+        False,
+        "fit",
+        "OpenCV CUDA backend, not TensorRT",
+    ),
+    P(
+        "resnet50",
+        "jetson-orin-nano-8gb",
+        "fp16",
+        "OpenCV DNN CUDA",
+        1,
+        14.18,
+        "ms",
+        OPENCV_ZOO.format("CUDA-FP16"),
+        False,
+        "fit",
+        "OpenCV CUDA backend, not TensorRT",
+    ),
 ]
 
 MATMUL = ("conv", "conv-pointwise", "gemm")
 DEPTHWISE = ("conv-depthwise",)
-MEMORY_BOUND = ("elementwise", "layout", "pool", "norm")
 # Free parameters per board (at most three; classes share one where the rows cannot tell them apart).
 FREE: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "raspberry-pi-5": [("cpu", MATMUL), ("cpu", DEPTHWISE)],
@@ -220,7 +413,8 @@ def board_report(board: str, prior: Target) -> dict:
         values = fit(board, prior, fit_rows)
         fitted = with_params(prior, board, values)
         report["free_parameters"] = [
-            {"name": _parameter_name(u, c), "before": b, "fitted": v} for (u, c), b, v in zip(FREE[board], current_params(prior, board), values)
+            {"name": _parameter_name(u, c), "before": b, "fitted": v}
+            for (u, c), b, v in zip(FREE[board], current_params(prior, board), values)
         ]
     lomo: dict[str, float] = {}
     models = sorted({r.model for r in comparable})
@@ -314,13 +508,19 @@ def write_catalog(report: dict, version: str, pooled_interval: float) -> None:
     }
     block = "[validation]\n" + "".join(f"{k} = {v}\n" for k, v in fields.items() if v is not None) + "\n"
     text = text.replace("[sources]\n", block + "[sources]\n", 1)
-    cite = f"fit: benchmarks/simulator_vs_published.py on {report['fit_rows']} published rows ({', '.join(names)}); sources listed per row there"
+    cite = f"derived: fit by benchmarks/simulator_vs_published.py on {report['fit_rows']} published rows ({', '.join(names)}); sources listed per row there"
     for unit in ("cpu", "accelerator"):
         text = re.sub(rf'^"{unit}.class_efficiency" = .*\n', "", text, flags=re.M)
-        if (unit == "cpu" and fitted.cpu.class_efficiency) or (unit == "accelerator" and fitted.accelerator and fitted.accelerator.class_efficiency):
+        if (unit == "cpu" and fitted.cpu.class_efficiency) or (
+            unit == "accelerator" and fitted.accelerator and fitted.accelerator.class_efficiency
+        ):
             text = text.replace("[sources]\n", f'[sources]\n"{unit}.class_efficiency" = "{cite}"\n', 1)
     text = re.sub(r'^"validation" = .*\n', "", text, flags=re.M)
-    text = text.replace("[sources]\n", '[sources]\n"validation" = "benchmarks/simulator_vs_published.py: errors of this profile against the held-out published rows and leaving each model out (results/simulator_vs_published.json)"\n', 1)
+    text = text.replace(
+        "[sources]\n",
+        '[sources]\n"validation" = "derived: benchmarks/simulator_vs_published.py, errors of this profile against the held-out published rows and leaving each model out (results/simulator_vs_published.json)"\n',
+        1,
+    )
     for _, classes in FREE[report["board"]]:
         field = _field(classes)
         if field is not None:
@@ -343,7 +543,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     boards = sorted({r.board for r in PUBLISHED})
     reports = [board_report(b, get_target(b)) for b in boards]
-    held = [abs_error(row["predicted_after_ms"], row["published_latency_ms"]) for rep in reports for row in rep["rows"] if row["split"] == "validation"]
+    held = [
+        abs_error(row["predicted_after_ms"], row["published_latency_ms"])
+        for rep in reports
+        for row in rep["rows"]
+        if row["split"] == "validation"
+    ]
     comparable = [row for rep in reports for row in rep["rows"] if row["comparable"]]
     lomo = [row["leave_one_model_out_error"] for row in comparable if row["leave_one_model_out_error"] is not None]
     pooled_interval = _p90(held + lomo) or 1.0

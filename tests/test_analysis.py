@@ -152,3 +152,24 @@ def test_cli_inspect_prints_per_node_costs_and_writes_json(tmp_path):
     bad.write_text("not a model")
     r = run_cli("inspect", str(bad))
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "macs_m", "params_m"),
+    [
+        # Published counts: Howard et al. 2017 Table 1 (569 M, 4.2 M); Sandler et al. 2018 (300 M, 3.4 M);
+        # torchvision's ResNet-18 model card (1.81 GFLOPS as MACs, 11.7 M).
+        ("mobilenet_v1", "mobilenet_v1", 569, 4.2),
+        ("mobilenet_v2", "mobilenet_v2", 300, 3.5),
+        ("resnet18", "resnet18", 1814, 11.7),
+    ],
+)
+def test_reference_networks_match_their_published_mac_and_parameter_counts(name, build, macs_m, params_m):
+    from edgeproof.simulate.reference import BUILDERS
+
+    model = BUILDERS[build]()
+    cost = analyze(model)
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer) / 1e6
+    assert cost.total_macs / 1e6 == pytest.approx(macs_m, rel=0.01)
+    assert params == pytest.approx(params_m, rel=0.03)
+    assert not cost.unknown_cost_nodes

@@ -102,14 +102,15 @@ def test_three_small_regressions_pass_each_step_and_fail_the_cumulative_clause_a
     ab = InterleaveOptions(pairs=10, max_pairs=30)
 
     # Every release carries the busy branch, so a step adds MatMuls only (the branch's fixed cost is in
-    # the anchor too). Calibrate once: p50 slowdown per extra MatMul (width 32), aiming at +2.5% a release.
+    # the anchor too). Calibrate once: p50 slowdown per extra MatMul (width 32), aiming at about +2.5% a release.
     def release(k_matmuls: int, name: str) -> Path:
         return add_busy_branch(DIGITS_MODEL, tmp_path / f"{name}.onnx", chain=1 + k_matmuls, width=32)
 
     anchor_model = release(0, "r0")
     per_matmul = (_step_ratio(spec, anchor_model, release(24, "probe"), ab) - 1.0) / 24
     assert per_matmul > 0, "the injected MatMuls made the model no slower"
-    chain = max(1, round(0.025 / per_matmul))
+    # the short probe under-reads the slope (two runs here: steps came out 1.3–1.5× the aim), so aim at 2%
+    chain = max(1, round(0.020 / per_matmul))
     releases = [anchor_model] + [release(k * chain, f"r{k}") for k in (1, 2, 3)]
 
     steps, cumulative = [], []

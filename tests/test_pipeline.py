@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ROOT, run_cli
 from edgeproof.accuracy import contract_dataset, contract_metrics, contract_slices, evaluate_for_contract
 from edgeproof.contract import load_contract
 from edgeproof.data.pipeline import Pipeline, PipelineSpec, StepSpec
@@ -16,8 +17,6 @@ from edgeproof.errors import ContractError, DataError
 from edgeproof.evaluate import OutputMetric, row_scores
 from edgeproof.gate import accuracy_clauses, paired_error_worse_p
 from edgeproof.records import load_record
-
-from conftest import ROOT, run_cli
 
 GLYPHS = ROOT / "examples" / "glyphs"
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -102,7 +101,9 @@ def test_two_outputs_are_judged_by_their_own_metric_and_gated_pairwise():
     rec = load_record(ROOT / "tests" / "data" / "v2" / "measured.run.json").model_copy(update={"evaluation": ev})
     clauses = {c.clause: c for c in accuracy_clauses(rec, rec)}
     assert clauses["regression.accuracy.nominal"].status == "pass" and "McNemar" in clauses["regression.accuracy.nominal"].provenance
-    assert clauses["regression.accuracy.nominal.ink"].status == "pass" and "paired t" in clauses["regression.accuracy.nominal.ink"].provenance
+    assert (
+        clauses["regression.accuracy.nominal.ink"].status == "pass" and "paired t" in clauses["regression.accuracy.nominal.ink"].provenance
+    )
     worse_scores = {k: {**v, "ink": [r + 0.01 for r in v["ink"]]} for k, v in ev.scores.items()}
     worse = rec.model_copy(update={"evaluation": ev.model_copy(update={"scores": worse_scores})})
     clauses = {c.clause: c for c in accuracy_clauses(rec, worse)}
@@ -162,7 +163,9 @@ def test_a_slow_preprocessing_step_shows_in_the_pre_stage_and_the_pipeline_budge
     edit(contract, 'p95_ms = "20 ms"', 'p95_ms = "4 ms"')
 
     out = tmp_path / "profile.json"
-    res = run_cli("profile", str(glyphs / "model.onnx"), "--contract", str(contract), "--sessions", "1", "--samples", "50", "--json", str(out))
+    res = run_cli(
+        "profile", str(glyphs / "model.onnx"), "--contract", str(contract), "--sessions", "1", "--samples", "50", "--json", str(out)
+    )
     assert res.returncode == 0, res.stderr
     stages = json.loads(out.read_text())["stages"]
     by = {s["name"]: s for s in stages["stages"]}
@@ -172,18 +175,15 @@ def test_a_slow_preprocessing_step_shows_in_the_pre_stage_and_the_pipeline_budge
     assert stages["total"]["p95_ms"] >= sleep_ms and "slow.py:preprocess" in stages["pipeline"]
 
     verdict_path = tmp_path / "check.json"
-    res = run_cli("check", str(glyphs / "model.onnx"), "--contract", str(contract), "--sessions", "1", "--samples", "50", "--json", str(verdict_path))
+    res = run_cli(
+        "check", str(glyphs / "model.onnx"), "--contract", str(contract), "--sessions", "1", "--samples", "50", "--json", str(verdict_path)
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     verdict = json.loads(verdict_path.with_suffix(".verdict.json").read_text())
     p95 = next(c for c in verdict["clauses"] if c["clause"] == "budgets.p95_ms")
     record = json.loads(verdict_path.read_text())
     assert p95["status"] == "fail" and p95["value"] >= sleep_ms and "pipeline scope" in p95["note"]
-    assert record["latency"]["p95_ms"] < sleep_ms / 2, "the model's own session time does not hold the sleep"
-
-    edit(contract, 'scope = "pipeline"', 'scope = "model"')
-    res = run_cli("check", str(glyphs / "model.onnx"), "--contract", str(contract), "--sessions", "1", "--samples", "50", "--json", str(verdict_path))
-    p95 = next(c for c in json.loads(verdict_path.with_suffix(".verdict.json").read_text())["clauses"] if c["clause"] == "budgets.p95_ms")
-    assert p95["value"] < sleep_ms / 2, res.stdout
+    assert record["latency"]["p95_ms"] < sleep_ms / 2, "the model's own session time (a model-scoped budget) does not hold the sleep"
 
 
 def test_a_pipeline_scope_without_a_pipeline_is_refused(glyphs):

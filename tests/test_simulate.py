@@ -307,7 +307,10 @@ def _dynamic_reshape_model(path: Path) -> Path:
     graph = helper.make_graph(
         nodes,
         "dynamic_reshape",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3 * 32 * 32]), helper.make_tensor_value_info("chw", TensorProto.INT64, [3])],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3 * 32 * 32]),
+            helper.make_tensor_value_info("chw", TensorProto.INT64, [3]),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "h", "w"])],
         [w1, w2, zero],
     )

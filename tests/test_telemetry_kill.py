@@ -12,20 +12,33 @@ from pathlib import Path
 
 from edgeproof.telemetry import read_segments
 
-# The recorder around a trivial callable, with windows of 2 ms so a run acknowledges many of them.
-CHILD = """
-import sys
+# A zygote process imports the recorder once, then forks one recorder per kill point (each around a
+# trivial callable, with windows of 2 ms), so 20 kill points cost 20 forks, not 20 interpreter starts.
+# pyarrow imports pandas (when installed) on first use: the zygote pays that once, too.
+ZYGOTE = """
+import os, sys
+import pandas, edgeproof.measure.thermal
 from pathlib import Path
 from edgeproof.telemetry import Labels, Recorder, TelemetryConfig
-config = TelemetryConfig(directory=Path(sys.argv[1]), labels=Labels(device_id="dev-kill"), window_s=0.002, tick_s=0.001,
-                         min_free_bytes=0, segment_bytes=16384)
-rec = Recorder(config, boot_id="boot-kill", read_power=False,
-               on_ack=lambda seqs: print(" ".join(map(str, seqs)), flush=True))
-infer = rec.wrap(lambda: None)
-rec.enable()
-print("ready", flush=True)
-while True:
-    infer()
+
+def run(directory):
+    config = TelemetryConfig(directory=Path(directory), labels=Labels(device_id="dev-kill"), window_s=0.002, tick_s=0.001,
+                             min_free_bytes=0, segment_bytes=16384)
+    out = lambda line: os.write(1, (line + "\\n").encode())
+    rec = Recorder(config, boot_id="boot-kill", read_power=False, on_ack=lambda seqs: out("ack " + " ".join(map(str, seqs))))
+    infer = rec.wrap(lambda: None)
+    rec.enable()
+    out("ready")
+    while True:
+        infer()
+
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        run(line.strip())
+    os.write(1, f"pid {pid}\\n".encode())
+    os.waitpid(pid, 0)
+    os.write(1, b"reaped\\n")
 """
 
 
@@ -34,15 +47,32 @@ def test_kill_9_keeps_every_acknowledged_window_and_counts_nothing_twice(tmp_pat
     directory = tmp_path / "telemetry"
     acked: set[int] = set()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    for _ in range(20):
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(directory)], stdout=subprocess.PIPE, text=True, env=env)
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.08))
-        child.send_signal(signal.SIGKILL)
-        out, _ = child.communicate()
-        assert child.returncode == -signal.SIGKILL
-        acked.update(int(seq) for line in out.splitlines() for seq in line.split())
+    zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert zygote.stdin is not None and zygote.stdout is not None
+    try:
+        for _ in range(20):
+            zygote.stdin.write(f"{directory}\n")
+            zygote.stdin.flush()
+            pid, ready = None, False
+            while pid is None or not ready:
+                line = zygote.stdout.readline().split()
+                if line[0] == "pid":
+                    pid = int(line[1])
+                elif line[0] == "ready":
+                    ready = True
+                elif line[0] == "ack":
+                    acked.update(map(int, line[1:]))
+            time.sleep(rng.uniform(0.0, 0.06))
+            os.kill(pid, signal.SIGKILL)
+            for raw in iter(zygote.stdout.readline, ""):
+                line = raw.split()
+                if line[0] == "reaped":
+                    break
+                if line[0] == "ack":
+                    acked.update(map(int, line[1:]))
+    finally:
+        zygote.kill()
+        zygote.wait()
     read = read_segments(directory)
     # the last child's torn tail (if it left one) is the only thing allowed to be reported
     assert all("torn tail" in p.what for p in read.problems), read.problems

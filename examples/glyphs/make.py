@@ -24,7 +24,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import dataset  # noqa: E402
-
 from edgeproof.accuracy import contract_pipeline  # noqa: E402
 from edgeproof.contract import load_contract  # noqa: E402
 from edgeproof.records import write_atomic  # noqa: E402
@@ -41,7 +40,7 @@ def patch_filters(x: np.ndarray, k: int, n: int) -> np.ndarray:
     idx = rng.randint(0, len(x), 4000)
     top = rng.randint(0, x.shape[2] - k + 1, 4000)
     left = rng.randint(0, x.shape[3] - k + 1, 4000)
-    patches = np.stack([x[i, :, t : t + k, l : l + k].ravel() for i, t, l in zip(idx, top, left)]).astype(np.float64)
+    patches = np.stack([x[i, :, t : t + k, c : c + k].ravel() for i, t, c in zip(idx, top, left)]).astype(np.float64)
     patches -= patches.mean(axis=0)
     _, _, vt = np.linalg.svd(patches, full_matrices=False)
     comps = vt[:n].reshape(n, 3, k, k)

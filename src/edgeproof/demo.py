@@ -1,4 +1,4 @@
-"""`make demo`: the main job on the bundled digits example, each step a real edgeproof command."""
+"""`make demo`: the main job on the bundled digits example (and briefly the glyphs example), each step a real edgeproof command."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from edgeproof.outcome import EXIT_FAIL, EXIT_PASS, EXIT_UNDECIDED
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "digits"
+GLYPHS = ROOT / "examples" / "glyphs"
 # A judging command's verdict, whichever it is, is a finding the demo reports and goes on from.
 JUDGED = (EXIT_PASS, EXIT_FAIL, EXIT_UNDECIDED)
 
@@ -23,6 +24,7 @@ def steps(out: Path) -> list[tuple[str, list[str], tuple[int, ...]]]:
     model = str(EXAMPLE / "model.onnx")
     contract = str(EXAMPLE / "edgeproof.toml")
     chosen = str(out / "optimize" / "chosen-host.onnx")
+    glyphs_model, glyphs_contract = str(GLYPHS / "model.onnx"), str(GLYPHS / "edgeproof.toml")
     return [
         ("Is this host fit to measure on?", ["doctor"], (0, 1)),
         (
@@ -144,6 +146,29 @@ def steps(out: Path) -> list[tuple[str, list[str], tuple[int, ...]]]:
                 str(out / "change-record"),
             ],
             (0,),
+        ),
+        (
+            "Second example: free spatial dims, normalised inputs, two outputs, a [pipeline]: check it end to end by stage",
+            ["check", glyphs_model, "--contract", glyphs_contract, "--sessions", "2", "--json", str(out / "glyphs" / "host.run.json")],
+            JUDGED,
+        ),
+        (
+            "Second example: a short search (slices made from raw frames by the built-in transforms)",
+            [
+                "optimize",
+                glyphs_model,
+                "--contract",
+                glyphs_contract,
+                "--max-candidates",
+                "4",
+                "--time-budget",
+                "90",
+                "--out",
+                str(out / "glyphs" / "optimize"),
+                "--json",
+                str(out / "glyphs" / "optimize" / "search.json"),
+            ],
+            JUDGED,
         ),
         ("Write the report", ["report", str(out), "-o", str(out / "report.html")], (0,)),
     ]

@@ -363,7 +363,8 @@ def assemble_feeds(
     if 0 in sizes or len(sizes) > 1:
         raise DataError(f"{where}: inputs hold different or zero sample counts {dict(sorted(counts.items()))}")
     n = sizes.pop() if sizes else 1
-    feeds = [{name: np.ascontiguousarray(stack[i if name in counts else 0]) for name, stack in per_input.items()} for i in range(n)]
+    # np.require, not ascontiguousarray: a scalar input must stay 0-d
+    feeds = [{name: np.require(stack[i if name in counts else 0], requirements="C") for name, stack in per_input.items()} for i in range(n)]
     return specs, feeds
 
 

@@ -199,7 +199,13 @@ def _telemetry_writable(state_dir: Path) -> dict[str, str]:
 def bring_up(state_dir: Path) -> list[dict[str, str]]:
     """The phase-1 checklist: uptime, providers, kernel errors, telemetry; each pass, fail or unchecked."""
     uptime_s = time.time() - psutil.boot_time()
-    checks = [_check("uptime since boot", "pass", f"{uptime_s / 3600:.1f} h (booted {time.strftime('%Y-%m-%d %H:%M', time.localtime(psutil.boot_time()))})")]
+    checks = [
+        _check(
+            "uptime since boot",
+            "pass",
+            f"{uptime_s / 3600:.1f} h (booted {time.strftime('%Y-%m-%d %H:%M', time.localtime(psutil.boot_time()))})",
+        )
+    ]
     checks += _provider_checks()
     checks.append(_kernel_errors())
     checks.append(_telemetry_writable(state_dir))

@@ -41,7 +41,12 @@ class ModelCache:
         return sum(p.stat().st_size for p in self.root.glob("*.blob"))
 
     def usage(self) -> dict[str, Any]:
-        return {"dir": str(self.root), "used_bytes": self.used_bytes(), "budget_bytes": self.budget_bytes, "max_model_bytes": self.max_model_bytes}
+        return {
+            "dir": str(self.root),
+            "used_bytes": self.used_bytes(),
+            "budget_bytes": self.budget_bytes,
+            "max_model_bytes": self.max_model_bytes,
+        }
 
     def put(self, sha256: str, size: int, offset: int | None, data: bytes | None) -> dict[str, Any]:
         """One put-model step: without data, say whether the blob is here (and make room for it);
@@ -67,7 +72,9 @@ class ModelCache:
         have = part.stat().st_size
         if expected != size or offset != have or have + len(data) > size:
             self.discard(sha256)
-            raise Fault("bad-request", f"chunk at offset {offset} of {len(data)} bytes does not continue the {have} of {expected} bytes received")
+            raise Fault(
+                "bad-request", f"chunk at offset {offset} of {len(data)} bytes does not continue the {have} of {expected} bytes received"
+            )
         with part.open("ab") as fh:
             fh.write(data)
         hasher.update(data)
@@ -77,7 +84,9 @@ class ModelCache:
         del self._pending[sha256]
         if hasher.hexdigest() != sha256:
             part.unlink()
-            raise Fault("hash-mismatch", f"the {size} bytes received hash to {hasher.hexdigest()[:12]}, not {sha256[:12]}; nothing was stored")
+            raise Fault(
+                "hash-mismatch", f"the {size} bytes received hash to {hasher.hexdigest()[:12]}, not {sha256[:12]}; nothing was stored"
+            )
         part.replace(final)
         return {"have": True, "received": received}
 

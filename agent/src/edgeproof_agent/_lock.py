@@ -55,7 +55,10 @@ class BoardLock:
                 if time.monotonic() >= deadline:
                     fh.close()
                     holder = self.busy() or {}
-                    raise Fault("busy", f"the board is measuring another job ({holder.get('job')}, pid {holder.get('pid')}, since {holder.get('since')})") from None
+                    raise Fault(
+                        "busy",
+                        f"the board is measuring another job ({holder.get('job')}, pid {holder.get('pid')}, since {holder.get('since')})",
+                    ) from None
                 time.sleep(_POLL_S)
         self._fh = fh
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

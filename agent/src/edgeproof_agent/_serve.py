@@ -152,7 +152,11 @@ def serve(agent: Agent, stdin: BinaryIO, stdout: BinaryIO, max_line_bytes: int =
             request_id = request.get("id")
             verb = request.get("verb")
             if request.get("v") != PROTOCOL:
-                _reply(stdout, request_id, fault=Fault("protocol", f"this agent speaks protocol {PROTOCOL}; the request says {request.get('v')!r}"))
+                _reply(
+                    stdout,
+                    request_id,
+                    fault=Fault("protocol", f"this agent speaks protocol {PROTOCOL}; the request says {request.get('v')!r}"),
+                )
                 continue
             handler = agent.verbs.get(str(verb))
             if handler is None:

@@ -12,14 +12,14 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable
 
 import numpy as np
 import onnxruntime as ort
 
 from edgeproof_agent._board import EnergyCounter
 
-Feeds = Dict[str, np.ndarray]
+Feeds = dict[str, np.ndarray]
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -53,7 +53,9 @@ def open_session(path: str | Path, settings: dict[str, Any], profile_prefix: str
         opts.profile_file_prefix = profile_prefix
     provider = settings.get("provider", "CPUExecutionProvider")
     if provider not in ort.get_available_providers():
-        raise TimingFault(f"execution provider {provider} is not in this board's onnxruntime (have: {', '.join(ort.get_available_providers())})")
+        raise TimingFault(
+            f"execution provider {provider} is not in this board's onnxruntime (have: {', '.join(ort.get_available_providers())})"
+        )
     providers = ["CPUExecutionProvider"] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
@@ -87,7 +89,9 @@ def back_to_back(run: Callable[[Any, Feeds], object], feeds: list[Feeds], n: int
     return [ns / 1e6 for ns in out]
 
 
-def paced(run: Callable[[Any, Feeds], object], feeds: list[Feeds], n: int, rate_hz: float, poisson: bool, seed: int) -> tuple[list[float], list[float]]:
+def paced(
+    run: Callable[[Any, Feeds], object], feeds: list[Feeds], n: int, rate_hz: float, poisson: bool, seed: int
+) -> tuple[list[float], list[float]]:
     """Fixed-rate or Poisson arrivals with one worker; latency counts from the scheduled arrival."""
     rng = np.random.default_rng(seed)
     gaps_s = rng.exponential(1.0 / rate_hz, n) if poisson else np.full(n, 1.0 / rate_hz)
@@ -120,7 +124,12 @@ def samples_for(scenario: dict[str, Any], samples: int, session_budget_s: float,
 
 
 def time_sessions(
-    model: Path, feeds: list[Feeds], settings: dict[str, Any], job: dict[str, Any], energy: EnergyCounter | None, progress: Callable[[str], None]
+    model: Path,
+    feeds: list[Feeds],
+    settings: dict[str, Any],
+    job: dict[str, Any],
+    energy: EnergyCounter | None,
+    progress: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """``job["sessions"]`` fresh sessions of one model under its scenario; raw samples per session."""
     scenario = job["scenario"]
@@ -141,7 +150,14 @@ def time_sessions(
             samples = back_to_back(session.run, feeds, n)
         joules, seconds = energy.end(window) if energy and window is not None else (None, None)
         out.append(
-            {"warmup_ms": warm, "samples_ms": samples, "started_at": now_iso(), "queueing_ms": queueing, "energy_j": joules, "energy_s": seconds}
+            {
+                "warmup_ms": warm,
+                "samples_ms": samples,
+                "started_at": now_iso(),
+                "queueing_ms": queueing,
+                "energy_j": joules,
+                "energy_s": seconds,
+            }
         )
         del session
     return out
@@ -206,7 +222,12 @@ def node_trace(model: Path, settings: dict[str, Any], feeds: Feeds, runs: int = 
         if ev.get("cat") == "Node" and str(ev.get("name", "")).endswith("_kernel_time"):
             args = ev.get("args", {})
             keep.append(
-                {"cat": "Node", "name": ev["name"], "dur": ev.get("dur", 0), "args": {"op_name": args.get("op_name"), "provider": args.get("provider")}}
+                {
+                    "cat": "Node",
+                    "name": ev["name"],
+                    "dur": ev.get("dur", 0),
+                    "args": {"op_name": args.get("op_name"), "provider": args.get("provider")},
+                }
             )
     return keep
 

@@ -41,7 +41,9 @@ class AgentClient:
         self.device_id = device_id
         self._ids = itertools.count(1)
 
-    def request(self, verb: str, progress: Callable[[str], None] | None = None, timeout_s: float = REPLY_TIMEOUT_S, **args: Any) -> dict[str, Any]:
+    def request(
+        self, verb: str, progress: Callable[[str], None] | None = None, timeout_s: float = REPLY_TIMEOUT_S, **args: Any
+    ) -> dict[str, Any]:
         request_id = next(self._ids)
         self.link.send({"v": PROTOCOL, "id": request_id, "verb": verb, **args})
         while True:
@@ -60,7 +62,9 @@ class AgentClient:
             error = reply.get("error") or {}
             code, message = error.get("code", "error"), error.get("message", "no message")
             if code == "protocol":
-                raise AgentError(f"device:{self.device_id}: protocol mismatch: {message}; install the edgeproof-agent that matches this edgeproof")
+                raise AgentError(
+                    f"device:{self.device_id}: protocol mismatch: {message}; install the edgeproof-agent that matches this edgeproof"
+                )
             raise AgentError(f"device:{self.device_id}: {verb} refused ({code}): {message}")
 
     def hello(self) -> Hello:

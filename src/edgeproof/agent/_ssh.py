@@ -19,7 +19,9 @@ _CONNECT_TIMEOUT_S = 20.0
 class SshLink(Link):
     """``ssh [user@]host [-p port] <command>`` through asyncssh; what the config says fills in the rest."""
 
-    def __init__(self, host: str, port: int | None, user: str | None, command: str, label: str, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+    def __init__(
+        self, host: str, port: int | None, user: str | None, command: str, label: str, max_line_bytes: int = MAX_LINE_BYTES
+    ) -> None:
         super().__init__(label, max_line_bytes)
         import asyncssh
 
@@ -30,7 +32,7 @@ class SshLink(Link):
         self._stderr: deque[str] = deque(maxlen=20)
         try:
             self._conn, self._process = self._call(self._open(host, port, user, command), _CONNECT_TIMEOUT_S + 5)
-        except (OSError, asyncssh.Error, asyncio.TimeoutError, TimeoutError) as exc:
+        except (OSError, asyncssh.Error, TimeoutError) as exc:
             self._stop_loop()
             why = first_line(exc) or type(exc).__name__
             raise AgentError(f"{label}: cannot reach the board over SSH ({why}); check the host, `ssh {host}` and ~/.ssh/config") from None
@@ -89,7 +91,7 @@ class SshLink(Link):
                 self._process.stdin.write_eof()
             try:
                 await asyncio.wait_for(self._process.wait_closed(), 10)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 pass
             self._conn.close()
             await self._conn.wait_closed()

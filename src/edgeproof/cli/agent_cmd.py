@@ -48,7 +48,8 @@ def agent_bring_up(target: DeviceArg = "device:local") -> None:
     """Phase-1 checklist: uptime, accelerator providers, kernel errors, telemetry: exit 0 all pass, 1 a check failed."""
     from edgeproof.runners.agent import AgentRunner
 
-    with AgentRunner(_device_target(target)) as runner:
+    runner = AgentRunner(_device_target(target))
+    with runner:
         checks = runner.bring_up()
     table = Table(title=f"bring-up on {_device_target(target)}")
     for col in ("check", "status", "detail"):

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from edgeproof.cli._app import app, console, user_errors
 from edgeproof.cli.core import ShapeOpt, progress_bar
@@ -49,4 +50,4 @@ def init(
     load_contract(written)  # a draft that does not load is our bug, not the user's: say so now
     console.print(f"wrote {written}: a draft; review every value marked {PROPOSAL!r}", highlight=False)
     if draft.record is None:
-        console.print(f"[yellow]no budgets proposed from a run:[/] {draft.why_no_record}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]no budgets proposed from a run:[/] {escape(draft.why_no_record)}", highlight=False, soft_wrap=True)

@@ -359,6 +359,8 @@ def check(
     from edgeproof.contract import evaluate, load_contract
 
     spec = load_contract(contract)
+    # accuracy first: bad data or a metric that raises stops the check before minutes of timing
+    evaluation = evaluate_for_contract(spec, model)
     record = measure(
         model,
         target,
@@ -380,7 +382,6 @@ def check(
         power_column,
         contract=spec,
     )
-    evaluation = evaluate_for_contract(spec, model)
     if evaluation is not None:
         record = record.model_copy(update={"evaluation": evaluation})
         history.append(record)

@@ -64,7 +64,9 @@ def farm_check(
 
         cells = run_matrix_on_ray(plan, settings, options, allow_unverified, address)
     else:
-        cells = run_matrix(plan, settings, options, allow_unverified, on_cell=lambda c: console.print(f"{c.model.name} on {c.target_id}: {c.outcome}"))
+        cells = run_matrix(
+            plan, settings, options, allow_unverified, on_cell=lambda c: console.print(f"{c.model.name} on {c.target_id}: {c.outcome}")
+        )
     from edgeproof import history
 
     table = Table(title=f"matrix: {len(plan.models)} model(s) × {len(plan.devices)} device(s)")
@@ -87,7 +89,9 @@ def farm_check(
 @user_errors
 def farm_up(
     inventory: InventoryOpt = None,
-    temp_dir: Annotated[str, typer.Option("--temp-dir", help="Ray's temp dir (a short path: its sockets must fit 107 bytes).")] = "/tmp/edgeproof-ray",
+    temp_dir: Annotated[
+        str, typer.Option("--temp-dir", help="Ray's temp dir (a short path: its sockets must fit 107 bytes).")
+    ] = "/tmp/edgeproof-ray",
     num_cpus: Annotated[int, typer.Option("--num-cpus", min=1)] = 2,
 ) -> None:
     """Start a local Ray head (offline: no dashboard, no usage stats, a small object store) with a

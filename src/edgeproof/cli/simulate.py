@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edgeproof.cli._app import app, console, user_errors
@@ -59,7 +60,8 @@ def targets(
     if show is not None:
         target = get_target(show, catalog or ())
         console.print(f"[bold]{target.id}[/] — {target.name} [yellow](simulated profile {target.version})[/]")
-        console.print(target.model_dump_json(indent=2, exclude={"sources"}), highlight=False, soft_wrap=True)
+        console.print(target.model_dump_json(indent=2, exclude={"sources", "validation"}), highlight=False, soft_wrap=True)
+        console.print(f"[bold]validation against published figures[/]: {escape(_validation_line(target))}", highlight=False, soft_wrap=True)
         console.print("[bold]sources[/]")
         for key, text in target.sources.items():
             console.print(f"  {key}: {text}", highlight=False, soft_wrap=True)
@@ -84,6 +86,22 @@ def targets(
         )
     table.add_row("host", "this machine", "none", "—", "—", "—", _host_status(host_profile, load_profile), "calibrated")
     console.print(table)
+
+
+def _validation_line(target) -> str:
+    v = target.validation
+    if v is None:
+        return "none: this profile was never compared with published latencies (intervals shown at ±100%)"
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.0%}"
+
+    return (
+        f"median |error| {pct(v.held_out_median_abs_error)} on {v.held_out_rows} held-out row(s) "
+        f"(worst {pct(v.held_out_max_abs_error)}), leave-one-model-out {pct(v.leave_one_model_out_median_abs_error)}; "
+        f"{v.rows} comparable rows, {v.fit_rows} used to fit {', '.join(v.free_parameters)} on {v.fitted_on}; "
+        f"latency intervals ±{v.interval_rel:.0%} ({v.source})"
+    )
 
 
 def _host_status(path: Path, load) -> str:
@@ -171,7 +189,9 @@ def _print_record(record: RunRecord) -> None:
     )
     band = latency_interval_ms(record, "p50_ms")
     if band is not None and record.simulation is not None:
-        console.print(f"  p50 interval {band[0]:.3f}–{band[1]:.3f} ms (profile error {record.simulation.latency_interval_basis})", highlight=False)
+        console.print(
+            f"  p50 interval {band[0]:.3f}–{band[1]:.3f} ms (profile error {record.simulation.latency_interval_basis})", highlight=False
+        )
     for name in ("load_time_ms", "peak_rss_mib", "energy_mj_per_inference", "sustained_w", "temperature_c"):
         console.print(f"  {name}: {getattr(record, name).label()}", highlight=False)
     sim = record.simulation

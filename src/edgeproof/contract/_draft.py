@@ -20,7 +20,7 @@ from edgeproof.records import RunRecord, write_atomic
 PROPOSAL = "PROPOSAL, review"
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 # headroom over the quick run's figure for each proposed budget (a quick run on a busy host is noisy)
-HEADROOM = {"p95_ms": 0.5, "peak_rss_mib": 0.25, "load_time_ms": 0.5, "model_size_mib": 0.1}
+HEADROOM = {"p95_ms": 1.0, "peak_rss_mib": 0.25, "load_time_ms": 1.0, "model_size_mib": 0.1}
 
 Progress = Callable[[str, float], None]
 

@@ -275,7 +275,9 @@ def _observe_slice(clause: str, record: RunRecord) -> _Observed:
             f"on {metrics.n} samples of {evaluation.dataset_id}"
         )
     else:
-        note = f"{key} by {om.metric} {om.value:.4g} vs reference {om.reference_value:.4g} on {metrics.n} samples of {evaluation.dataset_id}"
+        note = (
+            f"{key} by {om.metric} {om.value:.4g} vs reference {om.reference_value:.4g} on {metrics.n} samples of {evaluation.dataset_id}"
+        )
     if value is None:
         return _Observed(None, "unavailable:metric has no such figure", (f"no data: {note} has no {unit}",))
     return _Observed(value, slice_provenance(metrics.slice_id), (note,))

@@ -274,9 +274,9 @@ class SliceSection(_Section):
 
     def floors(self) -> list[tuple[str | None, str, float]]:
         """(output or None for the first, unit, limit) of every floor set, ``max_drop_pp`` on the first included."""
-        own = [(None, unit, getattr(self, unit)) for unit in FLOOR_UNITS if getattr(self, unit) is not None]
-        more = [(out, unit, getattr(fl, unit)) for out, fl in self.outputs.items() for unit in FLOOR_UNITS if getattr(fl, unit) is not None]
-        return own + more
+        own: list[tuple[str | None, str, float]] = [(None, k, getattr(self, k)) for k in FLOOR_UNITS if getattr(self, k) is not None]
+        own += [(out, unit, getattr(fl, unit)) for out, fl in self.outputs.items() for unit in FLOOR_UNITS if getattr(fl, unit) is not None]
+        return own
 
 
 class EscalationStep(_Section):
@@ -485,7 +485,9 @@ class Contract(ContractBody):
                 part=entry.part,
                 max_drop_pp=entry.max_drop_pp,
                 floors=tuple(
-                    Floor(output=output, unit=unit, limit=limit) for output, unit, limit in entry.floors() if (output, unit) != (None, "max_drop_pp")
+                    Floor(output=output, unit=unit, limit=limit)
+                    for output, unit, limit in entry.floors()
+                    if (output, unit) != (None, "max_drop_pp")
                 ),
             )
             for name, entry in self.slices.items()

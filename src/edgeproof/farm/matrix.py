@@ -108,7 +108,9 @@ def load_matrix(path: Path, inventory: str | Path | None = None) -> MatrixPlan:
     )
 
 
-def _judge(record: RunRecord, contract_path: Path | None, evaluation: Evaluation | None, allow_unverified: bool) -> tuple[CellOutcome, Verdict | None]:
+def _judge(
+    record: RunRecord, contract_path: Path | None, evaluation: Evaluation | None, allow_unverified: bool
+) -> tuple[CellOutcome, Verdict | None]:
     if contract_path is None:
         return "pass", None
     from edgeproof.contract import evaluate, load_contract

@@ -82,7 +82,15 @@ def head_command(device_ids: list[str], temp_dir: str = DEFAULT_TEMP_DIR, num_cp
 class _BoardActor:
     """Runs one board's cells; Ray places it where ``board:<id>`` is, so no other job has that board."""
 
-    def run(self, cells: list, contract: Path | None, settings: RuntimeSettings, options: ProfileOptions, evaluations: dict, allow_unverified: bool) -> list[Cell]:
+    def run(
+        self,
+        cells: list,
+        contract: Path | None,
+        settings: RuntimeSettings,
+        options: ProfileOptions,
+        evaluations: dict,
+        allow_unverified: bool,
+    ) -> list[Cell]:
         return run_board_cells(cells, contract, settings, options, evaluations, allow_unverified)
 
 

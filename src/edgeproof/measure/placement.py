@@ -32,7 +32,9 @@ def parse_profile(trace: list[dict]) -> list[NodeRecord]:
         if "output_size" in args:
             written[name] = float(args["output_size"])
     return [
-        NodeRecord(name=name, op_type=meta[name][0], provider=meta[name][1], time_us=float(statistics.median(d)), output_bytes=written.get(name))
+        NodeRecord(
+            name=name, op_type=meta[name][0], provider=meta[name][1], time_us=float(statistics.median(d)), output_bytes=written.get(name)
+        )
         for name, d in durations.items()
     ]
 

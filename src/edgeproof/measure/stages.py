@@ -11,7 +11,7 @@ close to free (the input is shared, not copied); a GPU provider moves real bytes
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -42,7 +42,7 @@ def _timing(name: str, samples_ms: np.ndarray, mean_total_ms: float, provenance:
     )
 
 
-def summarize_stages(per_stage_ms: dict[str, Sequence[float]], pipeline: Pipeline, provenance: str) -> Stages:
+def summarize_stages(per_stage_ms: Mapping[str, Sequence[float]], pipeline: Pipeline, provenance: str) -> Stages:
     """Stage timings (and their sum per inference as ``total``) from raw per-inference samples."""
     arrays = {k: np.asarray(v, dtype=np.float64) for k, v in per_stage_ms.items()}
     total = np.sum(list(arrays.values()), axis=0)

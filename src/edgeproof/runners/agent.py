@@ -85,7 +85,9 @@ class AgentRunner(Runner):
         reported = self.hello.fingerprint.get("power_mode")
         if self.power_mode is not None and reported and reported != self.power_mode:
             self._client.link.close()
-            raise DataError(f"{self.target_id} is in power mode {reported!r}, not {self.power_mode!r}; switch it on the board (nvpmodel -m)")
+            raise DataError(
+                f"{self.target_id} is in power mode {reported!r}, not {self.power_mode!r}; switch it on the board (nvpmodel -m)"
+            )
 
     def _reconnect(self, lost: BoardLost) -> None:
         """After a lost link: close it, connect again and say hello; a board that stays dead raises."""
@@ -158,7 +160,13 @@ class AgentRunner(Runner):
         last = self._profile(progress, 0.9, **job, sessions=0, cold_start=options.cold_start_repeats, nodes=options.profile_nodes)
         sessions = [SessionSamples(warmup_ms=s["warmup_ms"], samples_ms=s["samples_ms"], started_at=s["started_at"]) for s in raw]
         all_ms = [x for s in sessions for x in s.samples_ms]
-        scen = ScenarioResult(name=prep.scenario.name, engine="builtin", rate_hz=prep.scenario.rate_hz, deadline_ms=prep.scenario.deadline_ms, batch_size=prep.batch)
+        scen = ScenarioResult(
+            name=prep.scenario.name,
+            engine="builtin",
+            rate_hz=prep.scenario.rate_hz,
+            deadline_ms=prep.scenario.deadline_ms,
+            batch_size=prep.batch,
+        )
         if prep.scenario.rate_hz and prep.scenario.deadline_ms is not None:
             queueing = [q for s in raw for q in s["queueing_ms"]]
             scen.deadline_miss_rate = float(np.mean(np.array(all_ms) > prep.scenario.deadline_ms))
@@ -168,7 +176,9 @@ class AgentRunner(Runner):
             scen.throughput_ips = prep.batch * len(all_ms) / (sum(all_ms) / 1000.0)
         record = self._record(prep, settings, sessions, raw, last["arms"][0], scen, peaks + [last.get("peak_temperature_c")], reply, None)
         if time.monotonic() - started > options.time_budget_s and relative_half_width(record.latency, "p95") > options.target_rel_ci:
-            record.latency.warnings.append(f"time budget {options.time_budget_s:g}s reached before the p95 interval narrowed to ±{options.target_rel_ci:.0%}")
+            record.latency.warnings.append(
+                f"time budget {options.time_budget_s:g}s reached before the p95 interval narrowed to ±{options.target_rel_ci:.0%}"
+            )
         return record
 
     def _run_ab(
@@ -201,7 +211,15 @@ class AgentRunner(Runner):
         (sha_a, in_a), (sha_b, in_b) = self._upload(a), self._upload(b)
 
         def pairs(count: int, seed: int, extras: bool) -> dict[str, Any]:
-            layout = {"model": sha_b, "inputs": in_b, "pairs": count, "blocks": ab.blocks, "block_size": ab.block_size, "warmup": ab.warmup, "seed": seed}
+            layout = {
+                "model": sha_b,
+                "inputs": in_b,
+                "pairs": count,
+                "blocks": ab.blocks,
+                "block_size": ab.block_size,
+                "warmup": ab.warmup,
+                "seed": seed,
+            }
             more = {"cold_start": options.cold_start_repeats, "nodes": options.profile_nodes} if extras else {}
             return self._profile(progress, 0.5, model=sha_a, inputs=in_a, settings=settings.model_dump(), ab=layout, **more)
 
@@ -241,9 +259,9 @@ class AgentRunner(Runner):
             placement = placement.model_copy(update={"provenance": f"{self.provenance}:onnxruntime-profiler"})
         meter = reply.get("energy_meter")
         inferences = prep.batch * sum(len(s.samples_ms) for s in sessions)
-        joules = [s.get("energy_j") for s in raw]
-        seconds = [s.get("energy_s") for s in raw]
-        if meter and inferences and all(j is not None for j in joules) and sum(seconds) > 0:
+        joules = [float(s["energy_j"]) for s in raw if s.get("energy_j") is not None]
+        seconds = [float(s["energy_s"]) for s in raw if s.get("energy_s") is not None]
+        if meter and inferences and len(joules) == len(raw) and sum(seconds) > 0:
             energy = Figure.measured(sum(joules) / inferences * 1000.0, "mJ", f"agent:{self.device.id}:{meter}")
             watts = Figure.measured(sum(joules) / sum(seconds), "W", f"agent:{self.device.id}:{meter}")
         else:
@@ -264,7 +282,9 @@ class AgentRunner(Runner):
             sessions=sessions,
             latency=summarize([s.samples_ms for s in sessions]),
             latency_provenance=self.provenance,
-            load_time_ms=cold_start_figure(cold, "load_time_ms", "ms", f"agent:{self.device.id}:fresh-process:session+first-inference", statistics.median),
+            load_time_ms=cold_start_figure(
+                cold, "load_time_ms", "ms", f"agent:{self.device.id}:fresh-process:session+first-inference", statistics.median
+            ),
             peak_rss_mib=cold_start_figure(cold, "peak_rss_mib", "MiB", f"agent:{self.device.id}:fresh-process:VmHWM", max),
             model_size_mib=Figure.measured(prep.ref.size_bytes / 2**20, "MiB", "file-size"),
             energy_mj_per_inference=energy,

@@ -88,7 +88,9 @@ def _interleaved(race: Race, pick: Candidate, rival: Candidate, metric: str) -> 
     return base, cand, ab
 
 
-def _compare(race: Race, pick: Candidate, rival: Candidate, role: Literal["fp32", "runner-up"], metric: str, out: Confirmed) -> Confirmation:
+def _compare(
+    race: Race, pick: Candidate, rival: Candidate, role: Literal["fp32", "runner-up"], metric: str, out: Confirmed
+) -> Confirmation:
     base, cand, ab = _interleaved(race, pick, rival, metric)
     ratios = {"p50_ms": _ratio(base, cand, 0.5), "p95_ms": _ratio(base, cand, 0.95), "p99_ms": _ratio(base, cand, 0.99)}
     as_tuples: dict[str, Ratio] = {k: (r.ratio, r.low, r.high) for k, r in ratios.items()}

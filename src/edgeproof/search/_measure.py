@@ -15,9 +15,12 @@ from edgeproof.search._records import Stage
 from edgeproof.search._space import RunPoint
 
 Progress = Callable[[str, float], None]
-# A screening run: one session of this many samples after this many warm-ups.
-SCREEN_SAMPLES = 40
+# A screening run: one session after a few warm-ups, of up to SCREEN_SAMPLES samples or about
+# SCREEN_SESSION_S seconds, whichever is fewer (at least 20): a few dozen samples of a 224² model,
+# 200 of a small one, where a session costs more to open than to time.
+SCREEN_SAMPLES = 200
 SCREEN_WARMUP = 10
+SCREEN_SESSION_S = 1.0
 
 
 @dataclass
@@ -76,6 +79,7 @@ class SearchRunners:
             max_sessions=1,
             samples_per_session=min(SCREEN_SAMPLES, self.samples),
             warmup=min(SCREEN_WARMUP, self.warmup),
+            time_budget_s=SCREEN_SESSION_S,
             cold_start_repeats=0,
             profile_nodes=False,
         )

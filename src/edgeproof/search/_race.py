@@ -1,8 +1,8 @@
 """Pure racing rules: each candidate's interval per stage, what prunes it, what the pick still needs, who wins a confirmation.
 
 A candidate moves through three stages: ``screened`` (one short session, no cold start), ``timed``
-(the full fresh-session timing, evaluated on the slices) and ``full`` (plus cold start in fresh
-processes and per-node placement). Its latency interval at each stage is the record's 95% interval
+(the full fresh-session timing) and ``full`` (plus cold start in fresh processes, per-node placement
+and the evaluation on the slices, once per variant and graph optimisation level). Its latency interval at each stage is the record's 95% interval
 widened by the drift expected between runs made one after another at different times: one session
 misses session-to-session variance entirely (consecutive single-session p50s spanned 0.94–1.04 on a
 quiet host, and sequential runs under load disagreed with interleaved re-measurement by 20–30%; see
@@ -10,8 +10,8 @@ NOTES), so a screening interval is widened by 15%, a multi-session one by 5%. A 
 does not drift.
 
 A candidate is pruned only on certain evidence: when a hard budget breaks with interval certainty
-(the lower bound over a latency budget; a slice floor, the model size or the interface, which are
-exact), or when its optimistic bound on the binding quantity loses to another candidate's
+(the lower bound over a latency budget, from enough samples to say it; a slice floor, the model
+size or the interface, which are exact), or when its optimistic bound on the binding quantity loses to another candidate's
 pessimistic bound by more than the pick's tie tolerance. The binding quantity is the first metric
 in the contract's preference order (then the fixed tie-breaks) that every candidate has; a metric
 unavailable on the target (energy without a meter) is skipped as the pick skips it; one that only a
@@ -33,6 +33,10 @@ LATENCY_METRICS = frozenset({"p50_ms", "p90_ms", "p95_ms", "p99_ms"})
 # Figures only the full treatment measures (cold start, per-node placement).
 FULL_ONLY = frozenset({"load_time_ms", "peak_rss_mib", "cpu_fallback_frac"})
 _LATENCY_CLAUSES = {"budgets.p95_ms": "p95_ms", "budgets.p99_ms": "p99_ms"}
+_QUANTILES = {"p50_ms": 0.5, "p90_ms": 0.9, "p95_ms": 0.95, "p99_ms": 0.99}
+# A tail quantile's lower bound is evidence only with this many samples beyond it: from 40 samples
+# the p99 interval is the largest few samples, and one burst of other load puts them anywhere.
+MIN_TAIL_SAMPLES = 5
 _EXACT_CLAUSES = ("slices.", "model.", "budgets.model_size_mib")
 
 Prune = tuple[str, str]  # (kind: "slower" | "budget", reason)
@@ -50,12 +54,22 @@ def bounds(cand: Candidate, metric: str) -> tuple[float, float] | None:
     return low * (1.0 - drift), high * (1.0 + drift)
 
 
+def estimable(cand: Candidate, metric: str) -> bool:
+    """Whether ``cand``'s samples put at least ``MIN_TAIL_SAMPLES`` beyond the quantile ``metric``
+    (always for a simulated board and for figures that are not latency quantiles)."""
+    q = _QUANTILES.get(metric)
+    if q is None or cand.kind == "simulated":
+        return True
+    return cand.samples * (1.0 - q) >= MIN_TAIL_SAMPLES
+
+
 def pending(cand: Candidate, metric: str, evaluated: bool = True) -> bool:
     """Whether a later stage of ``cand`` will measure ``metric`` (so a missing value says nothing yet).
 
-    ``evaluated`` is False when the search has no data: accuracy then never comes."""
+    Accuracy is evaluated with the full treatment (``evaluated`` is False when the search has no
+    data: accuracy then never comes)."""
     if metric == "accuracy_drop_pp":
-        return evaluated and cand.stage == "screened"
+        return evaluated and cand.stage != "full"
     return metric in FULL_ONLY and cand.stage != "full"
 
 
@@ -83,6 +97,8 @@ def certain_breaks(cand: Candidate) -> list[str]:
             continue
         metric = _LATENCY_CLAUSES.get(result.clause)
         if metric is not None:
+            if not estimable(cand, metric):
+                continue
             span = bounds(cand, metric)
             if span is not None and result.budget is not None and span[0] > result.budget:
                 broken.append(result.clause)
@@ -123,7 +139,7 @@ def prune(
         return out
     rivals = [c for c in cands if c.eligible and c.id not in out and (c.stage != "full" or c.feasible)]
     for cand in cands:
-        if cand.id in out:
+        if cand.id in out or not estimable(cand, metric):
             continue
         mine = bounds(cand, metric)
         assert mine is not None

@@ -113,6 +113,7 @@ def candidate_of(
         ineligible_reason="" if eligible else f"{precision} is not in [model] precisions ({', '.join(contract.model.precisions)})",
         verdict=verdict,
         stage=stage,
+        samples=record.latency.n_samples,
     )
 
 
@@ -217,13 +218,13 @@ class Race:
     # ------------------------------------------------------------------ measuring
 
     def measure(self, entry: Entry, stage: Stage) -> bool:
-        """Measure ``entry`` at ``stage`` (evaluating it from ``timed`` on); False when it cannot run."""
+        """Measure ``entry`` at ``stage`` (evaluating it with the full treatment); False when it cannot run."""
         started = time.monotonic()
         self.report(f"{entry.id} {entry.label}: {stage}", 0.0)
         try:
             record = self.runners.measure(entry.built.variant.path, entry.point, lambda m, f: None, stage)
             evaluation = None
-            if stage != "screened":
+            if stage == "full":
                 evaluation = self.variants.evaluate(entry.built, entry.point.opt_level or "all")
         except ModelError as exc:
             entry.failed = str(exc)

@@ -50,6 +50,7 @@ class Candidate(_Record):
     verdict: Verdict
     pareto: bool = False
     stage: Stage = "full"
+    samples: int = 0  # latency samples the figures rest on (0 in results written before it was kept)
     pruned: str = ""  # why the race stopped measuring it ("" when it was not pruned)
     pruned_kind: Literal["", "slower", "budget"] = ""
 

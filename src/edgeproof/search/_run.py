@@ -209,9 +209,11 @@ def _bases(race: Race, variants: Variants, racing: bool, notes: list[str]) -> li
         by_variant.setdefault(cand.variant_sha256, []).append(cand)
     fp32 = [c for c in race.candidates() if c.precision == "fp32"]
     fp32_high = min((b[1] for b in (bounds(c, "p50_ms") for c in fp32) if b is not None), default=math.inf)
+    out = {cid for t in {c.target for c in race.candidates()} for cid, (kind, _) in race.pruned(t).items() if kind == "slower"}
     ranked = []
     for base in int8:
-        timed = [b for b in (bounds(c, "p50_ms") for c in by_variant.get(base.variant.sha256, [])) if b is not None]
+        mine = by_variant.get(base.variant.sha256, [])
+        timed = [b for b in (bounds(c, "p50_ms") for c in mine) if b is not None]
         if not timed:
             notes.append(f"nothing derived from {base.name}: it was not timed within the budget")
             continue
@@ -221,8 +223,21 @@ def _bases(race: Race, variants: Variants, racing: bool, notes: list[str]) -> li
                 f"nothing derived from {base.name}: already slower than fp32 (p50 at least {best_low:.4g} ms vs at most {fp32_high:.4g} ms)"
             )
             continue
+        if all(c.id in out for c in mine):
+            notes.append(f"nothing derived from {base.name}: clearly slower than another candidate at every run point")
+            continue
         ranked.append((best_low, base))
-    return [b for _, b in sorted(ranked, key=lambda t: t[0])]
+    ranked.sort(key=lambda t: t[0])
+    if len(ranked) > SPEED_BASES:
+        notes.append(
+            f"per-node speed variants from the {SPEED_BASES} most promising INT8 bases only; not from "
+            + ", ".join(b.name for _, b in ranked[SPEED_BASES:])
+        )
+    return [b for _, b in ranked[:SPEED_BASES]]
+
+
+# With racing, per-node speed variants come from at most this many INT8 bases (most promising first).
+SPEED_BASES = 3
 
 
 def _derive_all(
@@ -588,7 +603,11 @@ class _Phases:
 
 def _screen_line(race: Race, targets: Sequence[str], racing: bool) -> str:
     timed = sum(e.stage is not None for e in race.entries)
-    how = f"one session of {race.runners.options_for('screened').samples_per_session} samples each" if racing else "in full (exhaustive)"
+    how = (
+        f"one session of up to {race.runners.options_for('screened').samples_per_session} samples each"
+        if racing
+        else "in full (exhaustive)"
+    )
     left = sum(e.stage is None and not e.failed for e in race.entries)
     pruned = sum(len(race.pruned(t)) for t in targets)
     return (

@@ -45,7 +45,9 @@ class _Net:
         pad = k // 2
         out = f"{name}.y"
         self.nodes.append(
-            helper.make_node("Conv", [x, w, b], [out], name=name, kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4, group=groups)
+            helper.make_node(
+                "Conv", [x, w, b], [out], name=name, kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4, group=groups
+            )
         )
         return self.act(out, act) if act else out
 
@@ -169,7 +171,7 @@ def light(name: str, drop: tuple[str, ...] = ()) -> onnx.ModelProto:
 
     model = load_proto(LIGHT_DIR / f"light_{name}.onnx")
     if drop:
-        rename = {}
+        rename: dict[str, str] = {}
         keep = []
         for node in model.graph.node:
             if node.op_type in drop:

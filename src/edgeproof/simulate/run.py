@@ -249,7 +249,9 @@ def _cost_warnings(cost: ModelCost) -> list[str]:
     if warning is None:
         return []
     if is_estimated(cost):
-        warning += f"; above {ESTIMATED_ABOVE_SHARE:.0%}, so the figures are estimated (wide interval) and a clause on them stays unverified"
+        warning += (
+            f"; above {ESTIMATED_ABOVE_SHARE:.0%}, so the figures are estimated (wide interval) and a clause on them stays unverified"
+        )
     return [warning]
 
 

@@ -244,7 +244,10 @@ class Recorder:
 
     def _run(self) -> None:
         while not self._stop.wait(self.config.tick_s):
-            self.tick()
+            try:
+                self.tick()
+            except Exception as exc:  # the sampler must outlive a bad reading or a full disk; the error becomes an event
+                self.event("runtime_error", error=type(exc).__name__, message=str(exc)[:200], source="telemetry sampler")
 
     # -- the hot path ----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import io
 import logging
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from importlib.metadata import version
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 from onnxconverter_common import float16
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -108,12 +110,48 @@ def _quantize_static(prepared: Prepared, recipe: Recipe, calibration: Calibratio
     )
 
 
-def _write_fp16(source: Model, recipe: Recipe, out: Path) -> None:
-    # keep_io_types: callers keep feeding float32 and reading float32, as with the reference.
-    converted = float16.convert_float_to_float16(
-        source.proto_copy(), keep_io_types=True, node_block_list=[n.name for n in recipe.excluded_nodes] or None
-    )
+# convert_float_to_float16's defaults: smaller non-zero magnitudes are flushed up to this, larger clipped down to that
+_FP16_MIN_POSITIVE = 1e-7
+_FP16_MAX_FINITE = 1e4
+
+
+def _write_fp16(source: Model, recipe: Recipe, out: Path) -> str | None:
+    """Convert to fp16; the converter's per-tensor "will be truncated" warnings become one line
+    (returned) counting the weights it changed, instead of raw warnings with paths into the venv."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # keep_io_types: callers keep feeding float32 and reading float32, as with the reference.
+        converted = float16.convert_float_to_float16(
+            source.proto_copy(), keep_io_types=True, node_block_list=[n.name for n in recipe.excluded_nodes] or None
+        )
+    truncated = False
+    for w in caught:
+        if "will be truncated" in str(w.message):
+            truncated = True
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     onnx.save(converted, str(out))
+    return fp16_truncation_note(source.proto) if truncated else None
+
+
+def fp16_truncation_note(model: onnx.ModelProto) -> str | None:
+    """How many float weights (initializers and Constant nodes) fall outside what the fp16
+    conversion keeps: non-zero magnitudes under 1e-7 are flushed to ±1e-7, over 1e4 clipped to ±1e4."""
+    tensors = list(model.graph.initializer)
+    tensors += [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    tiny = huge = 0
+    for t in tensors:
+        if t.data_type != onnx.TensorProto.FLOAT:
+            continue
+        mag = np.abs(numpy_helper.to_array(t))
+        tiny += int(np.count_nonzero((mag > 0) & (mag < _FP16_MIN_POSITIVE)))
+        huge += int(np.count_nonzero(mag > _FP16_MAX_FINITE))
+    said = []
+    if tiny:
+        said.append(f"{tiny} weight{'s' if tiny != 1 else ''} under fp16's range {'were' if tiny != 1 else 'was'} flushed to ±1e-7")
+    if huge:
+        said.append(f"{huge} weight{'s' if huge != 1 else ''} over 1e4 {'were' if huge != 1 else 'was'} clipped to ±1e4")
+    return "fp16: " + "; ".join(said) if said else None
 
 
 def _check_excluded(graph: onnx.ModelProto, graph_path: Path, recipe: Recipe) -> None:
@@ -139,8 +177,9 @@ def _produce(model: Model, recipe: Recipe, calibration: CalibrationSet | None, o
         return ()
     if recipe.precision == "fp16":
         _check_excluded(model.proto, model.path, recipe)
-        _write_fp16(model, recipe, out)
-        return (f"onnxconverter-common {version('onnxconverter-common')} convert_float_to_float16(keep_io_types=True)",)
+        note = _write_fp16(model, recipe, out)
+        step = f"onnxconverter-common {version('onnxconverter-common')} convert_float_to_float16(keep_io_types=True)"
+        return (step, note) if note else (step,)
     prepared = prepare_for_quantization(model, cache_dir)
     prepared_graph = graph_of(prepared.path)
     _check_excluded(prepared_graph, prepared.path, recipe)
