@@ -31,7 +31,7 @@ from edgeproof.telemetry import (
     read_segments,
     segment_files,
 )
-from edgeproof.telemetry._segments import FILE_MAGIC, ARROW_SCHEMA, encode_frame
+from edgeproof.telemetry._segments import ARROW_SCHEMA, FILE_MAGIC, encode_frame
 
 LABELS = Labels(device_id="cam-0042", model_sha256="ab" * 32, firmware_version="36.3", accelerator="cpu", cohort="canary", region="eu")
 
@@ -187,7 +187,9 @@ def test_runtime_error_is_an_event_and_recreates_the_session(tmp_path):
 def test_sampler_reads_psi_and_reports_throttle_and_power_mode_changes(tmp_path):
     root = tmp_path / "root"
     (root / "proc/pressure").mkdir(parents=True)
-    (root / "proc/pressure/memory").write_text("some avg10=1.50 avg60=0.20 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    (root / "proc/pressure/memory").write_text(
+        "some avg10=1.50 avg60=0.20 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+    )
     throttle = root / "sys/devices/system/cpu/cpu0/thermal_throttle/core_throttle_count"
     throttle.parent.mkdir(parents=True)
     throttle.write_text("3\n")
@@ -266,7 +268,7 @@ def test_segments_rotate_within_the_disk_budget_and_respect_the_headroom(tmp_pat
 def test_config_file_and_its_errors(tmp_path):
     good = tmp_path / "telemetry.toml"
     good.write_text(
-        '[telemetry]\nenabled = false\nwindow_s = 60\nraw_sample_share = 0.05\nmax_disk_mib = 8\n'
+        "[telemetry]\nenabled = false\nwindow_s = 60\nraw_sample_share = 0.05\nmax_disk_mib = 8\n"
         'policy = {min_confidence = 0.6, fallback = "model.fp32.onnx"}\n[telemetry.labels]\ndevice_id = "cam-1"\ncohort = "canary"\n'
     )
     cfg, policy = load_telemetry_config(good)
@@ -300,3 +302,23 @@ def test_json_form_round_trips_through_json(tmp_path):
     rec.close()
     for record in read_segments(tmp_path / "telemetry").records:
         assert json.loads(json.dumps(record.to_dict()))["schema"] == SCHEMA_VERSION
+
+
+def test_cli_reads_a_folder_and_names_what_it_skipped(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeproof.cli import app
+
+    rec = Recorder(config(tmp_path), read_power=False)
+    rec.enable(start_thread=False)
+    infer = rec.wrap(lambda: None)
+    for _ in range(7):
+        infer()
+    rec.close()
+    (tmp_path / "telemetry" / "0-bad.eptseg").write_bytes(b"junk")
+    result = CliRunner().invoke(app, ["telemetry", "read", str(tmp_path / "telemetry")])
+    assert result.exit_code == 0, result.output
+    assert "cam-0042" in result.output and "canary" in result.output
+    assert "0-bad.eptseg:0: not an edgeproof telemetry segment" in result.output
+    missing = CliRunner().invoke(app, ["telemetry", "read", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2

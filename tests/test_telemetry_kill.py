@@ -49,6 +49,7 @@ def test_kill_9_keeps_every_acknowledged_window_and_counts_nothing_twice(tmp_pat
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert zygote.stdin is not None and zygote.stdout is not None
+    pid = None
     try:
         for _ in range(20):
             zygote.stdin.write(f"{directory}\n")
@@ -62,15 +63,18 @@ def test_kill_9_keeps_every_acknowledged_window_and_counts_nothing_twice(tmp_pat
                     ready = True
                 elif line[0] == "ack":
                     acked.update(map(int, line[1:]))
-            time.sleep(rng.uniform(0.0, 0.06))
+            time.sleep(rng.uniform(0.0, 0.3))
             os.kill(pid, signal.SIGKILL)
             for raw in iter(zygote.stdout.readline, ""):
                 line = raw.split()
                 if line[0] == "reaped":
+                    pid = None
                     break
                 if line[0] == "ack":
                     acked.update(map(int, line[1:]))
     finally:
+        if pid is not None:  # the loop stopped before this recorder was killed and reaped
+            os.kill(pid, signal.SIGKILL)
         zygote.kill()
         zygote.wait()
     read = read_segments(directory)

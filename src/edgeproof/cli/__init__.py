@@ -16,6 +16,7 @@ from edgeproof.cli import (
     optimize_cmd,  # noqa: E402,F401
     report_cmd,  # noqa: E402,F401
     simulate,  # noqa: E402,F401
+    telemetry_cmd,  # noqa: E402,F401
 )
 from edgeproof.cli._app import app
 

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import struct
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -283,6 +284,8 @@ class SegmentStore:
     def _recover(self) -> int:
         """Cut torn tails left by a crash, and return the highest sequence number this boot already wrote (-1 if none)."""
         last = -1
+        for staging in self.directory.glob(f"*{SUFFIX}.tmp"):
+            staging.unlink()  # a segment that never got its head written
         for path in segment_files(self.directory):
             data = path.read_bytes()
             good_end = len(FILE_MAGIC) if data.startswith(FILE_MAGIC) else 0
@@ -313,15 +316,18 @@ class SegmentStore:
         return True
 
     def _rotate(self, first_seq: int) -> None:
+        """Start a new segment: its magic is written and fsync'd under a temporary name, then renamed in,
+        so a crash never leaves a segment without its head."""
         self.close()
-        import time
-
-        self._path = self.directory / f"{time.time_ns():020d}-{self.boot_id[:8]}-{first_seq:012d}{SUFFIX}"
-        self._file = self._path.open("xb")
-        self._file.write(FILE_MAGIC)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        name = f"{time.time_ns():020d}-{self.boot_id[:8]}-{first_seq:012d}{SUFFIX}"
+        staging = self.directory / (name + ".tmp")
+        with staging.open("xb") as f:
+            f.write(FILE_MAGIC)
+            f.flush()
+            os.fsync(f.fileno())
+        self._path = staging.rename(self.directory / name)
         _fsync_dir(self.directory)
+        self._file = self._path.open("ab")
 
     def _enforce_budget(self, incoming: int) -> None:
         files = segment_files(self.directory)
