@@ -522,9 +522,11 @@ def test_a_time_budget_spent_before_anything_was_measured_is_undecided_exit_3_no
     assert "no candidate on host meets the contract" not in proc.stdout
     result = load_record(out / "search.json", SearchResult)
     [outcome] = result.outcomes
-    assert not result.candidates and result.skipped and outcome.outcome == "undecided" and result.outcome == "undecided"
+    # a candidate may have been screened before the budget ran out, but none was measured in full
+    assert all(c.stage != "full" for c in result.candidates)
+    assert outcome.outcome == "undecided" and result.outcome == "undecided"
     [why] = outcome.undecided_because
-    assert f"{len(result.skipped)} not measured in full" in why and why in proc.stdout
+    assert "not measured in full" in why and why in proc.stdout
     # the budget a rerun needs comes from what each stage cost here (or a stated default before any ran)
     assert "rerun with --time-budget" in why and "or more to finish" in why
 
