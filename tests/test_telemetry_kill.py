@@ -84,5 +84,6 @@ def test_kill_9_keeps_every_acknowledged_window_and_counts_nothing_twice(tmp_pat
     seqs = [r.seq for r in read.records]
     assert len(seqs) == len(set(seqs)), "a record was written twice"
     assert acked <= set(seqs), f"acknowledged but lost: {sorted(acked - set(seqs))[:10]}"
-    assert len(acked) > 20
+    # how many windows a child acknowledges before its kill depends on the machine's load; that some were is what matters
+    assert acked, "no window was acknowledged before any kill: the test exercised nothing"
     assert sum(w.metric("edgeproof.inference.count").value for w in read.windows) > 0
