@@ -223,6 +223,13 @@ def record_mode_advice(regressions: list[ClauseResult], base: RunRecord, cand: R
     ]
 
 
+def _unverified_ratio(clause: str, pct: float, why: str) -> ClauseResult:
+    """A ratio clause with no evidence to judge it by: unverified, saying why."""
+    return ClauseResult(
+        clause=clause, status="unverified", value=None, budget=1 + pct / 100, unit="x", provenance="unavailable:" + why, note=why
+    )
+
+
 def cumulative_clauses(contract, anchor: tuple[RunRecord, RunRecord] | None) -> list[ClauseResult]:
     """``regression.cumulative_*``: the candidate against the lineage's anchor release. ``anchor`` is
     (anchor run, candidate run) measured interleaved in this gate run; runs of other days are not
@@ -237,17 +244,7 @@ def cumulative_clauses(contract, anchor: tuple[RunRecord, RunRecord] | None) -> 
         elif not is_interleaved_pair(*anchor):
             why = "anchor and candidate were not measured interleaved in one run (records of other days are not comparable)"
         if why is not None:
-            out.append(
-                ClauseResult(
-                    clause=clause,
-                    status="unverified",
-                    value=None,
-                    budget=1 + pct / 100,
-                    unit="x",
-                    provenance="unavailable:" + why,
-                    note=why,
-                )
-            )
+            out.append(_unverified_ratio(clause, pct, why))
             continue
         assert anchor is not None
         base, cand = anchor
@@ -255,18 +252,7 @@ def cumulative_clauses(contract, anchor: tuple[RunRecord, RunRecord] | None) -> 
         if stat == "energy":
             found = energy_clause(base, cand, pct)
             if found is None:
-                why = "energy unavailable on the anchor or the candidate run"
-                out.append(
-                    ClauseResult(
-                        clause=clause,
-                        status="unverified",
-                        value=None,
-                        budget=1 + pct / 100,
-                        unit="x",
-                        provenance="unavailable:" + why,
-                        note=why,
-                    )
-                )
+                out.append(_unverified_ratio(clause, pct, "energy unavailable on the anchor or the candidate run"))
                 continue
             result = found
         else:
