@@ -631,23 +631,3 @@ def measure_anchor(
         evaluate=False,
         options=options,
     )
-
-
-def measure_and_gate(
-    contract,
-    baseline_model: Model | str | Path,
-    candidate_model: Model | str | Path,
-    target: str = "host",
-    settings: RuntimeSettings | None = None,
-    ab: InterleaveOptions | None = None,
-    allow_unverified: bool = False,
-    progress: Progress | None = None,
-    anchor_model: Model | str | Path | None = None,
-) -> tuple[Verdict, RunRecord, RunRecord]:
-    """``measure_pair`` (and ``measure_anchor`` when an anchor model is given) then ``gate_target``:
-    the verdict and the two records it rests on."""
-    base, cand = measure_pair(contract, baseline_model, candidate_model, target, settings, ab, progress=progress)
-    anchor = None
-    if anchor_model is not None:
-        anchor = measure_anchor(contract, anchor_model, candidate_model, target, settings, ab, progress=progress)
-    return gate_target(contract, cand, base, allow_unverified, anchor=anchor), base, cand
