@@ -94,7 +94,7 @@ class ScenarioResult(_Record):
     """What the scenario did, beyond the per-inference latency samples."""
 
     name: Literal["single-stream", "periodic", "server", "offline"]
-    engine: Literal["builtin", "loadgen", "simulator"] = "builtin"
+    engine: Literal["builtin", "loadgen", "simulator", "field"] = "builtin"
     rate_hz: float | None = None
     deadline_ms: float | None = None
     deadline_miss_rate: float | None = None
@@ -136,10 +136,12 @@ class ModelRef(_Record):
 
 class TargetRef(_Record):
     id: str
-    kind: Literal["host", "simulated", "remote"]
+    kind: Literal["host", "simulated", "remote", "field"]
     profile_version: str | None = None
     power_mode: str | None = None
     firmware: dict[str, Any] | None = None
+    # a device's catalog board (boards.toml, else the agent's --board): the contract judges it by [budgets.<board>]
+    board: str | None = None
 
 
 class RuntimeSettings(_Record):
@@ -249,6 +251,16 @@ class InterleaveLayout(_Record):
     pairs: int
     seed: int
     partner_run_id: str | None = None
+
+
+class ReferenceRun(_Record):
+    """A fixed reference workload timed in fresh sessions beside the model's (one after each of its
+    sessions, same runtime settings), so two runs made apart compare as model/reference and the
+    host's drift between them cancels (``edgeproof.measure.reference``)."""
+
+    workload: str  # the workload's name and version; runs are normalised only by the same one
+    sha256: str
+    sessions: list[SessionSamples]
 
 
 class VariantRef(_Record):
@@ -490,7 +502,8 @@ class RunRecord(_Record):
     schema_version: str = RUN_SCHEMA
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    kind: Literal["measured", "simulated"]
+    # field: built from a cohort's telemetry windows (sketches and counts, no raw samples; edgeproof.field)
+    kind: Literal["measured", "simulated", "field"]
     model: ModelRef
     variant: VariantRef | None = None
     target: TargetRef
@@ -520,11 +533,18 @@ class RunRecord(_Record):
     stages: Stages | None = None
     # host↔device copies seen in ONNX Runtime's profile (non-CPU providers)
     copies: Copies | None = None
+    # the reference workload timed beside the model's sessions (measured host runs); None in older records
+    reference: ReferenceRun | None = None
 
     @model_validator(mode="after")
     def _summary_matches_samples(self) -> RunRecord:
         if self.schema_version != RUN_SCHEMA:
             raise ValueError(f"schema_version {self.schema_version!r} is not {RUN_SCHEMA!r}")
+        if self.kind == "field":
+            # a field record's summary comes from merged sketches (edgeproof.field); it has no raw samples to check it by
+            if self.sessions:
+                raise ValueError("a field record holds sketches and counts, not raw session samples")
+            return self
         recomputed = summarize([s.samples_ms for s in self.sessions])
         for key in ("n_samples", "n_sessions", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "min_ms", "max_ms"):
             stored, fresh = getattr(self.latency, key), getattr(recomputed, key)

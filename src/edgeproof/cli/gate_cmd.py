@@ -60,6 +60,18 @@ def gate(
     ] = None,
     power_csv: PowerCsvOpt = None,
     power_column: PowerColumnOpt = None,
+    field: Annotated[
+        Path | None,
+        typer.Option(
+            "--field", help="A folder of telemetry segment files: the cohort's field record is the candidate (see edgeproof.field)."
+        ),
+    ] = None,
+    field_cohort: Annotated[str | None, typer.Option("--field-cohort", help="With --field: only this cohort's windows.")] = None,
+    field_model: Annotated[
+        Path | None,
+        typer.Option("--field-model", help="With --field: the model the cohort runs (its interface and size; picks its windows)."),
+    ] = None,
+    field_sha256: Annotated[str | None, typer.Option("--field-sha256", help="With --field: the model's sha256 (or a prefix).")] = None,
     allow_unverified: Annotated[bool, typer.Option("--allow-unverified")] = False,
     out: Annotated[
         Path | None, typer.Option("--out", help="Folder for gate.md, gate.junit.xml, gate.sarif, gate.json (and measured records).")
@@ -130,6 +142,8 @@ def gate(
         if out:
             save_record(base_rec, out / "baseline.run.json")
             save_record(cand_rec, out / "candidate.run.json")
+    if field is not None:
+        candidates.append(_field_candidate(spec, field, field_cohort, field_model, field_sha256, target, out))
     if not candidates:
         raise DataError("nothing to gate: give --candidate RUN.json or --measure BASELINE_MODEL CANDIDATE_MODEL")
     between = None
@@ -151,6 +165,27 @@ def gate(
     outcome = overall(v.outcome for v in verdicts)
     console.print(f"[bold]{OUTCOME_WORDS[outcome]}[/] ({len(verdicts)} target{'s' if len(verdicts) != 1 else ''})")
     raise typer.Exit(exit_code(outcome))
+
+
+def _field_candidate(spec, directory: Path, cohort: str | None, model: Path | None, sha: str | None, target: str, out: Path | None):
+    """The field record of a cohort's telemetry, judged as a candidate on ``target`` ("field" unless --target names one)."""
+    from edgeproof.field import field_record
+
+    target_id = "field" if target == "host" else target
+    record, summary = field_record(
+        directory, target=target_id, scenario=spec.scenario_for(target_id), cohort=cohort, model_sha256=sha, model_path=model
+    )
+    console.print(
+        f"field: {summary.windows} windows, {summary.devices} device(s), {summary.inferences} inferences "
+        f"({record.latency_provenance}); p95 {record.latency.p95_ms:.3f} ms"
+        + (f"; mean confidence {summary.mean_confidence:.3f}" if summary.mean_confidence is not None else "")
+        + (f"; policy fallback {summary.policy_fallback_rate:.2%}" if summary.policy_fallback_rate is not None else "")
+    )
+    for problem in summary.problems[:3]:
+        console.print(f"[yellow]skipped[/] {problem}")
+    if out:
+        save_record(record, out / "field.run.json")
+    return record
 
 
 def _anchor_model(anchor_bom: Path | None, anchor_model: Path | None) -> Path | None:
