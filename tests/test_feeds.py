@@ -293,3 +293,29 @@ def test_init_drafts_a_contract_from_the_model_that_check_runs_with(tmp_path):
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr
     plain = run_cli("init", "plain.toml", cwd=tmp_path)
     assert plain.returncode == 0 and "224" in (tmp_path / "plain.toml").read_text()
+
+
+def test_init_drafts_feeds_even_when_zeros_make_the_quick_run_fail(tmp_path, monkeypatch):
+    """A shape input fed zeros cannot run (Reshape to [0, 0]): the draft still proposes a [model.feeds]
+    entry for it, says the quick run failed, and keeps the runtime's message to one comment line."""
+    from edgeproof.contract._draft import draft_contract, draft_text
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"], allowzero=1)],  # zeros are a real size 0, not "copy"
+        "reshape",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    _npz(tmp_path / "d.npz", **_split(np.random.default_rng(0), (8,)))
+    monkeypatch.chdir(tmp_path)
+    draft = draft_contract(tmp_path / "m.onnx", tmp_path / "c.toml", data="d.npz")
+    assert draft.record is None and draft.why_no_record
+    text = draft_text(draft)
+    assert "[model.feeds.shape]" in text and "shape = [2]" in text
+    assert "the quick run fed zeros to 'shape' and did not run" in text
+    comment = next(line for line in text.splitlines() if line.startswith("# no figures to propose budgets from"))
+    assert len(comment) <= 300

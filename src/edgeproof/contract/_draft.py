@@ -38,6 +38,8 @@ class Draft:
     why_no_record: str = ""
     data_parts: tuple[str, ...] = ()
     data_inputs: tuple[str, ...] = ()
+    # inputs the data does not hold, with the shape the quick run fed them (zeros; free dims as 1)
+    fed_inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -131,12 +133,16 @@ def draft_text(draft: Draft) -> str:
 
 
 def _feeds_section(draft: Draft) -> list[str]:
-    if draft.record is None or draft.data_entry is None:
+    """A ``[model.feeds]`` proposal for each input the data does not hold — drafted even when the
+    quick run failed (often *because* of such an input: a sample rate of 0, a wrong state)."""
+    if draft.data_entry is None:
         return []
-    fed = [name for name in draft.record.inputs if name not in draft.data_inputs]
     lines = []
-    for name in fed:
-        shape = draft.record.inputs[name]
+    if draft.record is None and draft.fed_inputs:
+        fed = ", ".join(repr(name) for name, _ in draft.fed_inputs)
+        lines.append(f"# the quick run fed zeros to {fed} and did not run: where zeros are not valid (a sample rate), set value = ...")
+    for name, fed_shape in draft.fed_inputs:
+        shape = draft.record.inputs.get(name, list(fed_shape)) if draft.record is not None else list(fed_shape)
         lines += [
             f"# {PROPOSAL}: the data does not hold {name!r}; each run feeds it this (value = ... for a constant such as a sample rate)",
             f"[model.feeds.{name}]",
@@ -152,7 +158,7 @@ def _budgets_section(draft: Draft, free_inputs: list[str]) -> list[str]:
     rec = draft.record
     if rec is None:
         out += [
-            f"# no figures to propose budgets from: {draft.why_no_record}",
+            f"# no figures to propose budgets from: {_one_line(draft.why_no_record)}",
             f"model_size_mib = {_round_up(draft.model.size_bytes / 2**20 * (1 + HEADROOM['model_size_mib']))}  "
             f"# {PROPOSAL}: the file is {draft.model.size_bytes / 2**20:.3g} MiB, +{HEADROOM['model_size_mib']:.0%}",
         ]
@@ -179,6 +185,12 @@ def _budgets_section(draft: Draft, free_inputs: list[str]) -> list[str]:
         )
     out.append("# energy_mj_per_inference, sustained_w, temperature_c: set them from the board's measurements")
     return [*out, ""]
+
+
+def _one_line(text: str, limit: int = 240) -> str:
+    """A runtime's message as one comment line: its first line, cut at ``limit`` characters."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _data_section(draft: Draft) -> list[str]:
@@ -243,6 +255,7 @@ def draft_contract(
     entry: str | None = None
     parts: tuple[str, ...] = ()
     data_inputs: tuple[str, ...] = ()
+    fed_inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()
     if data is not None:
         file, sep, func = data.rpartition(":")
         data_file = Path(file if sep and file.endswith(".py") else data)
@@ -253,13 +266,15 @@ def draft_contract(
         missing = [vi.name for vi in graph_inputs(model.proto) if vi.name not in rows]
         check_fits_model(dataset, model, fed=missing)
         entry = _rel(data_file, contract_path.parent) + (f":{func}" if sep and file.endswith(".py") else "")
-        fed = replace(fed, rows=dict(rows), feeds=_zeros_for(model, missing))
+        zeros = _zeros_for(model, missing)
+        fed = replace(fed, rows=dict(rows), feeds=zeros)
+        fed_inputs = tuple((name, tuple(int(d) for d in zeros[name].shape)) for name in missing)
     record, why = None, ""
     try:
         record = quick_run(model, (tuple(targets) or ("host",))[0], fed, progress)
     except EdgeproofError as exc:
         why = str(exc)
-    return Draft(model, contract_path, entry, tuple(targets), record, why, parts, data_inputs)
+    return Draft(model, contract_path, entry, tuple(targets), record, why, parts, data_inputs, fed_inputs)
 
 
 def write_draft(path: str | Path, draft: Draft) -> Path:

@@ -34,7 +34,9 @@ def session_options(settings: RuntimeSettings, profile_prefix: str | None = None
     opts.inter_op_num_threads = settings.inter_op_threads
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization_level]
-    opts.log_severity_level = 3
+    # 4 (fatal only): a failed run raises with the same message, which we report in one line; the
+    # runtime must not also print it to the user's terminal
+    opts.log_severity_level = 4
     if profile_prefix is not None:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
