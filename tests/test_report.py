@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
-import socket
-import struct
 import subprocess
 import sys
-import time
-import urllib.request
-import zlib
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 from typer.testing import CliRunner
@@ -23,23 +16,12 @@ from conftest import DIGITS_CONTRACT, run_cli
 from edgeproof.cli import app
 from edgeproof.errors import RecordError
 from edgeproof.report import build_report, collect
+from edgeproof.report._decision import MAX_SHOWN, primary_search
+from report_browser import CHROMIUM, SCREEN, colour_count, colour_stats, decode_png, ink_share, open_offline
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SECTION_IDS = ("verdicts", "latency", "pareto", "accuracy", "placement", "thermal", "gate", "bom", "change-record", "sources")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-extensions",
-    "--disable-dev-shm-usage",
-    "--remote-debugging-port=0",
-)
-WINDOW = (1400, 2400)
+CHOSEN_GOLD = (0xD6, 0x9E, 0x2E)  # the pick's star (edgeproof.report._decision.ROLE_STYLE)
+
+SECTION_IDS = ("decision", "verdicts", "latency", "pareto", "accuracy", "placement", "thermal", "gate", "bom", "change-record", "sources")
 
 
 def _parallel(home: Path, *commands: tuple[tuple[str, ...], tuple[int, ...]]) -> None:
@@ -186,247 +168,6 @@ def demo(tmp_path_factory):
     return {"out": out, "html": work / "report.html", "stdout": result.stdout, "work": work}
 
 
-# --- a minimal DevTools-protocol client: a WebSocket over a plain socket, JSON messages ---------------------------
-
-
-class _WebSocket:
-    """Just enough of RFC 6455 to talk to Chromium's DevTools endpoint (text frames, no extensions)."""
-
-    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
-        parts = urlparse(url)
-        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout_s)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        self.buf = bytearray()
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        head, _, rest = bytes(self.buf).partition(b"\r\n\r\n")
-        assert b" 101 " in head.split(b"\r\n")[0], head
-        self.buf = bytearray(rest)
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(1 << 20)
-        if not chunk:
-            raise EOFError("DevTools closed the connection")
-        self.buf += chunk
-
-    def _take(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            self._fill()
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    def send(self, text: str) -> None:
-        payload = text.encode()
-        n = len(payload)
-        header = bytearray([0x81])
-        if n < 126:
-            header.append(0x80 | n)
-        elif n < 1 << 16:
-            header += bytes([0x80 | 126]) + struct.pack(">H", n)
-        else:
-            header += bytes([0x80 | 127]) + struct.pack(">Q", n)
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(bytes(header) + mask + masked)
-
-    def recv(self) -> str:
-        message = b""
-        while True:
-            b0, b1 = self._take(2)
-            n = b1 & 0x7F
-            if n == 126:
-                n = struct.unpack(">H", self._take(2))[0]
-            elif n == 127:
-                n = struct.unpack(">Q", self._take(8))[0]
-            data = self._take(n)
-            opcode = b0 & 0x0F
-            if opcode == 0x8:
-                raise EOFError("DevTools closed the connection")
-            if opcode in (0x9, 0xA):
-                continue
-            message += data
-            if b0 & 0x80:
-                return message.decode()
-
-
-class _DevTools:
-    """Calls DevTools methods and keeps every event that arrives meanwhile."""
-
-    def __init__(self, ws: _WebSocket) -> None:
-        self.ws, self.next_id, self.events = ws, 0, []
-
-    def call(self, method: str, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                assert "error" not in msg, f"{method}: {msg['error']}"
-                return msg["result"]
-            self.events.append(msg)
-
-    def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        assert "exceptionDetails" not in result, result["exceptionDetails"]
-        return result["result"].get("value")
-
-    def wait_for(self, expression: str, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.evaluate(expression):
-                return True
-            time.sleep(0.2)
-        return False
-
-
-def _devtools_url(log: Path, proc: subprocess.Popen, timeout_s: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if "DevTools listening on ws://" in line:
-                port = urlparse(line.split("listening on ", 1)[1].strip()).port
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
-                    pages = [t for t in json.load(resp) if t.get("type") == "page"]
-                return pages[0]["webSocketDebuggerUrl"]
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"Chromium did not open DevTools: {log.read_text(errors='replace')[-2000:]}")
-
-
-def open_offline(html: Path, work: Path) -> dict:
-    """Open ``html`` in headless Chromium with the network emulated off; return what a user would see.
-
-    Keys: console errors (exceptions, console.error, failed loads, error log entries), every URL the page
-    requested, the DOM facts the test checks, and a PNG screenshot of the top of the page.
-    """
-    log = work / "chromium.log"
-    profile = work / "chromium-profile"
-    with open(log, "w") as err:
-        proc = subprocess.Popen(
-            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"], stdout=subprocess.DEVNULL, stderr=err
-        )
-    try:
-        tools = _DevTools(_WebSocket(_devtools_url(log, proc)))
-        for domain in ("Runtime", "Log", "Network", "Page"):
-            tools.call(f"{domain}.enable")
-        tools.call("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1)
-        tools.call("Emulation.setDeviceMetricsOverride", width=WINDOW[0], height=900, deviceScaleFactor=1, mobile=False)
-        tools.call("Page.navigate", url=html.resolve().as_uri())
-        assert tools.wait_for("document.readyState === 'complete'", 30), "the report did not finish loading"
-        drawn = tools.wait_for(
-            "document.querySelectorAll('div.plot').length > 0 && "
-            "[...document.querySelectorAll('div.plot')].every(d => d.querySelector('svg.main-svg'))",
-            30,
-        )
-        facts = tools.evaluate("""JSON.stringify({
-            sections: [...document.querySelectorAll('main section')].map(s => s.id),
-            absent: Object.fromEntries([...document.querySelectorAll('main section')].map(s => [s.id, !!s.querySelector('.absent')])),
-            plots: document.querySelectorAll('div.plot').length,
-            plotly_plots: document.querySelectorAll('.js-plotly-plot').length,
-            svgs: document.querySelectorAll('div.plot svg.main-svg').length,
-            banner: (document.getElementById('verdict-banner') || {}).textContent || '',
-            simulated_badges: document.querySelectorAll('.badge.b-simulated').length,
-            text: document.body.innerText,
-            scripts_with_src: document.querySelectorAll('script[src], link[href]').length,
-        })""")
-        png = base64.b64decode(
-            tools.call(
-                "Page.captureScreenshot",
-                format="png",
-                captureBeyondViewport=True,
-                clip={"x": 0, "y": 0, "width": WINDOW[0], "height": WINDOW[1], "scale": 0.5},
-            )["data"]
-        )
-        tools.call("Browser.close")
-    finally:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    errors = []
-    requests = []
-    for event in tools.events:
-        method, params = event.get("method"), event.get("params", {})
-        if method == "Runtime.exceptionThrown":
-            errors.append(params["exceptionDetails"].get("exception", {}).get("description") or params["exceptionDetails"].get("text"))
-        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
-        elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
-            errors.append(params["entry"].get("text"))
-        elif method == "Network.loadingFailed":
-            errors.append(f"load failed: {params.get('errorText')}")
-        elif method == "Network.requestWillBeSent":
-            requests.append(params["request"]["url"])
-    return {"errors": errors, "requests": requests, "drawn": drawn, "png": png, **json.loads(facts)}
-
-
-# --- a small PNG reader (8-bit RGB/RGBA, the kind Chromium writes) --------------------------------------------------
-
-
-def _paeth(a: int, b: int, c: int) -> int:
-    p = a + b - c
-    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-    return a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-
-
-def decode_png(data: bytes) -> tuple[int, int, int, list[bytes]]:
-    """(width, height, bytes per pixel, rows of raw pixel bytes)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    pos, idat, header = 8, bytearray(), None
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        body = data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    width, height, depth, colour_type, _, _, interlace = header
-    assert depth == 8 and colour_type in (2, 6) and interlace == 0, header
-    bpp = 3 if colour_type == 2 else 4
-    raw, stride = zlib.decompress(bytes(idat)), width * bpp
-    rows, prev = [], bytearray(stride)
-    for y in range(height):
-        start = y * (stride + 1)
-        kind, row = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
-        if kind == 1:
-            for i in range(bpp, stride):
-                row[i] = (row[i] + row[i - bpp]) & 0xFF
-        elif kind == 2:
-            row = bytearray((a + b) & 0xFF for a, b in zip(row, prev))
-        elif kind == 3:
-            for i in range(stride):
-                row[i] = (row[i] + ((row[i - bpp] if i >= bpp else 0) + prev[i]) // 2) & 0xFF
-        elif kind == 4:
-            for i in range(stride):
-                left, up_left = (row[i - bpp], prev[i - bpp]) if i >= bpp else (0, 0)
-                row[i] = (row[i] + _paeth(left, prev[i], up_left)) & 0xFF
-        rows.append(bytes(row))
-        prev = row
-    return width, height, bpp, rows
-
-
-def colour_stats(png: bytes) -> tuple[int, float]:
-    """(distinct colours, fraction of pixels that are not near-white)."""
-    width, height, bpp, rows = decode_png(png)
-    colours, ink = set(), 0
-    for row in rows:
-        for x in range(0, width * bpp, bpp):
-            px = row[x : x + 3]
-            colours.add(px)
-            ink += min(px) < 240
-    return len(colours), ink / (width * height)
-
-
 # --- tests ---------------------------------------------------------------------------------------------------------
 
 
@@ -458,11 +199,16 @@ def test_report_reads_every_record_kind_by_content(demo):
     assert "unavailable" in energy_row and "0 mJ" not in energy_row
 
 
-@pytest.mark.slow
-def test_report_renders_in_headless_chromium_offline(demo):
+@pytest.fixture(scope="module")
+def seen(demo):
+    """The demo report as headless Chromium shows it, network off: DOM facts, layout, screenshots (see ``open_offline``)."""
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (the Makefile's test target installs it: apt-get install -y chromium)")
-    seen = open_offline(demo["html"], demo["work"])
+    return open_offline(demo["html"], demo["work"])
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium_offline(seen, demo):
     assert seen["errors"] == [], seen["errors"]
     assert all(url.startswith(("file:", "data:", "about:", "blob:")) for url in seen["requests"]), seen["requests"]
     assert seen["scripts_with_src"] == 0
@@ -474,6 +220,39 @@ def test_report_renders_in_headless_chromium_offline(demo):
     colours, ink = colour_stats(seen["png"])
     (demo["work"] / "report-top.png").write_bytes(seen["png"])
     assert colours > 50 and ink > 0.05, (colours, ink)
+
+
+@pytest.mark.slow
+def test_first_screen_shows_the_decision_not_every_candidate(seen, demo):
+    """Looked at as pixels: a 1280×900 first screen holds the pick against fp32 and the front (table and plot) and the
+    verdict per target; every plot a reader sees without opening a disclosure keeps a short legend."""
+    shot = demo["work"] / "report-first-screen.png"
+    shot.write_bytes(seen["first_screen"])
+    width, height, _, _ = decode_png(seen["first_screen"])
+    assert (width, height) == SCREEN
+    rects = seen["rects"]
+    assert all(rects[k] is not None for k in ("decision", "pick", "pick_table", "pick_plot", "verdicts", "toc")), rects
+    bottom = {k: r["top"] + r["height"] for k, r in rects.items() if r is not None}
+    assert rects["decision"]["top"] < 250 and bottom["pick_table"] <= height and bottom["pick_plot"] <= height, rects
+    assert rects["verdicts"]["top"] + 60 <= height, "the first verdict row is below the first screen"
+    assert rects["toc"]["top"] > rects["decision"]["top"], "the table of contents comes after the decision"
+    # not blank: the page has drawn something, and the pick's table and plot are ink on the screen, not empty boxes
+    colours, ink = colour_stats(seen["first_screen"])
+    assert colours > 50 and ink > 0.05, (colours, ink)
+    assert ink_share(seen["first_screen"], rects["pick_table"]) > 0.04, shot
+    assert ink_share(seen["first_screen"], rects["pick_plot"]) > 0.02, shot
+    search = primary_search(collect(demo["out"]))
+    assert search is not None
+    if any(o.selection.chosen is not None for o in search.item.outcomes):
+        # the pick is drawn as the gold star and tagged in the table: its colour is on the first screen
+        assert colour_count(seen["first_screen"], CHOSEN_GOLD, rects["pick_plot"]) > 20, shot
+        assert "Chosen on " in seen["text"]
+    else:
+        assert "Could not decide on" in seen["text"] or "No candidate meets" in seen["text"]
+    # every plot a reader sees without opening a disclosure: at most MAX_SHOWN lines, plus the contract's budget line
+    open_plots = {pid: legend for pid, legend in seen["legends"].items() if not legend["closed"]}
+    assert open_plots and all(legend["entries"] <= MAX_SHOWN + 1 for legend in open_plots.values()), open_plots
+    assert any(legend["section"] == "accuracy" for legend in open_plots.values()), "the accuracy heatmap is not on the page"
 
 
 @pytest.mark.slow
@@ -491,10 +270,14 @@ def test_absent_sections_say_so(tmp_path, demo):
         ("bom", "No BOM in this folder"),
         ("change-record", "No change record in this folder"),
         ("accuracy", "No evaluation in this folder"),
+        ("decision", "No search and no verdict in this folder"),
     ):
         body = html.split(f'<section id="{section}">', 1)[1].split("</section>", 1)[0]
         assert words in body and "Plotly.newPlot" not in body, section
-    assert 'id="plot-latency-cdf"' in html and 'id="plot-placement"' in html
+    # one measured run on the CPU, nothing fell back: the placement is one sentence, not a chart
+    assert 'id="plot-latency-cdf"' in html and 'id="plot-placement"' not in html
+    placement = html.split('<section id="placement">', 1)[1].split("</section>", 1)[0]
+    assert "placed every node on their primary provider" in placement and "nothing fell back" in placement
     assert "No verdict in this folder" in html
 
 

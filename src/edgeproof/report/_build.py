@@ -10,29 +10,39 @@ from pathlib import Path
 import edgeproof
 from edgeproof.errors import RecordError
 from edgeproof.records import write_atomic
-from edgeproof.report import _accuracy, _gate, _latency, _pareto, _placement, _release, _thermal, _verdicts
+from edgeproof.report import _accuracy, _decision, _gate, _latency, _pareto, _placement, _release, _telemetry, _thermal, _verdicts
 from edgeproof.report._collect import Inputs, collect
 from edgeproof.report._html import CSS, Section, esc, kind_badges, render_section, source, table
 from edgeproof.report._plots import plotly_script
 
-# The order a release board reads in: the verdict first, the paperwork last.
+# The order a release board reads in: the decision first, the evidence behind it next, the paperwork last.
 SECTIONS: tuple[Callable[[Inputs], Section], ...] = (
+    _decision.section,
     _verdicts.section,
     _latency.section,
     _pareto.section,
     _accuracy.section,
     _placement.section,
     _thermal.section,
+    _telemetry.section,
     _gate.section,
     _release.bom_section,
     _release.change_section,
 )
 
 
+# plotly sizes a plot drawn inside a closed <details> for a guessed width; fit it when the reader opens it
+RESIZE_OPENED_PLOTS = (
+    "document.querySelectorAll('details').forEach(function(d){d.addEventListener('toggle',function(){"
+    "if(d.open){d.querySelectorAll('.js-plotly-plot').forEach(function(p){Plotly.Plots.resize(p);});}});});"
+)
+
+
 def subject_model(inputs: Inputs) -> tuple[str, str] | None:
     """(name, sha256) of the model the folder is about: the searched one, else the one most runs measured."""
-    if inputs.searches:
-        model = inputs.searches[0].item.model
+    primary = _decision.primary_search(inputs)
+    if primary is not None:
+        model = primary.item.model
         return model.name, model.sha256
     if inputs.boms:
         facts = inputs.boms[0].item
@@ -45,14 +55,14 @@ def header_html(inputs: Inputs, generated_at: str) -> str:
     model = subject_model(inputs)
     others = len({f.item.model.sha256 for f in inputs.runs} - ({model[1]} if model else set()))
     title = f"edgeproof report — {esc(model[0])}" if model else "edgeproof report"
-    sha = f"model sha256 <code>{esc(model[1])}</code>" if model else "no model named in this folder"
+    sha = f'model sha256 <code title="{esc(model[1])}">{esc(model[1][:16])}…</code>' if model else "no model named in this folder"
     more = f" · {others} other model file(s) (variants) in the runs" if others else ""
     return (
-        '<header class="top"><div class="wrap">'
+        '<header class="top"><div class="wrap head-grid"><div>'
         f"<h1>{title}</h1>"
         f'<div class="meta">{sha}{more}</div>'
         f'<div class="meta">folder <code>{esc(inputs.root.resolve())}</code> · {len(inputs.read)} record file(s) · '
-        f"generated {esc(generated_at)} by edgeproof {esc(edgeproof.__version__)}</div>"
+        f"generated {esc(generated_at)} by edgeproof {esc(edgeproof.__version__)}</div></div>"
         f"{_verdicts.banner(inputs)}"
         "</div></header>"
     )
@@ -91,11 +101,14 @@ def render_report(inputs: Inputs, generated_at: str | None = None) -> str:
         f"<title>{esc(title)}</title><style>{CSS}</style>{plotly_script()}</head><body>"
         f"{header_html(inputs, generated_at)}"
         '<main class="wrap">'
-        f"{toc_html(sections)}" + "".join(render_section(s) for s in [*sections, sources_section(inputs)]) + "</main>"
+        + render_section(sections[0])
+        + toc_html(sections)
+        + "".join(render_section(s) for s in [*sections[1:], sources_section(inputs)])
+        + "</main>"
         '<footer class="wrap">Badges: <span class="badge b-measured">measured</span> on real hardware, '
         '<span class="badge b-simulated">simulated</span> from a board model, <span class="badge b-estimated">estimated</span> '
         "from an analytic model; a figure with no meter reads <i>unavailable</i>, never zero.</footer>"
-        "</body></html>\n"
+        f"<script>{RESIZE_OPENED_PLOTS}</script></body></html>\n"
     )
 
 

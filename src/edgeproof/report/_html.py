@@ -45,6 +45,13 @@ def badge(provenance: str, detail: bool = False) -> str:
     return f'<span class="badge b-{kind}{" detail" if detail else ""}" title="{esc(provenance)}">{esc(text)}</span>'
 
 
+def provenance_label(provenance: str, limit: int = 48) -> str:
+    """The kind as a badge and what produced the figure as plain text beside it (whole in the tooltip)."""
+    rest = provenance.split(":", 1)[1] if ":" in provenance else ""
+    short = rest if len(rest) <= limit else rest[: limit - 1] + "…"
+    return badge(provenance) + (f' <span class="prov" title="{esc(provenance)}">{esc(short)}</span>' if short else "")
+
+
 def kind_badges(kinds: Iterable[str]) -> str:
     """One badge per kind of evidence present, in a fixed order."""
     present = set(kinds)
@@ -118,12 +125,14 @@ CSS = """
 * { box-sizing: border-box; }
 body { margin:0; background:var(--bg); color:var(--fg);
   font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-header.top { background:#18202e; color:#eef2f8; padding:22px 0 18px; }
+header.top { background:#18202e; color:#eef2f8; padding:14px 0 14px; }
 .wrap { max-width:1240px; margin:0 auto; padding:0 24px; }
-header.top h1 { margin:0 0 4px; font-size:24px; font-weight:650; }
+header.top h1 { margin:0 0 2px; font-size:22px; font-weight:650; }
 header.top .meta { color:#b9c3d3; font-size:13px; }
 header.top code { color:#eef2f8; }
-.banner { margin:18px 0 0; padding:14px 18px; border-radius:8px; font-size:18px; font-weight:600; }
+.head-grid { display:grid; grid-template-columns:minmax(0, 3fr) minmax(0, 2fr); gap:20px; align-items:center; }
+header.top .meta { overflow-wrap:anywhere; }
+.banner { margin:0; padding:8px 16px; border-radius:8px; font-size:17px; font-weight:600; }
 .banner small { display:block; font-size:13px; font-weight:400; opacity:.9; margin-top:2px; }
 .banner.pass { background:#e3f5ea; color:var(--pass); border:1px solid #b9e4c8; }
 .banner.fail { background:#fdecea; color:var(--fail); border:1px solid #f4c2bc; }
@@ -164,5 +173,24 @@ td:first-child { min-width:9em; }
 .plot { width:100%; margin:6px 0 10px; }
 .over { color:var(--fail); font-weight:600; }
 details summary { cursor:pointer; color:#234e8c; }
+section#decision { border:2px solid #c9d3e3; margin-top:14px; padding-top:12px; }
+.decision-head { font-size:13px; margin:0 0 2px; }
+p.headline { font-size:17px; margin:4px 0 2px; }
+p.vs { margin:0 0 8px; font-size:14px; }
+.decision-grid { display:grid; grid-template-columns:minmax(0, 2fr) minmax(0, 1fr); gap:16px; align-items:start; }
+table.decision td { vertical-align:middle; }
+table.decision th { white-space:normal; }
+.fig { white-space:nowrap; font-variant-numeric:tabular-nums; }
+.ci { display:block; color:var(--muted); font-size:12px; white-space:nowrap; }
+.evidence { margin-top:2px; font-size:12px; }
+.prov { color:var(--muted); font-size:12px; }
+table.verdicts td { padding:4px 8px; }
+h3.verdicts { margin:10px 0 2px; font-size:16px; }
+p.also { margin:2px 0; font-size:14px; }
+.decision-card + .decision-card, table.verdicts + .decision-card, .table-wrap + .decision-card { margin-top:18px; border-top:1px solid var(--line); padding-top:10px; }
+.role { display:inline-block; font-size:11px; font-weight:700; padding:1px 6px; border-radius:4px; margin:1px 2px 1px 0; white-space:nowrap; }
+.r-chosen { background:#fbf0d3; color:#8a6116; border:1px solid #ecd395; }
+.r-fp32 { background:#e4e7ec; color:#1d2430; border:1px solid #c7ccd6; }
+.r-pareto { background:#e3f5ea; color:var(--pass); border:1px solid #b9e4c8; }
 footer { color:var(--muted); font-size:12px; padding:10px 0 40px; }
 """

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 
 from edgeproof.figures import latency_figure
 from edgeproof.records import RunRecord
 from edgeproof.report._collect import Found, Inputs
+from edgeproof.report._decision import MAX_SHOWN, Decision, decisions, role_colour, split_primary, stage_text
 from edgeproof.report._html import Section, absent_section, badge, esc, note, provenance_kind, source, table
 from edgeproof.report._labels import run_label, simulated, unique_labels
 from edgeproof.report._plots import colour, plot_html, ptext, simulated_name, wants_log_axis
-from edgeproof.report._verdicts import verdict_sources
+from edgeproof.report._verdicts import p95_budget_ms
 
 MAX_POINTS = 1500
+# At most this many lines per plot: a legend past it is read by nobody.
+MAX_LINES = MAX_SHOWN
 PLOT_PX = 440
 # What the legend under a plot needs: about 7 px per character at 11 px, 19 px per row, 1100 px across.
 LEGEND_CHAR_PX, LEGEND_ROW_PX, LEGEND_WIDTH_PX = 6.5, 19, 1100
@@ -31,12 +35,6 @@ def cdf_points(sessions_ms: list[list[float]], max_points: int = MAX_POINTS) -> 
     return [pooled[i] for i in idx], [(i + 1) / n for i in idx]
 
 
-def p95_budget_ms(inputs: Inputs) -> float | None:
-    """The contract's p95 budget, when every verdict in the folder states the same one."""
-    budgets = {c.budget for _, v in verdict_sources(inputs) for c in v.clauses if c.clause == "budgets.p95_ms" and c.budget is not None}
-    return budgets.pop() if len(budgets) == 1 else None
-
-
 def _interval(record: RunRecord, key: str) -> str:
     figure = latency_figure(record, f"{key}_ms")
     span = f' <span class="muted">[{figure.interval[0]:.4g}–{figure.interval[1]:.4g}]</span>' if figure.interval else ""
@@ -50,23 +48,22 @@ def legend_height_px(labels: list[str]) -> int:
 
 
 def cdf_figure(
-    records: list[RunRecord], labels: list[str], budget_ms: float | None, emphasis: list[bool] | None = None, legend_px: int = 0
+    records: list[RunRecord], labels: list[str], budget_ms: float | None, colours: list[str] | None = None, legend_px: int = 0
 ) -> go.Figure:
-    """One CDF line per run; ``emphasis`` (Pareto front, chosen) draws some lines bold and the rest faint."""
+    """One CDF line per run, coloured by ``colours`` (the decision's roles) or the shared palette."""
     fig = go.Figure()
     for i, (rec, label) in enumerate(zip(records, labels)):
         x, y = cdf_points([s.samples_ms for s in rec.sessions])
         sim = simulated(rec)
         name = simulated_name(ptext(label), sim)
-        bold = emphasis is None or emphasis[i]
         fig.add_trace(
             go.Scatter(
-                x=x,
-                y=y,
+                # arrays, not lists: plotly checks a list element by element (most of a report's build time)
+                x=np.asarray(x),
+                y=np.asarray(y),
                 mode="lines",
                 name=name,
-                opacity=1.0 if bold else 0.45,
-                line={"color": colour(i), "width": 2.5 if bold else 1.2, "dash": "dash" if sim else "solid", "shape": "hv"},
+                line={"color": colours[i] if colours else colour(i), "width": 2.2, "dash": "dash" if sim else "solid", "shape": "hv"},
                 hovertemplate=f"{name}<br>%{{x:.4g}} ms: %{{y:.1%}} of samples<br>{ptext(rec.latency_provenance)}<extra></extra>",
             )
         )
@@ -87,7 +84,7 @@ def cdf_figure(
     fig.update_xaxes(title_text="latency per inference (ms)" + (", log scale" if log else ""), type="log" if log else "linear")
     fig.update_yaxes(title_text="fraction of inferences at or below", tickformat=".0%", range=[0, 1.02])
     # plotly caps a legend at half the figure and scrolls the rest; room was made for all of it
-    fig.update_layout(legend={"font": {"size": 11}, "maxheight": legend_px + 30 if legend_px else None})
+    fig.update_layout(showlegend=True, legend={"font": {"size": 11}, "maxheight": legend_px + 30 if legend_px else None})
     return fig
 
 
@@ -115,50 +112,82 @@ _HEADERS = ["run", "file", "evidence", "samples in sessions", "scenario", "p50 m
 
 
 def _block(
-    found: list[Found], labels: list[str], budget_ms: float | None, plot_id: str, emphasis: list[bool] | None = None
+    found: list[Found], labels: list[str], budget_ms: float | None, plot_id: str, colours: list[str] | None = None
 ) -> tuple[str, str]:
     """(plot, table) for a group of runs."""
     records = [f.item for f in found]
     legend_px = legend_height_px(labels)
-    figure = cdf_figure(records, labels, budget_ms, emphasis, legend_px)
+    figure = cdf_figure(records, labels, budget_ms, colours, legend_px)
     return plot_html(figure, plot_id, height=PLOT_PX + legend_px), table(_HEADERS, _rows(found, labels))
+
+
+def run_groups(found: list[Found], size: int = MAX_LINES) -> list[list[Found]]:
+    """Runs by the folder their file is in, each group cut to at most ``size`` so no legend outgrows its plot."""
+    folders: dict[str, list[Found]] = {}
+    for f in found:
+        folders.setdefault(f.rel.rpartition("/")[0], []).append(f)
+    return [runs[i : i + size] for runs in folders.values() for i in range(0, len(runs), size)]
+
+
+def _group_title(group: list[Found]) -> str:
+    folder = group[0].rel.rpartition("/")[0]
+    return f"{folder or 'top folder'}: {len(group)} run(s)"
+
+
+def _others_html(others: list[Found], budget: float | None, closed: bool) -> str:
+    """Runs that are not search candidates (profile, check, gate, simulate), a plot per folder of at most ``MAX_LINES`` lines."""
+    parts = []
+    for i, group in enumerate(run_groups(others)):
+        labels = unique_labels([run_label(f.item) for f in group], [f.rel for f in group])
+        plot, rows = _block(group, labels, budget, "plot-latency-cdf" if i == 0 else f"plot-latency-cdf-{i}")
+        parts.append(f"<h3>{esc(_group_title(group))}</h3>{plot}{rows}")
+    if not closed:
+        return "".join(parts)
+    return f"<details><summary>{len(others)} other run(s): profile, check, gate, simulate and confirmation runs</summary>{''.join(parts)}</details>"
+
+
+def _decision_html(d: Decision, index: int, runs: dict[str, Found], budget: float | None) -> str:
+    """The CDF of the pick, fp32 and the front on one target; every candidate's percentiles behind a disclosure."""
+    shown = [(s, runs[s.candidate.run_id]) for s in d.shown if s.candidate.run_id in runs]
+    body = f"<h3>{esc(d.outcome.target)}: the pick, fp32 and the Pareto front {source(d.found.rel)}</h3>"
+    if shown:
+        labels = [f"{s.label} · {s.candidate.name} · {stage_text(s.candidate)}" for s, _ in shown]
+        colours = [role_colour(s, i) for i, (s, _) in enumerate(shown)]
+        plot, rows = _block([f for _, f in shown], labels, budget, f"plot-latency-cdf-search-{index}", colours)
+        body += plot + rows
+    else:
+        body += note("None of the shown candidates has a run record in this folder.")
+    everyone = [runs[cid] for cid in (d.result.candidate(c).run_id for c in d.outcome.candidates) if cid in runs]
+    if everyone:
+        labels = [f"{c.id} {c.name} · {c.target}" for c in (d.result.candidate(cid) for cid in d.outcome.candidates) if c.run_id in runs]
+        body += f"<details><summary>Percentiles of all {len(everyone)} candidate runs on {esc(d.outcome.target)}</summary>"
+        body += table(_HEADERS, _rows(everyone, labels)) + "</details>"
+    return body
 
 
 def section(inputs: Inputs) -> Section:
     if not inputs.runs:
         return absent_section(
             "latency",
-            "Latency CDF per candidate",
+            "Latency CDF",
             "No run records in this folder: `edgeproof profile --json`, `simulate --json` or `gate --out` write them.",
         )
     budget = p95_budget_ms(inputs)
     body = note(
         "Every timed inference of every session, pooled, as a cumulative distribution: the further left and the steeper, the better. "
-        "Solid lines are measured; dashed lines are simulated from a board model."
+        "Solid lines are measured; dashed lines are simulated from a board model. A candidate the race only screened or timed "
+        "has fewer samples than one measured in full, and its line is screening, not evidence."
     )
-    searched = {
-        c.run_id: (f.rel, c, outcome)
-        for f in inputs.searches
-        for outcome in f.item.outcomes
-        for c in f.item.candidates
-        if c.id in outcome.candidates
-    }
-    others = [f for f in inputs.runs if f.item.run_id not in searched]
+    found = decisions(inputs)
+    runs = {f.item.run_id: f for f in inputs.runs}
+    candidates = {c.run_id for f in inputs.searches for c in f.item.candidates}
+    primary, more = split_primary(found)
+    body += "".join(_decision_html(d, i, runs, budget) for i, d in enumerate(primary))
+    if more:
+        blocks = "".join(_decision_html(d, len(primary) + i, runs, budget) for i, d in enumerate(more))
+        body += f"<details><summary>{len(more)} more search target(s) in this folder</summary>{blocks}</details>"
+    others = [f for f in inputs.runs if f.item.run_id not in candidates]
     if others:
-        labels = unique_labels([run_label(f.item) for f in others], [f.rel for f in others])
-        plot, rows = _block(others, labels, budget, "plot-latency-cdf")
-        body += plot + rows
-    candidates = [f for f in inputs.runs if f.item.run_id in searched]
-    if candidates:
-        labels, emphasis = [], []
-        for f in candidates:
-            _, c, outcome = searched[f.item.run_id]
-            labels.append(f"{c.id} {c.name} · {c.target}")
-            emphasis.append(c.id in outcome.pareto or c.id == outcome.selection.chosen)
-        plot, rows = _block(candidates, labels, budget, "plot-latency-cdf-search", emphasis)
-        sources = ", ".join(sorted({searched[f.item.run_id][0] for f in candidates}))
-        body += f"<h3>Search candidates ({esc(sources)})</h3>"
-        body += note("Bold lines are on the Pareto front or chosen; faint lines were dominated or failed the contract.")
-        body += plot + f"<details><summary>All {len(candidates)} candidate runs</summary>{rows}</details>"
+        body += _others_html(others, budget, closed=bool(found))
     kinds = frozenset(provenance_kind(f.item.latency_provenance) for f in inputs.runs)
-    return Section("latency", "Latency CDF per candidate", body, kinds)
+    return Section("latency", "Latency CDF", body, kinds)

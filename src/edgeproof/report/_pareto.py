@@ -8,10 +8,12 @@ import plotly.graph_objects as go
 
 from edgeproof.records import RunRecord
 from edgeproof.report._collect import Found, Inputs
+from edgeproof.report._decision import primary_search
 from edgeproof.report._html import (
     Section,
     absent_section,
     badge,
+    bullet_list,
     card,
     chip,
     esc,
@@ -102,7 +104,8 @@ def pareto_figure(candidates: list[Candidate], outcome: TargetOutcome, accuracy_
         )
     p95s = [v for v in (c.value(LATENCY) for c in plotted) if v is not None]
     log = wants_log_axis(min(p95s), max(p95s))
-    fig.update_xaxes(title_text="p95 latency (ms)" + (", log scale" if log else ""), type="log" if log else "linear")
+    # latency is never negative: a lone candidate must not centre the axis on zero
+    fig.update_xaxes(title_text="p95 latency (ms)" + (", log scale" if log else ""), type="log" if log else "linear", rangemode="tozero")
     fig.update_yaxes(title_text="worst-slice drop (pp), up = better", autorange="reversed", zeroline=True)
     return fig
 
@@ -222,15 +225,24 @@ def section(inputs: Inputs) -> Section:
         "Every candidate the search measured or simulated, per target: p95 latency against the accuracy drop on its worst slice. "
         "The Pareto front holds the candidates no other beats on every axis the search used; the star is the contract's pick."
     )
-    index, kinds = 0, set()
-    for found in inputs.searches:
+    primary = primary_search(inputs)
+    ordered = [f for f in inputs.searches if f is primary] + [f for f in inputs.searches if f is not primary]
+    index, kinds, blocks = 0, set(), []
+    for found in ordered:
         result = found.item
+        block = ""
         if result.skipped:
-            body += note(
-                f"{found.rel}: {len(result.skipped)} candidate(s) skipped: " + "; ".join(f"{s.name}: {s.reason}" for s in result.skipped)
+            block += (
+                f"<details><summary>{esc(found.rel)}: {len(result.skipped)} candidate(s) skipped</summary>"
+                + bullet_list(f"{esc(s.name)}: {esc(s.reason)}" for s in result.skipped)
+                + "</details>"
             )
         for outcome in result.outcomes:
-            body += outcome_card(found, index, outcome, runs_by_id)
+            block += outcome_card(found, index, outcome, runs_by_id)
             index += 1
+        blocks.append(block)
         kinds |= {provenance_kind(c.figures[LATENCY].provenance) for c in result.candidates if LATENCY in c.figures}
+    body += blocks[0]
+    if blocks[1:]:
+        body += f"<details><summary>{len(blocks) - 1} more search(es) in this folder</summary>{''.join(blocks[1:])}</details>"
     return Section("pareto", "Pareto chart", body, frozenset(kinds))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import plotly.graph_objects as go
@@ -13,6 +14,9 @@ from edgeproof.report._labels import precision_override, run_label, simulated, u
 from edgeproof.report._plots import FAIL, GREY, SIM, plot_html, ptext, simulated_name
 
 NOT_RECORDED = "not recorded"
+# legends clear of the axis titles: above the node bars, well below a titled phase plot
+TOP_LEGEND = {"legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0}}
+LOW_LEGEND = {"legend": {"orientation": "h", "yanchor": "top", "y": -0.42, "xanchor": "left", "x": 0}, "margin": {"b": 96}}
 MAX_TIMELINES = 6
 # Colours of the phases of one simulated inference; CPU kernels are red only where they fell back from an accelerator.
 PHASE_COLOUR = {"kernel:accel": "#2b6cb0", "kernel:cpu": "#2b6cb0", "kernel:fallback": FAIL, "copy": "#dd6b20", "launch": GREY}
@@ -87,7 +91,7 @@ def split_figure(labels: list[str], records: list[RunRecord]) -> go.Figure:
             y=names,
             x=[s[0] for s in splits],
             orientation="h",
-            name="on the primary provider (accelerator, or the CPU when that is the target)",
+            name="on the primary provider",
             marker_color="#2b6cb0",
             customdata=providers,
             hovertemplate="%{y}<br>%{x} nodes on %{customdata[0]}<br>%{customdata[1]}<extra></extra>",
@@ -104,7 +108,7 @@ def split_figure(labels: list[str], records: list[RunRecord]) -> go.Figure:
             hovertemplate="%{y}<br>%{x} nodes fell back to the CPU<br>%{customdata[1]}<extra></extra>",
         )
     )
-    fig.update_layout(barmode="stack", legend={"y": -0.25})
+    fig.update_layout(barmode="stack")
     fig.update_xaxes(title_text="ONNX nodes")
     fig.update_yaxes(automargin=True, autorange="reversed")
     return fig
@@ -157,44 +161,67 @@ def _fallback_details(rec: RunRecord) -> str:
     return f"<details><summary>{len(rows)} fallback node(s)</summary>{table(headers, rows)}</details>"
 
 
+def notable(rec: RunRecord) -> bool:
+    """A placement worth a chart: some node fell back to the CPU, or the board is simulated (its partitions are a model's claim)."""
+    return rec.placement is not None and (simulated(rec) or node_split(rec.placement)[1] > 0)
+
+
+def all_on_primary(records: list[RunRecord]) -> str:
+    """The one sentence that stands for runs where every node ran on the primary provider."""
+    providers = Counter(r.placement.primary_provider for r in records if r.placement is not None)
+    where = ", ".join(f"{provider} ({n} run{'s' if n != 1 else ''})" for provider, n in providers.most_common())
+    kinds = sorted({provenance_kind(r.placement.provenance) for r in records if r.placement is not None})
+    return f"{len(records)} run(s) placed every node on their primary provider — {where} — and nothing fell back ({', '.join(kinds)})."
+
+
+_HEADERS = [
+    "run",
+    "file",
+    "evidence",
+    "primary provider",
+    "nodes on primary",
+    "CPU fallback nodes",
+    "fallback share (nodes / FLOPs / time)",
+    "partitions",
+    "copies",
+]
+
+
 def section(inputs: Inputs) -> Section:
     found = distinct_placements(inputs)
     if not found:
         return absent_section("placement", "Op placement per target", "No per-node placement in this folder's run records.")
     records = [f.item for f in found]
     labels = unique_labels([run_label(r) for r in records], [f.rel for f in found])
+    shown = [i for i, r in enumerate(records) if notable(r)]
+    quiet = [records[i] for i in range(len(records)) if i not in shown]
     body = note(
         "Where each ONNX node ran: on the target's primary provider (its accelerator, or the CPU on a CPU-only target) "
-        "or on the CPU fallback. Fallback shares are of nodes / FLOPs / time. Partitions are the graph segments the "
-        "accelerator runs; each boundary between them costs a copy. Measured host runs record no partitions."
+        "or on the CPU fallback. Only runs where something fell back or the board was simulated are drawn. Fallback shares "
+        "are of nodes / FLOPs / time; partitions are the graph segments the accelerator runs, each boundary costing a copy."
     )
-    body += plot_html(split_figure(labels, records), "plot-placement", height=max(220, 90 + 44 * len(records)))
-    body += table(
-        [
-            "run",
-            "file",
-            "evidence",
-            "primary provider",
-            "nodes on primary",
-            "CPU fallback nodes",
-            "fallback share (nodes / FLOPs / time)",
-            "partitions",
-            "copies",
-        ],
-        [placement_row(label, f.rel, f.item) for label, f in zip(labels, found)],
-    )
-    details = "".join(f"<div><b>{esc(label)}</b>: {d}</div>" for label, rec in zip(labels, records) if (d := _fallback_details(rec)))
-    body += details
-    shown = 0
-    for i, (label, rec) in enumerate(zip(labels, records)):
-        if shown == MAX_TIMELINES or not simulated(rec):
-            continue
-        fig = timeline_figure(rec)
-        if fig is None:
-            continue
-        shown += 1
+    if shown:
         body += plot_html(
-            fig, f"plot-timeline-{i}", height=230, title=f"One inference on {ptext(rec.target.id)}: {ptext(label)} [simulated]"
+            split_figure([labels[i] for i in shown], [records[i] for i in shown]),
+            "plot-placement",
+            height=max(200, 110 + 34 * len(shown)),
+            layout=TOP_LEGEND,
         )
+        body += table(_HEADERS, [placement_row(labels[i], found[i].rel, records[i]) for i in shown])
+        body += "".join(f"<div><b>{esc(labels[i])}</b>: {d}</div>" for i in shown if (d := _fallback_details(records[i])))
+    if quiet:
+        body += f"<p>{esc(('The other ' if shown else '') + all_on_primary(quiet))}</p>"
+    timelines: list[str] = []
+    for i in shown:
+        rec = records[i]
+        fig = timeline_figure(rec) if simulated(rec) else None
+        if fig is None or len(timelines) == MAX_TIMELINES:
+            continue
+        title = f"One inference on {ptext(rec.target.id)}: {ptext(labels[i])} [simulated]"
+        timelines.append(plot_html(fig, f"plot-timeline-{i}", height=270, title=title, layout=LOW_LEGEND))
+    if timelines:
+        body += f"<details><summary>One simulated inference, phase by phase, on {len(timelines)} board run(s)</summary>{''.join(timelines)}</details>"
+    body += f"<details><summary>Placement of all {len(records)} distinct run(s)</summary>"
+    body += table(_HEADERS, [placement_row(label, f.rel, f.item) for label, f in zip(labels, found)]) + "</details>"
     kinds = frozenset(provenance_kind(r.placement.provenance) for r in records if r.placement is not None)
     return Section("placement", "Op placement per target", body, kinds)

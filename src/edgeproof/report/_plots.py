@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import html
 import json
+from typing import Any
 
 import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.io.json import to_json_plotly
 from plotly.offline import get_plotlyjs
 
 from edgeproof.report._html import esc
@@ -19,6 +22,8 @@ GREY = "#8a94a6"
 PALETTE = ("#2b6cb0", "#dd6b20", "#2f855a", "#b83280", "#4c51bf", "#c05621", "#319795", "#744210", "#553c9a", "#9b2c2c")
 STATUS_COLOUR = {"pass": PASS, "fail": FAIL, "unverified": WARN, "waived": "#2b6cb0"}
 
+# plotly's white look; applying it in Python deep-copies it into every figure (most of a report's build time)
+TEMPLATE, TEMPLATE_VAR = "plotly_white", "EDGEPROOF_TEMPLATE"
 _CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["sendDataToCloud", "select2d", "lasso2d"]}
 _FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif'
 
@@ -46,9 +51,8 @@ def simulated_name(name: str, simulated: bool) -> str:
 
 
 def styled(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
-    """The report's look: white background, readable fonts, legend below the plot area."""
+    """The report's look: readable fonts, legend below the plot area (the white template is set once per page, see ``plotly_script``)."""
     fig.update_layout(
-        template="plotly_white",
         height=height,
         margin={"l": 70, "r": 30, "t": 56 if title else 24, "b": 60},
         font={"family": _FONT, "size": 13, "color": "#1d2430"},
@@ -60,18 +64,30 @@ def styled(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
     return fig
 
 
-def plot_html(fig: go.Figure, plot_id: str, height: int = 420, title: str | None = None) -> str:
-    """A figure as a sized div and the inline script that draws it (plotly.js must already be on the page)."""
+def plot_html(
+    fig: go.Figure, plot_id: str, height: int = 420, title: str | None = None, layout: dict[str, Any] | None = None, modebar: bool = True
+) -> str:
+    """A figure as a sized div and the inline script that draws it (plotly.js must already be on the page).
+
+    ``layout`` changes the report's look for this figure (a compact plot's margins and legend); a plot
+    too narrow for plotly's toolbar goes without it (``modebar``).
+    """
     styled(fig, height, title)
-    # to_json escapes < and >, so no text from a record can close the script element
-    payload = fig.to_json()
+    if layout:
+        fig.update_layout(layout)
+    figure = fig.to_plotly_json()
+    figure["layout"].pop("template", None)
+    # to_json_plotly escapes < and >, so no text from a record can close the script element
+    payload = to_json_plotly(figure)
+    config = _CONFIG if modebar else {**_CONFIG, "displayModeBar": False}
     return (
         f'<div id="{esc(plot_id)}" class="plot" style="height:{height}px"></div>'
-        f"<script>(function(){{var f={payload};"
-        f"Plotly.newPlot({json.dumps(plot_id)},f.data,f.layout,{json.dumps(_CONFIG)});}})();</script>"
+        f"<script>(function(){{var f={payload};f.layout.template={TEMPLATE_VAR};"
+        f"Plotly.newPlot({json.dumps(plot_id)},f.data,f.layout,{json.dumps(config)});}})();</script>"
     )
 
 
 def plotly_script() -> str:
-    """plotly.js itself, inline, so the page needs no network."""
-    return f'<script type="text/javascript">{get_plotlyjs()}</script>'
+    """plotly.js itself, inline, so the page needs no network, and the report's plot template, once for every plot."""
+    template = to_json_plotly(pio.templates[TEMPLATE].to_plotly_json())
+    return f'<script type="text/javascript">{get_plotlyjs()}</script><script>var {TEMPLATE_VAR}={template};</script>'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -13,7 +14,6 @@ from edgeproof.report._html import Section, absent_section, badge, esc, note, pr
 from edgeproof.report._labels import precision_override, run_label, simulated
 from edgeproof.report._plots import FAIL, PASS, SIM, plot_html
 
-SERIES = ("t_s", "temperature_c", "latency_ms")
 MAX_EVENT_LINES = 24
 # Every simulated board run carries the simulator's default soak; past a few, their curves only repeat the table.
 MAX_DEFAULT_SOAK_PLOTS = 2
@@ -50,13 +50,13 @@ def governor_of(rec: RunRecord) -> dict[str, Any]:
 
 
 def soak_figure(rec: RunRecord, soak: SoakTrace) -> go.Figure:
-    t = soak.t_s
+    t = np.asarray(soak.t_s)
     tag = " [simulated]" if simulated(rec) else ""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.55, 0.45])
     fig.add_trace(
         go.Scatter(
             x=t,
-            y=soak.temperature_c,
+            y=np.asarray(soak.temperature_c),
             mode="lines",
             name=f"temperature{tag}",
             line={"color": FAIL, "width": 2},
@@ -68,7 +68,7 @@ def soak_figure(rec: RunRecord, soak: SoakTrace) -> go.Figure:
     fig.add_trace(
         go.Scatter(
             x=t,
-            y=soak.latency_ms,
+            y=np.asarray(soak.latency_ms),
             mode="lines",
             name=f"latency{tag}",
             line={"color": SIM, "width": 2, "shape": "hv"},
@@ -154,18 +154,23 @@ def section(inputs: Inputs) -> Section:
         ["run", "file", "evidence", "soak", "duration", "ambient", "peak", "sustained power", "first throttle"],
         [_row(f, s) for f, s in found],
     )
-    defaults = 0
+    asked, defaults = "", list[str]()
     for i, (f, soak) in enumerate(found):
         rec: RunRecord = f.item
-        if not soak.requested:
-            defaults += 1
-            if defaults > MAX_DEFAULT_SOAK_PLOTS:
-                continue
+        if not soak.requested and len(defaults) == MAX_DEFAULT_SOAK_PLOTS:
+            continue
         why = "" if soak.requested else " The simulator's default soak (no --soak given), from which it takes sustained power."
-        body += f"<h3>{esc(run_label(rec))} {badge(rec.latency_provenance, detail=True)} {source(f.rel)}</h3>"
-        body += f'<p class="note">{esc(_summary(soak))}.{esc(why)}</p>'
-        body += plot_html(soak_figure(rec, soak), f"plot-soak-{i}", height=460)
-    if defaults > MAX_DEFAULT_SOAK_PLOTS:
-        body += note(f"{defaults - MAX_DEFAULT_SOAK_PLOTS} more default soak(s) are in the table above; their curves are not drawn.")
+        block = f"<h3>{esc(run_label(rec))} {badge(rec.latency_provenance, detail=True)} {source(f.rel)}</h3>"
+        block += f'<p class="note">{esc(_summary(soak))}.{esc(why)}</p>'
+        block += plot_html(soak_figure(rec, soak), f"plot-soak-{i}", height=460)
+        if soak.requested:
+            asked += block
+        else:
+            defaults.append(block)
+    body += asked
+    if defaults:
+        unplotted = sum(1 for _, s in found if not s.requested) - len(defaults)
+        more = f" ({unplotted} more only in the table)" if unplotted else ""
+        body += f"<details><summary>Curves of {len(defaults)} default soak(s){more}</summary>{''.join(defaults)}</details>"
     kinds = frozenset(provenance_kind(f.item.latency_provenance) for f, _ in found)
     return Section("thermal", "Thermal soak", body, kinds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from edgeproof.outcome import OUTCOME_WORDS, overall
-from edgeproof.records import ClauseResult, Verdict
+from edgeproof.records import ClauseResult, RunRecord, Verdict
 from edgeproof.report._collect import Inputs
 from edgeproof.report._html import (
     Section,
@@ -32,6 +32,24 @@ def verdict_sources(inputs: Inputs) -> list[tuple[str, Verdict]]:
     pairs = [(f.rel, f.item) for f in inputs.verdicts]
     pairs += [(f.rel, v) for f in inputs.gates for v in f.item.verdicts]
     return pairs
+
+
+def judged_run(inputs: Inputs, rel: str) -> RunRecord | None:
+    """The run a verdict file judged: ``X.verdict.json`` judged ``X.json``; a gate's ``gate.json`` its ``candidate.run.json``."""
+    folder = rel.rpartition("/")[0]
+    if rel.endswith(".verdict.json"):
+        want = rel.removesuffix(".verdict.json") + ".json"
+    elif rel.endswith("gate.json"):
+        want = f"{folder}/candidate.run.json" if folder else "candidate.run.json"
+    else:
+        return None
+    return next((f.item for f in inputs.runs if f.rel == want), None)
+
+
+def p95_budget_ms(inputs: Inputs) -> float | None:
+    """The contract's p95 budget, when every verdict in the folder states the same one."""
+    budgets = {c.budget for _, v in verdict_sources(inputs) for c in v.clauses if c.clause == "budgets.p95_ms" and c.budget is not None}
+    return budgets.pop() if len(budgets) == 1 else None
 
 
 def value_cell(value: float | None, unit: str, provenance: str) -> str:
@@ -67,17 +85,10 @@ def _kind_counts(clauses: list[ClauseResult]) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
 
 
-def status_counts(clauses: list[ClauseResult]) -> str:
-    """``12 PASS 1 WAIVED``, each status as a chip."""
+def status_words(clauses: list[ClauseResult]) -> str:
+    """``14 pass, 1 waived``: how many clauses ended in each status, in words."""
     counts = Counter(c.status for c in clauses)
-    return " ".join(f"{n} {chip(status)}" for status, n in sorted(counts.items()))
-
-
-def summary_row(rel: str, verdict: Verdict) -> list[str]:
-    contract = [c for c in verdict.clauses if not c.clause.startswith(REGRESSION_PREFIX)]
-    binding = f"<code>{esc(verdict.binding_clause)}</code>" if verdict.binding_clause else '<span class="muted">—</span>'
-    kinds = {provenance_kind(c.provenance) for c in contract}
-    return [esc(verdict.target), chip(verdict.outcome), binding, status_counts(contract), kind_badges(kinds), source(rel)]
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
 
 def verdict_card(rel: str, verdict: Verdict) -> str:
@@ -115,23 +126,21 @@ def section(inputs: Inputs) -> Section:
     if not pairs:
         return absent_section(
             "verdicts",
-            "Contract verdict per target",
+            "Every contract clause per target",
             "No contract verdict in this folder: `edgeproof check --json` and `edgeproof gate --out` write them.",
         )
     body = note(
         "Each clause of the budget contract judged on one target. The badge says what the figure rests on: "
         "measured on hardware, simulated from a board model, or estimated; a figure without a meter reads unavailable."
     )
-    body += table(
-        ["target", "verdict", "binding clause", "contract clauses", "evidence", "file"], [summary_row(rel, v) for rel, v in pairs]
-    )
-    # failing verdicts open, passing ones one click away: the board reads what broke first
+    # the decision at the top names each verdict and its binding clause; every clause waits one click away
     body += "".join(
-        f"<details{'' if v.passed else ' open'}><summary>Every clause on {esc(v.target)} ({esc(rel)})</summary>{verdict_card(rel, v)}</details>"
+        f"<details><summary>Every clause on {esc(v.target)} ({esc(rel)}): {chip(v.outcome)} {esc(status_words(v.clauses))}</summary>"
+        f"{verdict_card(rel, v)}</details>"
         for rel, v in pairs
     )
     kinds = frozenset(provenance_kind(c.provenance) for _, v in pairs for c in v.clauses)
-    return Section("verdicts", "Contract verdict per target", body, kinds)
+    return Section("verdicts", "Every contract clause per target", body, kinds)
 
 
 def _target_summary(verdicts: list[Verdict]) -> str:

@@ -12,6 +12,7 @@ when it is installed too. ::
 """
 
 from edgeproof.telemetry._aggregate import merged_histogram, merged_sketch, quantile, sketch_of
+from edgeproof.telemetry._burst import Burst, record_burst
 from edgeproof.telemetry._config import PolicySpec, TelemetryConfigError, load_telemetry_config
 from edgeproof.telemetry._export import export_otlp, metrics_data, prometheus_name, serve_prometheus, window_quantiles
 from edgeproof.telemetry._quality import Confidence, ImageQuality, confidence, image_quality
@@ -34,6 +35,8 @@ from edgeproof.telemetry._segments import SegmentProblem, SegmentRead, SegmentSt
 from edgeproof.telemetry._session import RecordedSession, load_fallback
 
 __all__ = [
+    "Burst",
+    "record_burst",
     "EVENT_TYPES",
     "LABEL_NAMES",
     "METRICS",
