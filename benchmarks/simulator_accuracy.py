@@ -3,7 +3,9 @@
 Every digits variant (fp32, fp16, int8-static) × intra-op threads (1, 2). The host profile is
 calibrated fresh from microbenchmarks (not from the digits model), then each case is predicted and
 measured with the host runner (3 fresh sessions, median of session medians). Target: MAPE <= 15%.
-The 1-minute load average is kept per case: a busy machine slows 2-thread runs most.
+The 1-minute load average is kept per case (a busy machine slows 2-thread runs most), and the
+profile's calibration conditions beside the load during validation: calibrated and validated back
+to back, both see the same machine.
 """
 
 from __future__ import annotations
@@ -35,8 +37,14 @@ def main() -> int:
         )
     for note in report["notes"]:
         print(f"note: {note}")
+    for warning in report["drift"]:
+        print(f"warning: {warning}")
     verdict = "meets" if report["meets_target"] else "misses"
-    print(f"MAPE {report['mape']:.1%} — {verdict} the {report['target_mape']:.0%} target")
+    assert profile.conditions is not None
+    print(
+        f"MAPE {report['mape']:.1%} — {verdict} the {report['target_mape']:.0%} target; calibrated in {profile.calibration_s:.0f} s under "
+        f"{profile.conditions.describe()}, validated at 1-minute load average {report['load_avg_1m']:.2f}"
+    )
     report["calibration_s"] = profile.calibration_s
     report["total_s"] = round(time.monotonic() - started, 1)
     report["load_avg_at_end"] = list(os.getloadavg())

@@ -314,6 +314,18 @@ FREE: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "hailo-8-rpi5": [("accelerator", MATMUL)],
 }
 BOUNDS = {"efficiency": (0.005, 1.0), "weight_spill_bandwidth_gbs": (0.05, 2.0), "activation_bandwidth_gbs": (0.5, 64.0)}
+# Two fits end on the efficiency bound of 1.0 for dense conv (Pi 5 CPU, i.MX 8M Plus NPU). Neither
+# peak is understated by the published rows: the Pi 5's INT8 peak is 4 cores x 2.4 GHz x 64 ops
+# (two 128-bit SDOT per cycle per Cortex-A76 core: Arm's Cortex-A76 Software Optimization Guide, and
+# "SDOT (V.4S, V.16B, V.16B) ... A76 2/cy" in github.com/ashvardanian/NumKong
+# include/numkong/dot/neonsdot.h), and ResNet-50 INT8 at 20.64 ms (4.1 GMAC) reaches 397 GOPS,
+# 65% of it; NXP states 2.3 TOPS for the NPU and VGG-16 at 22.8 ms (15.5 GMAC) reaches 1.36 TOPS,
+# 59% of it. The bound is hit because the roofline's memory side is pessimistic: a CPU kernel moves
+# its activations and weights at DRAM bandwidth (17 GB/s on the Pi 5) although most INT8
+# activations stay in the A76's 512 KB L2 / 2 MB L3, which adds ~6 ms to ResNet-50; on the NPU the
+# fitted 5.3 GB/s activation bandwidth carries most layers' time, so compute rarely binds and its
+# efficiency is barely identified. At 1.0 the compute term is the spec's peak times the parallel
+# efficiency, not more, so no prediction exceeds what the silicon can do.
 
 
 def _field(classes: tuple[str, ...]) -> str | None:

@@ -191,7 +191,14 @@ def test_check_on_device_local_gives_a_verdict_measured_on_the_agent(tmp_path):
     latency = next(c for c in verdict["clauses"] if c["clause"] == "budgets.p95_ms")
     assert latency["provenance"] == "measured:agent:local"
     record = json.loads(out.read_text())
-    assert record["target"] == {"id": "device:local", "kind": "remote", "profile_version": None, "power_mode": None, "firmware": None}
+    assert record["target"] == {
+        "id": "device:local",
+        "kind": "remote",
+        "profile_version": None,
+        "power_mode": None,
+        "firmware": None,
+        "board": None,
+    }
     assert record["peak_rss_mib"]["provenance"].startswith("measured:agent:local:")
     assert record["env"]["extra"]["device"] == "local"
 
@@ -235,7 +242,7 @@ def test_inventory_mistakes_name_file_line_and_field(tmp_path):
     with pytest.raises(Exception, match=r"boards.toml:6: devices.b.transprot: unknown field \(did you mean 'transport'\?\)"):
         load_inventory(boards)
     boards.write_text('[devices.a]\ntransport = "telnet://x"\n')
-    with pytest.raises(Exception, match=r"boards.toml:2: devices.a.transport: expected 'local' or 'ssh://"):
+    with pytest.raises(Exception, match=r"boards.toml:2: devices.a.transport: expected 'local', 'ssh://"):
         load_inventory(boards)
     boards.write_text(
         '[devices.pi-a]\nboard = "raspberry-pi-5"\nchip_revision = "c1"\npower_modes = ["default"]\ntransport = "ssh://pi@pi-a.lab:2222"\n'

@@ -221,10 +221,10 @@ def test_overlapping_calibration_and_evaluation_is_refused():
             {
                 "x_calibration": images(3, 1),
                 "y_calibration": labels(3, 1),
-                "x_test": np.zeros((3, 1, 8, 8), np.uint8),
+                "x_test": np.full((3, 1, 8, 8), "a"),
                 "y_test": labels(3, 2),
             },
-            "give float images",
+            "not numbers",
         ),
     ],
 )

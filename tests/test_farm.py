@@ -103,3 +103,21 @@ def test_a_matrix_file_with_an_unknown_device_is_one_line(tmp_path, monkeypatch)
     matrix.write_text('models = "m.onnx"\n')
     with pytest.raises(TargetError, match="models: expected a list"):
         load_matrix(matrix)
+
+
+def test_the_amdsmi_shim_lets_ray_import_where_amdsmi_cannot_load():
+    """zeus installs amdsmi, whose import raises KeyError without ROCm's library; Ray guards only
+    against ImportError, so `import ray` would fail. The shim turns that import into an ImportError."""
+    import subprocess
+
+    from edgeproof.farm.ray_farm import amdsmi_shim
+
+    probe = "import contextlib, io\ntry:\n    with contextlib.redirect_stdout(io.StringIO()):\n        import amdsmi\n    print('ok')\nexcept ImportError:\n    print('import-error')\nexcept Exception as exc:\n    print(type(exc).__name__)\n"
+    plain = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip()
+    shim = amdsmi_shim()
+    if shim is None:
+        assert plain in ("ok", "import-error")  # amdsmi loads, or is absent: nothing to shim
+        return
+    assert plain not in ("ok", "import-error")
+    shimmed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": shim})
+    assert shimmed.stdout.strip() == "import-error"

@@ -21,7 +21,20 @@ from report_browser import CHROMIUM, SCREEN, colour_count, colour_stats, decode_
 
 CHOSEN_GOLD = (0xD6, 0x9E, 0x2E)  # the pick's star (edgeproof.report._decision.ROLE_STYLE)
 
-SECTION_IDS = ("decision", "verdicts", "latency", "pareto", "accuracy", "placement", "thermal", "gate", "bom", "change-record", "sources")
+SECTION_IDS = (
+    "decision",
+    "verdicts",
+    "latency",
+    "pareto",
+    "accuracy",
+    "placement",
+    "thermal",
+    "telemetry",
+    "gate",
+    "bom",
+    "change-record",
+    "sources",
+)
 
 
 def _parallel(home: Path, *commands: tuple[tuple[str, ...], tuple[int, ...]]) -> None:
@@ -123,6 +136,22 @@ def demo(tmp_path_factory):
         ),
         (("simulate", model, "--target", "coral-usb-rpi5", "--precision", "int8", "--json", str(out / "sim" / "coral.run.json")), done),
         (("keygen", "-o", str(keys)), done),
+        (
+            (
+                "telemetry",
+                "burst",
+                model,
+                "--contract",
+                toml,
+                "--out",
+                str(out / "telemetry" / "bench-0"),
+                "--fallback",
+                model,
+                "--rows",
+                "10",
+            ),
+            done,
+        ),
         (
             (
                 "bom",

@@ -697,8 +697,10 @@ def test_the_race_prunes_only_on_certain_evidence():
     assert set(pruned) == {"slow", "over"}
     assert pruned["slow"][0] == "slower" and "for fast" in pruned["slow"][1]
     assert pruned["over"][0] == "budget" and pruned["over"][1].startswith("breaks budgets.p95_ms")
-    # from 40 samples a p95 lower bound is not evidence: nothing is pruned on it
-    assert prune([fast, staged("slow", p95=2.0, samples=40), staged("over", p95=7.0, samples=40)], prefs) == {}
+    # from 40 samples a p95 lower bound is not evidence: nothing is pruned on it, only on the
+    # median's lower bound (p95 is never below p50): a long tail over a fast median stays in
+    few = prune([fast, staged("tail", p95=2.0, p50=1.0, samples=40), staged("slow", p95=2.0, samples=40)], prefs)
+    assert set(few) == {"slow"} and "from its p50" in few["slow"][1]
     # a rival that is not eligible, or known to fail, prunes nobody
     assert "slow" not in prune([fast.model_copy(update={"eligible": False}), slow], prefs)
     failed = staged("fast", p95=1.0, stage="full", drop=9.0)  # breaks the 4 pp noise floor, measured in full
@@ -730,3 +732,63 @@ def test_a_confirmation_follows_the_preference_order_on_interleaved_evidence():
     assert winner == "pick" and "model_size_mib" in why
     winner, _ = confirm_winner(pick, fp32, {"p95_ms": (0.90, 0.85, 0.95)}, prefs)
     assert winner == "pick"
+
+
+def _sessions(ratio: float, pair_sd: float, pairs: int, blocks: int, block: int, seed: int = 0) -> tuple[list, list]:
+    """Interleaved sessions of a baseline near 1 ms and a candidate at ``ratio`` of it, each pair
+    shifted by its own log-normal factor (session-to-session noise, sd ``pair_sd``)."""
+    rng = np.random.default_rng(seed)
+    base, cand = [], []
+    for _ in range(pairs):
+        shift = float(np.exp(rng.normal(0.0, pair_sd)))
+        base.append(list(rng.normal(1.0, 0.01, blocks * block)))
+        cand.append(list(rng.normal(ratio * shift, 0.01 * ratio, blocks * block)))
+    return base, cand
+
+
+def test_a_confirmation_is_sized_to_the_models_speed():
+    from edgeproof.search._confirm import MAX_PAIRS, MAX_RUNNER_UP_PAIRS, MIN_SAMPLES, interleave_plan
+
+    small = interleave_plan(0.2)  # a digits-sized model: the gate's 20 blocks of 20
+    assert (small.blocks, small.block_size, small.warmup, small.max_pairs) == (20, 20, 30, MAX_PAIRS)
+    big = interleave_plan(40.0, MAX_RUNNER_UP_PAIRS)  # a 224² model: short pairs, at least MIN_SAMPLES an arm
+    assert big.block_size == 3 and big.blocks * big.block_size >= MIN_SAMPLES and big.warmup <= 6
+    assert big.max_pairs == MAX_RUNNER_UP_PAIRS
+
+
+def test_the_speedup_vs_fp32_is_measured_until_its_interval_is_narrow():
+    from edgeproof.gate import paired_ratio_of
+    from edgeproof.search._confirm import MAX_RUNNER_UP_PAIRS, PRECISION, half_width, interleave_plan, stop_rule
+
+    ab = interleave_plan(1.0)
+    quiet = _sessions(0.5, 0.005, 6, ab.blocks, ab.block_size)
+    noisy = _sessions(0.5, 0.10, 6, ab.blocks, ab.block_size)
+    precise, decision_only = stop_rule(ab, 0.5, 0.02, PRECISION), stop_rule(ab, 0.5, 0.02, None)
+    assert half_width(paired_ratio_of(*quiet, ab.blocks, ab.block_size, 0.5)) < PRECISION
+    assert precise(*quiet)
+    # 0.5 is settled at once, but ±10% per pair leaves the interval too wide to report: more pairs
+    assert decision_only(*noisy) and not precise(*noisy)
+    assert stop_rule(ab, 0.5, 0.02, PRECISION, out_of_time=lambda: True)(*noisy)  # the budget ends it
+    # a tail quantile that does not settle is waited for up to MAX_RUNNER_UP_PAIRS pairs, then p50's precision decides
+    tied = _sessions(1.0, 0.03, MAX_RUNNER_UP_PAIRS - 1, ab.blocks, ab.block_size, seed=3)
+    assert not stop_rule(ab, 0.95, 0.0, PRECISION)(*tied)
+    more = _sessions(1.0, 0.005, MAX_RUNNER_UP_PAIRS, ab.blocks, ab.block_size, seed=4)
+    assert stop_rule(ab, 0.95, 0.0, 1.0)(*more)
+
+
+def test_measure_ratio_pairs_fresh_sessions_through_the_runner_and_caps_a_decision_only_comparison(tmp_path):
+    from edgeproof.measure.runner import ProfileOptions
+    from edgeproof.records import RuntimeSettings
+    from edgeproof.runners import runner_for
+    from edgeproof.search import measure_ratio
+    from edgeproof.search._confirm import MAX_RUNNER_UP_PAIRS, PAIRS
+
+    model = quadrant_model(tmp_path / "q.onnx")
+    options = ProfileOptions(cold_start_repeats=0, profile_nodes=False)
+    with runner_for("host", check_fitness=False) as runner:
+        preps = (runner.prepare(model, options), runner.prepare(model, options))
+        one = RuntimeSettings()
+        base, cand, ab = measure_ratio(runner, preps, (one, one), options, p50_ms=0.02, precision=None)
+    assert ab.max_pairs == MAX_RUNNER_UP_PAIRS and PAIRS <= len(base.sessions) == len(cand.sessions) <= MAX_RUNNER_UP_PAIRS
+    assert base.interleave.partner_run_id == cand.run_id and cand.interleave.partner_run_id == base.run_id
+    assert all(len(s.samples_ms) == ab.blocks * ab.block_size for s in base.sessions)

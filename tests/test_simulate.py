@@ -246,6 +246,13 @@ def test_host_validation_compares_prediction_with_measurement(quick_host_profile
     assert case["error"] == pytest.approx((case["predicted_ms"] - case["measured_p50_ms"]) / case["measured_p50_ms"])
     assert report["mape"] == pytest.approx(abs(case["error"]))
     assert report["meets_target"] == (report["mape"] <= 0.15)
+    assert report["profile"]["conditions"] is not None and "load_avg_1m" in report["load_at_start"]
+    # the check is kept in the profile, and host-simulated latencies carry its error as their interval
+    checked = load_profile(quick_host_profile).validation
+    assert checked is not None and checked.mape == pytest.approx(report["mape"]) and checked.cases == 1
+    record = simulate_run(DIGITS_MODEL, "host", host_profile_path=quick_host_profile, **FAST)
+    assert record.simulation.latency_interval_rel == pytest.approx(abs(case["error"]))
+    assert "simulate --validate-host" in record.simulation.latency_interval_basis
 
 
 @pytest.mark.slow

@@ -20,9 +20,12 @@ def contract_pipeline(contract) -> Pipeline | None:
     return Pipeline.load(contract.pipeline, contract.base_dir)
 
 
-def with_pipeline(dataset: Dataset, pipeline: Pipeline | None) -> Dataset:
-    """``dataset`` whose rows are raw sensor data that ``pipeline`` preprocesses for the model."""
-    return dataset if pipeline is None else replace(dataset, pipeline=pipeline)
+def with_pipeline(dataset: Dataset, pipeline: Pipeline | None, feeds: dict | None = None) -> Dataset:
+    """``dataset`` whose rows are raw sensor data that ``pipeline`` preprocesses for the model, and
+    whose runs also feed ``feeds`` (the contract's ``[model.feeds]``, by input name)."""
+    if pipeline is not None:
+        dataset = replace(dataset, pipeline=pipeline)
+    return replace(dataset, feeds=dict(feeds)) if feeds else dataset
 
 
 def contract_metrics(contract) -> list[OutputMetric] | None:
@@ -38,7 +41,8 @@ def contract_dataset(contract, extra_parts: list[str] | None = None) -> Dataset 
     if contract.data_entry is None:
         return None
     parts = extra_parts if extra_parts is not None else [s.part for s in contract.slice_specs()]
-    return with_pipeline(load_dataset(contract.data_entry, contract.base_dir, extra_parts=parts), contract_pipeline(contract))
+    dataset = load_dataset(contract.data_entry, contract.base_dir, extra_parts=parts)
+    return with_pipeline(dataset, contract_pipeline(contract), contract.feed_arrays())
 
 
 def contract_slices(contract, model: Model | str | Path, pipeline: Pipeline | None = None) -> tuple[Dataset, list[Slice]] | None:
@@ -48,8 +52,8 @@ def contract_slices(contract, model: Model | str | Path, pipeline: Pipeline | No
         return None
     specs = contract.slice_specs()
     dataset = load_dataset(contract.data_entry, contract.base_dir, extra_parts=[s.part for s in specs])
-    dataset = with_pipeline(dataset, pipeline if pipeline is not None else contract_pipeline(contract))
-    check_fits_model(dataset, model, contract.model.feeds)
+    dataset = with_pipeline(dataset, pipeline if pipeline is not None else contract_pipeline(contract), contract.feed_arrays())
+    check_fits_model(dataset, model)
     return dataset, make_slices(dataset, specs)
 
 

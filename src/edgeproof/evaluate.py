@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeproof.data.feeds import Inputs, declared_of_session, row_feeds
 from edgeproof.data.pipeline import Pipeline, call_user, load_function, topk
 from edgeproof.data.slices import Slice
 from edgeproof.errors import DataError, ModelError
@@ -150,26 +151,22 @@ def row_scores(metric: OutputMetric, outputs: np.ndarray, labels: np.ndarray) ->
 
 
 def infer_outputs(
-    model_path: str | Path, x: np.ndarray, batch_size: int = 64, settings: RuntimeSettings = EVAL_SETTINGS
+    model_path: str | Path, x: np.ndarray | Inputs, batch_size: int = 64, settings: RuntimeSettings = EVAL_SETTINGS
 ) -> dict[str, np.ndarray]:
-    """Every output of the model, by name, for every row of ``x``, run in batches.
-
-    A symbolic batch axis is fed ``batch_size`` rows at a time; a fixed batch of b rows is fed
-    exactly b rows per run, the last run padded with copies of the final row (and trimmed).
+    """Every output of the model, by name, for every row of ``x``: an array (the rows of the
+    model's one data input) or ``Inputs`` (rows by input name, and fixed feeds such as a state or
+    a sample rate), fed as ``edgeproof.data.feeds`` says: ``batch_size`` rows per run where rows
+    can share a run, a fixed batch padded and trimmed, rows with a fixed state one per run.
     """
     sess = open_session(model_path, settings)
-    meta = sess.get_inputs()[0]
     names = [o.name for o in sess.get_outputs()]
-    fixed_batch = meta.shape[0] if meta.shape and isinstance(meta.shape[0], int) and meta.shape[0] > 0 else None
-    step = fixed_batch or batch_size
-    dtype = np.float16 if meta.type == "tensor(float16)" else np.float32
+    feeder = row_feeds(declared_of_session(sess), Inputs.of(x), batch_size, what=str(model_path))
     chunks: list[list[np.ndarray]] = []
-    for start in range(0, len(x), step):
-        batch = x[start : start + step].astype(dtype, copy=False)
-        n = len(batch)
-        if fixed_batch and n < fixed_batch:
-            batch = np.concatenate([batch, np.repeat(batch[-1:], fixed_batch - n, axis=0)])
-        chunks.append([np.asarray(o)[:n] for o in run_checked(sess, {meta.name: batch}, f"{model_path}")])
+    for n, feeds in feeder.runs():
+        outs = [np.asarray(o) for o in run_checked(sess, feeds, f"{model_path}")]
+        # a run of one whole row gives that row's outputs; a batched run one output row per data row
+        # (a scalar output speaks for every row of its run)
+        chunks.append([o[None] if feeder.stacked else (np.repeat(o[None], n, axis=0) if o.ndim == 0 else o[:n]) for o in outs])
     out = {}
     for i, name in enumerate(names):
         joined = np.concatenate([c[i] for c in chunks])
@@ -177,13 +174,13 @@ def infer_outputs(
     return out
 
 
-def infer(model_path: str | Path, x: np.ndarray, batch_size: int = 64, settings: RuntimeSettings = EVAL_SETTINGS) -> np.ndarray:
+def infer(model_path: str | Path, x: np.ndarray | Inputs, batch_size: int = 64, settings: RuntimeSettings = EVAL_SETTINGS) -> np.ndarray:
     """First output of the model for every row of ``x`` (see ``infer_outputs``)."""
     return next(iter(infer_outputs(model_path, x, batch_size, settings).values()))
 
 
 def _judged_outputs(
-    model_path: str | Path, x: np.ndarray, pipeline: Pipeline | None, batch_size: int, settings: RuntimeSettings = EVAL_SETTINGS
+    model_path: str | Path, x: np.ndarray | Inputs, pipeline: Pipeline | None, batch_size: int, settings: RuntimeSettings = EVAL_SETTINGS
 ) -> dict[str, np.ndarray]:
     outputs = infer_outputs(model_path, x, batch_size, settings)
     return pipeline.postprocess(outputs) if pipeline is not None else outputs
@@ -206,7 +203,7 @@ def reference_outputs(
 ) -> Reference:
     """Run the float reference (loaded, or a path) on every slice."""
     model = as_model(model)
-    every = {s.name: _judged_outputs(model.path, s.x, pipeline, batch_size) for s in slices}
+    every = {s.name: _judged_outputs(model.path, s.inputs, pipeline, batch_size) for s in slices}
     return Reference(sha256=model.sha256, outputs={k: next(iter(v.values())) for k, v in every.items()}, all_outputs=every)
 
 
@@ -372,7 +369,7 @@ def evaluate(
     """Run ``model_path`` on every slice (postprocessed by ``pipeline``) and compare it with the float
     reference. ``settings`` matter for INT8: at graph optimisation ``basic`` ONNX Runtime runs QDQ as
     dequantize -> float op -> quantize, which gives other numbers than the fused kernels of ``all``."""
-    outputs = {s.name: _judged_outputs(model_path, s.x, pipeline, batch_size, settings) for s in slices}
+    outputs = {s.name: _judged_outputs(model_path, s.inputs, pipeline, batch_size, settings) for s in slices}
     return compare(outputs, reference, slices, dataset_id, metric, metric_name, metrics)
 
 

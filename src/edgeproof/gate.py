@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from scipy import stats as sps
 
 from edgeproof.errors import RecordError
 from edgeproof.measure.interleaved import InterleaveOptions
+from edgeproof.measure.reference import normalised_run
 from edgeproof.measure.runner import ProfileOptions
 from edgeproof.model import Model, same_interface
 from edgeproof.records import ClauseResult, Figure, GateRegression, RunRecord, RuntimeSettings, Verdict, outcome_of
@@ -112,14 +113,20 @@ def paired_ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioEstimate:
 
 @dataclass(frozen=True)
 class BetweenRun:
-    """How far two runs of the same model on one host drift apart: the standard deviation of
-    log(run_b / run_a) per latency quantile, from A/A runs in the history or a stated default."""
+    """How far two runs of the same model on one host drift apart, as the standard deviation of
+    log(run_b / run_a): per raw latency quantile (``sd_log``), and for the p50 normalised by the
+    reference workload (``normalised_sd_log``: the whole A/A spread, sessions' own spread included).
+    Each comes from A/A runs in the history for this host or a stated default."""
 
     sd_log: dict[str, float]
     source: str  # "history" or "default"
-    pairs: int  # A/A pairs it was measured from (0 for the default)
+    pairs: int  # A/A pairs it was measured from (below MIN_AA_PAIRS: the default was used)
+    normalised_sd_log: float = 0.0
+    normalised_source: str = "default"
+    normalised_pairs: int = 0
 
     def describe(self) -> str:
+        """Where the raw term came from."""
         if self.source == "history":
             return f"between-run spread measured from {self.pairs} A/A run pairs in the history for this host"
         return (
@@ -127,15 +134,37 @@ class BetweenRun:
             f"{self.pairs} of {MIN_AA_PAIRS} A/A run pairs for this host in the history)"
         )
 
+    def describe_normalised(self) -> str:
+        """Where the normalised p50's term came from."""
+        sd = f"sd {self.normalised_sd_log:.1%} in log"
+        if self.normalised_source == "history":
+            return f"between-run term {sd}, the spread of {self.normalised_pairs} A/A run pairs with the reference workload in the history for this host"
+        return (
+            f"between-run term {sd}: stated default (A/A spread of consecutive 3-session runs' model/reference p50 on a 2-core host "
+            f"at load average 11–14; {self.normalised_pairs} of {MIN_AA_PAIRS} A/A run pairs with the reference workload for this host in the history)"
+        )
+
 
 # From NOTES.md (40 fresh runs, 2.5–97.5% of consecutive runs' ratios): p50 0.94–1.04 → half-width
 # 0.050 in log → sd 0.026; p95 0.88–1.09 → sd 0.055; p99 was not measured: p95's, widened by 30%.
 DEFAULT_SD_LOG = {"p50": 0.026, "p95": 0.055, "p99": 0.072}
+# Measured 2026-12-02 08:00–08:11 UTC on this 2-core host at load average 11–14 by
+# benchmarks/gate_power.py --record-mode (53 A/A pairs of consecutive `check`-like runs of the digits
+# model, 3 sessions each, the reference probe after each session): sd of the log p50 ratio 0.026
+# normalised by the reference, 0.0695 raw. This is the whole A/A spread (the sessions' own included).
+DEFAULT_NORMALISED_SD_LOG = 0.026
 MIN_AA_PAIRS = 10
 
 
-def default_between_run(pairs: int = 0) -> BetweenRun:
-    return BetweenRun(sd_log=dict(DEFAULT_SD_LOG), source="default", pairs=pairs)
+def default_between_run(pairs: int = 0, normalised_pairs: int = 0) -> BetweenRun:
+    return BetweenRun(
+        sd_log=dict(DEFAULT_SD_LOG),
+        source="default",
+        pairs=pairs,
+        normalised_sd_log=DEFAULT_NORMALISED_SD_LOG,
+        normalised_source="default",
+        normalised_pairs=normalised_pairs,
+    )
 
 
 def _env_key(record: RunRecord) -> tuple:
@@ -143,34 +172,62 @@ def _env_key(record: RunRecord) -> tuple:
     return (env.hostname, env.cpu_model, env.cpu_cores, env.onnxruntime, record.target.id, record.settings.model_dump_json())
 
 
+def reference_mismatch(base: RunRecord, cand: RunRecord) -> str | None:
+    """Why the two runs cannot be compared as model/reference (None when they can)."""
+    missing = [side for side, r in (("baseline", base), ("candidate", cand)) if r.reference is None]
+    if missing:
+        return (
+            f"the {' and the '.join(missing)} record{'s have' if len(missing) > 1 else ' has'} no reference workload "
+            "(written by an older edgeproof, or not a single-stream host run)"
+        )
+    assert base.reference is not None and cand.reference is not None
+    if base.reference.workload != cand.reference.workload:
+        return f"the records timed different reference workloads ({base.reference.workload} vs {cand.reference.workload})"
+    return None
+
+
 def between_run_from_history(runs: list[RunRecord], like: RunRecord) -> BetweenRun:
     """The between-run spread for ``like``'s host (same host, CPU, ONNX Runtime, target and runtime
-    settings): consecutive measured runs of one model and scenario are A/A pairs; with at least
-    ``MIN_AA_PAIRS`` of them each quantile's sd of log ratios is used, else the stated default."""
+    settings): consecutive measured runs of one model and scenario are A/A pairs. With at least
+    ``MIN_AA_PAIRS`` of them each raw quantile's sd of log ratios is used, else the stated default.
+    Pairs where both runs timed the same reference workload give the normalised p50's term, the sd
+    of their model/reference log differences, likewise."""
     key = _env_key(like)
     groups: dict[tuple, list[RunRecord]] = {}
     for run in runs:
         if run.kind == "measured" and run.interleave is None and _env_key(run) == key:
             groups.setdefault((run.model.sha256, run.scenario.name, run.scenario.rate_hz), []).append(run)
     logs: dict[str, list[float]] = {"p50": [], "p95": [], "p99": []}
+    norm_logs: list[float] = []
     for group in groups.values():
         group.sort(key=lambda r: r.created_at)
         for a, b in zip(group, group[1:]):
             for name in logs:
                 logs[name].append(math.log(getattr(b.latency, f"{name}_ms") / getattr(a.latency, f"{name}_ms")))
+            if reference_mismatch(a, b) is None:
+                assert a.reference is not None and b.reference is not None
+                norm_logs.append(normalised_run(b.reference)[0] - normalised_run(a.reference)[0])
     pairs = len(logs["p50"])
-    if pairs < MIN_AA_PAIRS:
-        return default_between_run(pairs)
-    return BetweenRun(sd_log={k: float(np.std(v, ddof=1)) for k, v in logs.items()}, source="history", pairs=pairs)
+    found = default_between_run(pairs, len(norm_logs))
+    if pairs >= MIN_AA_PAIRS:
+        found = replace(found, sd_log={k: float(np.std(v, ddof=1)) for k, v in logs.items()}, source="history")
+    if len(norm_logs) >= MIN_AA_PAIRS:
+        found = replace(found, normalised_sd_log=float(np.std(norm_logs, ddof=1)), normalised_source="history")
+    return found
 
 
 def unpaired_ratio(base: RunRecord, cand: RunRecord, q: float, between: BetweenRun | None = None) -> RatioEstimate | None:
     """Ratio from independent runs: Welch interval on the log of per-session quantiles, widened by
     the between-run spread (``between``, in quadrature) where given: sessions of one run share that
     run's drift, so their spread alone misses how far two runs minutes apart differ.
-    None when either side has fewer than two sessions (no session-level variance to judge by)."""
+
+    The p50 of two runs that both timed the same reference workload is compared as model/reference
+    instead (``normalised_ratio``). None when either side has fewer than two sessions (no
+    session-level variance to judge by)."""
     if len(base.sessions) < 2 or len(cand.sessions) < 2:
         return None
+    if q == 0.5 and reference_mismatch(base, cand) is None:
+        return normalised_ratio(base, cand, between)
     metric = f"p{round(q * 100)}"
     la = np.log([np.quantile(s.samples_ms, q) for s in base.sessions])
     lb = np.log([np.quantile(s.samples_ms, q) for s in cand.sessions])
@@ -192,20 +249,64 @@ def unpaired_ratio(base: RunRecord, cand: RunRecord, q: float, between: BetweenR
     return _exp(metric, diff, diff - half, diff + half, method, units)
 
 
+def normalised_ratio(base: RunRecord, cand: RunRecord, between: BetweenRun | None = None) -> RatioEstimate:
+    """p50 ratio of two runs that both timed the same reference workload interleaved with the model:
+    (model/reference of the candidate) / (model/reference of the baseline), so drift of the host's
+    speed between the runs cancels. Normal interval whose sd is the normalised between-run term
+    (``between``; the stated default where None), an A/A spread that holds the sessions' own; or, when
+    a run's probe blocks scatter more than that (a burst of load), their spread
+    (``edgeproof.measure.reference.normalised_run``)."""
+    assert base.reference is not None and cand.reference is not None
+    between = between or default_between_run()
+    (ma, va), (mb, vb) = normalised_run(base.reference), normalised_run(cand.reference)
+    diff = mb - ma
+    half = float(sps.norm.ppf(0.5 + CONFIDENCE / 2)) * math.sqrt(max(va + vb, between.normalised_sd_log**2))
+    units = len(base.reference.probes) + len(cand.reference.probes)
+    method = (
+        f"model/reference ({cand.reference.workload} timed interleaved after each session), {units} sessions' probe blocks "
+        f"+ {between.describe_normalised()}"
+    )
+    return _exp("p50", diff, diff - half, diff + half, method, units)
+
+
 def latency_ratio(base: RunRecord, cand: RunRecord, q: float, between: BetweenRun | None = None) -> RatioEstimate | None:
     """Interleaved pairs give a paired ratio; two measured runs made apart add ``between`` (the stated
-    default where None); simulated runs carry no run-to-run drift."""
+    default where None); simulated runs carry no run-to-run drift, and of one board profile are
+    compared on the simulator's spread alone (``edgeproof.simulate.spread``)."""
     if is_interleaved_pair(base, cand):
         return paired_ratio(base, cand, q)
-    if base.kind == "measured" and cand.kind == "measured":
+    if is_record_mode(base, cand):
         return unpaired_ratio(base, cand, q, between or default_between_run())
-    return unpaired_ratio(base, cand, q)
+    from edgeproof.simulate.spread import across_profiles
+
+    return across_profiles(unpaired_ratio(base, cand, q), base, cand)
+
+
+def is_record_mode(base: RunRecord, cand: RunRecord) -> bool:
+    """Two measured runs made apart (not an interleaved pair): host drift between them is part of the ratio."""
+    return not is_interleaved_pair(base, cand) and base.kind == "measured" and cand.kind == "measured"
+
+
+def record_mode_terms(base: RunRecord, cand: RunRecord, between: BetweenRun | None) -> list[str]:
+    """How record mode compared the latency of two runs made apart, and which between-run term it
+    used from where: the verdict says so (``Verdict.record_mode``)."""
+    if not is_record_mode(base, cand):
+        return []
+    between = between or default_between_run()
+    why_raw = reference_mismatch(base, cand)
+    if why_raw is None:
+        assert cand.reference is not None
+        p50 = f"p50 compared as model/reference ({cand.reference.workload}), so drift of the host's speed cancels; {between.describe_normalised()}"
+    else:
+        p50 = f"p50 compared raw: {why_raw}; {between.describe()}"
+    tails = "p95 and p99 compared raw (the reference probe tracks the centre, not the tails); " + between.describe()
+    return [p50, tails]
 
 
 def record_mode_advice(regressions: list[ClauseResult], base: RunRecord, cand: RunRecord) -> list[str]:
     """When a latency clause of two runs made apart fails or its interval straddles the limit, the
     decision rests on record mode: say so and name the interleaved measurement that would settle it."""
-    if is_interleaved_pair(base, cand) or not (base.kind == "measured" and cand.kind == "measured"):
+    if not is_record_mode(base, cand):
         return []
     resting = [
         r.clause
@@ -218,7 +319,7 @@ def record_mode_advice(regressions: list[ClauseResult], base: RunRecord, cand: R
     if not resting:
         return []
     return [
-        f"{', '.join(resting)} rest on two runs measured apart (record mode, between-run spread included); "
+        f"{', '.join(resting)} rest on two runs measured apart (record mode, between-run term included); "
         "for evidence, measure both models interleaved: edgeproof gate --measure BASELINE_MODEL CANDIDATE_MODEL"
     ]
 
@@ -524,6 +625,7 @@ def gate_target(
             "waivers_expired": verdict.waivers_expired + expired,
             "regressions": [GateRegression.of(r) for r in regressions],
             "advice": record_mode_advice(regressions, base, cand),
+            "record_mode": record_mode_terms(base, cand, between),
         }
     )
 

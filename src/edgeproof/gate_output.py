@@ -42,6 +42,11 @@ def to_markdown(verdicts: list[Verdict]) -> str:
             lines.append(f"\n- waiver applied: {w.sentence()}")
         for w in v.waivers_expired:
             lines.append(f"\n- waiver **expired**, not applied: {w.sentence(expired=True)}")
+        if v.record_mode:
+            lines.append("\n**Record mode** (two runs measured apart, compared from their stored records):\n")
+            lines += [f"- {line}" for line in v.record_mode]
+        for advice in v.advice:
+            lines.append(f"\n- advice: {advice}")
         lines.append("")
     return "\n".join(lines)
 

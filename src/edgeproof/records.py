@@ -253,14 +253,38 @@ class InterleaveLayout(_Record):
     partner_run_id: str | None = None
 
 
+class ReferenceProbe(_Record):
+    """One session's probe: the model (still in its session) and the reference workload (a fresh
+    session of its own) timed in alternating blocks, ``blocks`` of each, laid out block after block."""
+
+    model_ms: list[float]
+    reference_ms: list[float]
+
+
 class ReferenceRun(_Record):
-    """A fixed reference workload timed in fresh sessions beside the model's (one after each of its
-    sessions, same runtime settings), so two runs made apart compare as model/reference and the
-    host's drift between them cancels (``edgeproof.measure.reference``)."""
+    """A fixed reference workload timed interleaved with the model after each of its sessions (same
+    runtime settings), so two runs made apart compare as model/reference and the host's drift between
+    them cancels (``edgeproof.measure.reference``). The model's own figures come from its sessions
+    alone; the probes only serve that comparison."""
 
     workload: str  # the workload's name and version; runs are normalised only by the same one
     sha256: str
-    sessions: list[SessionSamples]
+    blocks: int
+    model_block: int  # model inferences per block
+    reference_block: int  # reference inferences per block
+    probes: list[ReferenceProbe]
+
+    @model_validator(mode="after")
+    def _probes_match_layout(self) -> ReferenceRun:
+        for i, p in enumerate(self.probes):
+            if len(p.model_ms) != self.blocks * self.model_block or len(p.reference_ms) != self.blocks * self.reference_block:
+                raise ValueError(
+                    f"probes.{i}: {len(p.model_ms)} model and {len(p.reference_ms)} reference samples do not fill "
+                    f"{self.blocks} blocks of {self.model_block} and {self.reference_block}"
+                )
+            if min(p.model_ms + p.reference_ms, default=1.0) <= 0:
+                raise ValueError(f"probes.{i}: a timing is not positive")
+        return self
 
 
 class VariantRef(_Record):
@@ -533,7 +557,8 @@ class RunRecord(_Record):
     stages: Stages | None = None
     # host↔device copies seen in ONNX Runtime's profile (non-CPU providers)
     copies: Copies | None = None
-    # the reference workload timed beside the model's sessions (measured host runs); None in older records
+    # the reference workload timed interleaved with the model after each session (single-stream host
+    # runs that asked for it); None in older records
     reference: ReferenceRun | None = None
 
     @model_validator(mode="after")
@@ -829,6 +854,8 @@ class Verdict(_Record):
     regressions: list[GateRegression] = Field(default_factory=list)
     contract_sha256: str | None = None
     advice: list[str] = Field(default_factory=list)  # what would make the evidence stronger (e.g. `gate --measure`)
+    # record mode (two runs measured apart): how latency was compared, which between-run term, from where
+    record_mode: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod

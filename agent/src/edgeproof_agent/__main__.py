@@ -19,6 +19,7 @@ def _default_state_dir() -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgeproof-agent", description=__doc__)
     parser.add_argument("--device-id", default=socket.gethostname(), help="the id the lab knows this board by")
+    parser.add_argument("--board", default=None, help="the catalog board this is (e.g. raspberry-pi-5), sent in its fingerprint")
     parser.add_argument("--state-dir", type=Path, default=_default_state_dir(), help="model cache, board lock, telemetry probe")
     parser.add_argument("--cache-mib", type=float, default=2048.0, help="disk budget of the model cache")
     parser.add_argument("--max-model-mib", type=float, default=1024.0, help="the largest model put-model accepts")
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     # prints (onnxruntime's native logs) cannot corrupt the stream.
     protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
-    agent = Agent(args.device_id, args.state_dir, int(args.cache_mib * 2**20), int(args.max_model_mib * 2**20))
+    agent = Agent(args.device_id, args.state_dir, int(args.cache_mib * 2**20), int(args.max_model_mib * 2**20), args.board)
     return serve(agent, sys.stdin.buffer, protocol_out, args.max_line_bytes)
 
 

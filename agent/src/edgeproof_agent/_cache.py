@@ -2,7 +2,8 @@
 
 A blob is written to ``<sha>.part`` and renamed to ``<sha>.blob`` only once its bytes match its hash,
 so an interrupted or bad upload never leaves a usable half-file; the least recently used blobs make
-room for a new one.
+room for a new one, never the blobs the job in progress has put or used (a model and its external
+data files are measured together, so one must not evict the other).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class ModelCache:
         self.max_model_bytes = max_model_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         self._pending: dict[str, Any] = {}  # sha → (size, hasher) of uploads in progress
+        self._pinned: set[str] = set()  # blobs the job in progress put or used: not evicted until it ends
 
     def blob(self, sha256: str) -> Path:
         """The stored blob (its use time refreshed), or a fault when it was never put."""
@@ -35,7 +37,12 @@ class ModelCache:
         if not path.exists():
             raise Fault("unknown-model", f"no blob {sha256[:12]} in the cache; put-model it first")
         os.utime(path)
+        self._pinned.add(sha256)
         return path
+
+    def unpin(self) -> None:
+        """The job ended: its blobs may make room for the next one's."""
+        self._pinned.clear()
 
     def used_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.root.glob("*.blob"))
@@ -53,6 +60,7 @@ class ModelCache:
         with data, append it at ``offset``; the last chunk checks the hash and stores the blob."""
         sha256 = _checked_sha(sha256)
         final = self.root / f"{sha256}.blob"
+        self._pinned.add(sha256)
         if final.exists():
             os.utime(final)
             return {"have": True, "received": size}
@@ -104,10 +112,17 @@ class ModelCache:
             raise Fault("too-large", f"{size} bytes is over the cache's disk budget of {self.budget_bytes} bytes (--cache-mib)")
         blobs = sorted(self.root.glob("*.blob"), key=lambda p: p.stat().st_mtime)
         used = sum(p.stat().st_size for p in blobs)
-        while blobs and used + size > self.budget_bytes:
-            oldest = blobs.pop(0)
+        for oldest in [p for p in blobs if p.stem not in self._pinned]:
+            if used + size <= self.budget_bytes:
+                break
             used -= oldest.stat().st_size
             oldest.unlink()
+        if used + size > self.budget_bytes:
+            raise Fault(
+                "too-large",
+                f"{size} bytes do not fit the cache's disk budget of {self.budget_bytes} bytes beside the {used} bytes "
+                "this job already holds (a model and its data files must fit together; --cache-mib)",
+            )
 
 
 def _checked_sha(sha256: object) -> str:

@@ -1,5 +1,8 @@
 """The agent's verbs over JSON-lines: hello, put-model, profile, meters, bring-up, bye. Nothing else runs.
 
+A model with external weights names its data files in ``external`` (``{"<location>": "<sha256>"}``,
+each put like the model): the profile links them beside the model under the names the model uses.
+
 Request: ``{"v": 1, "id": 7, "verb": "profile", ...}``. Reply: ``{"v": 1, "id": 7, "ok": true,
 "result": {...}}`` or ``{"v": 1, "id": 7, "ok": false, "error": {"code": ..., "message": ...}}``.
 A long verb may first send ``{"v": 1, "id": 7, "progress": "session 2/3"}`` lines.
@@ -9,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -29,8 +34,9 @@ Notify = Callable[[str], None]
 class Agent:
     """One connection's agent: the board's cache and lock, answering one verb at a time."""
 
-    def __init__(self, device_id: str, state_dir: Path, cache_bytes: int, max_model_bytes: int) -> None:
+    def __init__(self, device_id: str, state_dir: Path, cache_bytes: int, max_model_bytes: int, board: str | None = None) -> None:
         self.device_id = device_id
+        self.board = board
         self.state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self.cache = ModelCache(state_dir / "models", cache_bytes, max_model_bytes)
@@ -48,10 +54,14 @@ class Agent:
         return {
             "protocol": PROTOCOL,
             "device_id": self.device_id,
-            "fingerprint": fingerprint(),
+            "fingerprint": self.fingerprint(),
             "busy": self.lock.busy(),
             "cache": self.cache.usage(),
         }
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The board's fingerprint plus the catalog board its owner declared (``--board``), if any."""
+        return {**fingerprint(), "board": self.board}
 
     def put_model(self, request: dict[str, Any], notify: Notify) -> dict[str, Any]:
         data = request.get("data")
@@ -81,18 +91,49 @@ class Agent:
             raise Fault("bad-request", f"inputs blob {sha256[:12]} holds no f<i>__<input> or sample__<input> arrays")
         return [feeds[i] for i in sorted(feeds)], sample
 
-    def _arm(self, model_sha: str, inputs_sha: str) -> tuple[Path, list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    def _arm(
+        self, model_sha: str, inputs_sha: str, external: object, workdir: Path
+    ) -> tuple[Path, list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
         model = self.cache.blob(model_sha)
+        if external:
+            model = self._with_data_files(model, model_sha, external, workdir)
         feeds, sample = self._feeds(inputs_sha)
         return model, feeds, sample
 
+    def _with_data_files(self, model: Path, model_sha: str, external: object, workdir: Path) -> Path:
+        """The model and its data files linked into one directory under the names the model uses."""
+        if not isinstance(external, dict):
+            raise Fault("bad-request", "external must map each data file's location to its sha256")
+        where = Path(tempfile.mkdtemp(prefix=model_sha[:12] + "-", dir=workdir))
+        for location, sha in external.items():
+            parts = Path(str(location)).parts
+            if not parts or Path(str(location)).is_absolute() or ".." in parts or len(parts) != 1:
+                raise Fault("bad-request", f"external data location {str(location)[:80]!r} must be a plain file name beside the model")
+            (where / parts[0]).symlink_to(self.cache.blob(sha))
+        linked = where / "model.onnx"
+        linked.symlink_to(model)
+        return linked
+
+    @contextlib.contextmanager
+    def _job(self) -> Iterator[Path]:
+        """A scratch dir for one profile; the job's blobs stay pinned in the cache until it ends."""
+        try:
+            with tempfile.TemporaryDirectory(prefix="job-", dir=self.state_dir) as workdir:
+                yield Path(workdir)
+        finally:
+            self.cache.unpin()
+
     def profile(self, request: dict[str, Any], notify: Notify) -> dict[str, Any]:
+        with self._job() as workdir:
+            return self._profile(request, notify, workdir)
+
+    def _profile(self, request: dict[str, Any], notify: Notify, workdir: Path) -> dict[str, Any]:
         settings = request.get("settings") or {}
         try:
-            arms = [self._arm(request["model"], request["inputs"])]
+            arms = [self._arm(request["model"], request["inputs"], request.get("external"), workdir)]
             ab = request.get("ab")
             if ab:
-                arms.append(self._arm(ab["model"], ab["inputs"]))
+                arms.append(self._arm(ab["model"], ab["inputs"], ab.get("external"), workdir))
             self.lock.acquire(str(request.get("job", "edgeproof")), float(request.get("wait_s", 0.0)))
             notify("started")
             energy = EnergyCounter.found()
@@ -122,7 +163,7 @@ class Agent:
             "arms": results,
             "peak_temperature_c": max(readable) if readable else None,
             "energy_meter": energy.name if energy else None,
-            "fingerprint": fingerprint(),
+            "fingerprint": self.fingerprint(),
         }
 
     def close(self) -> None:

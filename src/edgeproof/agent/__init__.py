@@ -1,4 +1,4 @@
-"""The lab side of the device agent: links (local subprocess, SSH), the JSON-lines client, and ``connect``.
+"""The lab side of the device agent: links (local subprocess, SSH, a labgrid place), the JSON-lines client, and ``connect``.
 
 The agent itself is the separate distribution ``edgeproof-agent`` (``agent/`` in this repository),
 which needs only onnxruntime, numpy and psutil on the board.
@@ -24,8 +24,20 @@ def local_state_dir(device: Device) -> Path:
 
 
 def open_link(device: Device, max_line_bytes: int = MAX_LINE_BYTES) -> Link:
-    """A started link to ``device``'s agent by its transport (``local`` or ``ssh://``)."""
+    """A started link to ``device``'s agent by its transport (``local``, ``ssh://`` or ``labgrid:<place>``)."""
     ssh = device.ssh
+    command = f"{device.agent} --device-id {shlex.quote(device.id)}"
+    if device.labgrid_place is not None:
+        from edgeproof.agent._labgrid import open_place
+        from edgeproof.agent._ssh import SshLink
+
+        place = open_place(device.labgrid_place)
+        try:
+            return SshLink(
+                place.host, place.port, place.user, command, device.target_id, max_line_bytes, place.keyfile, place.password
+            ).start()
+        finally:
+            place.close()
     if ssh is None:
         argv = local_agent_argv(device.id, local_state_dir(device), device.extra_args)
         if device.agent != DEFAULT_AGENT:
@@ -35,7 +47,6 @@ def open_link(device: Device, max_line_bytes: int = MAX_LINE_BYTES) -> Link:
     from edgeproof.agent._ssh import SshLink
 
     host, port, user = ssh
-    command = f"{device.agent} --device-id {shlex.quote(device.id)}"
     return SshLink(host, port, user, command, device.target_id, max_line_bytes).start()
 
 

@@ -20,7 +20,15 @@ class SshLink(Link):
     """``ssh [user@]host [-p port] <command>`` through asyncssh; what the config says fills in the rest."""
 
     def __init__(
-        self, host: str, port: int | None, user: str | None, command: str, label: str, max_line_bytes: int = MAX_LINE_BYTES
+        self,
+        host: str,
+        port: int | None,
+        user: str | None,
+        command: str,
+        label: str,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        keyfile: str | None = None,
+        password: str | None = None,
     ) -> None:
         super().__init__(label, max_line_bytes)
         import asyncssh
@@ -31,7 +39,7 @@ class SshLink(Link):
         self._thread.start()
         self._stderr: deque[str] = deque(maxlen=20)
         try:
-            self._conn, self._process = self._call(self._open(host, port, user, command), _CONNECT_TIMEOUT_S + 5)
+            self._conn, self._process = self._call(self._open(host, port, user, command, keyfile, password), _CONNECT_TIMEOUT_S + 5)
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             self._stop_loop()
             why = first_line(exc) or type(exc).__name__
@@ -41,8 +49,14 @@ class SshLink(Link):
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         return future.result(timeout_s)
 
-    async def _open(self, host: str, port: int | None, user: str | None, command: str) -> tuple[Any, Any]:
+    async def _open(
+        self, host: str, port: int | None, user: str | None, command: str, keyfile: str | None, password: str | None
+    ) -> tuple[Any, Any]:
         options: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT_S}
+        if keyfile is not None:
+            options["client_keys"] = [keyfile]
+        if password is not None:
+            options["password"] = password
         if port is not None:
             options["port"] = port
         if user is not None:

@@ -6,8 +6,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeproof.accuracy import contract_dataset
 from edgeproof.bom._read import BomFacts, read_bom
-from edgeproof.data.dataset import CALIBRATION, EVALUATION, load_dataset
+from edgeproof.data.dataset import CALIBRATION, EVALUATION
 from edgeproof.data.slices import CalibrationSet, calibration_set
 from edgeproof.errors import ContractError, DataError, ModelError
 from edgeproof.model import sha256_file
@@ -107,7 +108,9 @@ def _calibration(facts: BomFacts, recipe: Recipe, contract_path: str | Path | No
         raise ContractError(f"{contract.path}: no [data] section; the recipe calibrated on {recipe.calibration_id}")
     specs = contract.slice_specs()
     extra_parts = sorted({spec.part for spec in specs} - {CALIBRATION, EVALUATION})
-    dataset = load_dataset(str(contract.data.entry or contract.data.npz), contract.path.parent, extra_parts)
+    # as the search made it: through the contract's [pipeline] and with its [model.feeds]
+    dataset = contract_dataset(contract, extra_parts)
+    assert dataset is not None
     # The ID covers the row cap the builder was given: none (the whole part) or the recorded row count.
     candidate = None
     for max_rows in (None, recipe.calibration_rows):

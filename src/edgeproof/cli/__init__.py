@@ -11,6 +11,7 @@ from edgeproof.cli import (
     contract_cmd,  # noqa: E402,F401
     core,  # noqa: E402,F401
     farm_cmd,  # noqa: E402,F401
+    fleet_cmd,  # noqa: E402,F401
     gate_cmd,  # noqa: E402,F401
     inspect_cmd,  # noqa: E402,F401
     optimize_cmd,  # noqa: E402,F401

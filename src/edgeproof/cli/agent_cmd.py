@@ -1,4 +1,4 @@
-"""`edgeproof agent`: talk to a board's agent: who it is (hello) and the phase-1 bring-up checklist."""
+"""`edgeproof agent`: talk to a board's agent: who it is (hello), the phase-1 bring-up checklist, and boot time."""
 
 from __future__ import annotations
 
@@ -51,14 +51,24 @@ def agent_bring_up(target: DeviceArg = "device:local") -> None:
     runner = AgentRunner(_device_target(target))
     with runner:
         checks = runner.bring_up()
-    table = Table(title=f"bring-up on {_device_target(target)}")
-    for col in ("check", "status", "detail"):
-        table.add_column(col)
-    colours = {"pass": "green", "fail": "red", "unchecked": "yellow"}
-    for check in checks:
-        table.add_row(check["name"], f"[{colours.get(check['status'], 'white')}]{check['status']}[/]", escape(check["detail"]))
-    console.print(table)
-    unchecked = [c["name"] for c in checks if c["status"] == "unchecked"]
-    if unchecked:
-        console.print(f"could not be checked here: {', '.join(unchecked)}")
-    raise typer.Exit(1 if any(c["status"] == "fail" for c in checks) else 0)
+    from edgeproof.cli.device_cmd import print_checks
+
+    raise typer.Exit(1 if print_checks(_device_target(target), checks) else 0)
+
+
+@agent_app.command("boot")
+@user_errors
+def agent_boot(
+    target: DeviceArg = "device:local",
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for hello after power on.")] = 300.0,
+) -> None:
+    """Boot time: power-cycle a labgrid:<place> device with its power driver, time power on → hello answered."""
+    from edgeproof.agent._labgrid import measure_boot
+    from edgeproof.farm.inventory import get_device
+
+    boot = measure_boot(get_device(_device_target(target)), timeout)
+    console.print(
+        f"{_device_target(target)}: boot {boot.boot_s:.2f} s ({boot.provenance}); whole power cycle {boot.cycle_s:.2f} s, "
+        f"{boot.attempts} hello attempt(s)",
+        highlight=False,
+    )

@@ -69,11 +69,16 @@ def external_meter(power_csv: Path | None, power_column: str | None):
 
 
 def resolve_target_id(target: str) -> str:
-    """The full id of ``--target`` (``host``, or the one board a prefix names)."""
+    """The id ``--target``'s budgets are looked up by: ``host``, the one board a prefix names, or a
+    device's board from boards.toml (the device id itself when it declares none)."""
     from edgeproof.targets import get_target
     from edgeproof.targets.host import HOST_ID
 
-    return target if target == HOST_ID or target.startswith("device:") else get_target(target).id
+    if target.startswith("device:"):
+        from edgeproof.farm.inventory import get_device
+
+        return get_device(target).board or target
+    return target if target == HOST_ID else get_target(target).id
 
 
 @contextmanager
@@ -128,6 +133,9 @@ def measure(
         shapes=parse_shape_overrides(shape),
         inputs_npz=str(inputs) if inputs else None,
         strict=strict,
+        # stored check/profile records are what `gate --candidate/--baseline` compares: with the
+        # reference workload timed beside the model, the host's drift between them cancels
+        reference=True,
     )
     if contract is not None:
         from edgeproof.accuracy import contract_dataset
@@ -250,14 +258,26 @@ def render_verdict(verdict: Verdict) -> None:
         console.print(f"[yellow]waiver not applied:[/] {escape(w.sentence(expired=True))}", highlight=False, soft_wrap=True)
     for why in verdict.undecided_because:
         console.print(f"[yellow]could not decide:[/] {escape(why)}", highlight=False, soft_wrap=True)
+    for line in verdict.record_mode:
+        console.print(f"record mode: {escape(line)}", highlight=False, soft_wrap=True)
     for advice in verdict.advice:
         console.print(f"[yellow]advice:[/] {escape(advice)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
 @user_errors
-def doctor() -> None:
-    """Check whether this host is fit for measuring (governor, load, memory, thermal, timing probe): exit 0 fit, 1 unfit."""
+def doctor(
+    target: Annotated[
+        str, typer.Option("--target", help="host, or device:<id>: the agent's fingerprint, lock, disk budget and bring-up checklist.")
+    ] = "host",
+) -> None:
+    """Check whether this host (or a device) is fit for measuring: exit 0 fit, 1 unfit."""
+    if target.startswith("device:"):
+        from edgeproof.cli import device_cmd
+
+        device_cmd.doctor(target)
+    if target != "host":
+        raise DataError(f"doctor --target {target!r}: give host or device:<id> (a catalog board is simulated, not measured)")
     from edgeproof.measure import thermal
 
     fitness = check_host(thermal.max_temperature_c())

@@ -97,12 +97,14 @@ def farm_up(
     """Start a local Ray head (offline: no dashboard, no usage stats, a small object store) with a
     ``board:<id>`` resource per inventory device; `farm check --address auto` then uses it."""
     from edgeproof.farm.inventory import load_inventory
-    from edgeproof.farm.ray_farm import head_command
+    from edgeproof.farm.ray_farm import head_command, ray_environment
 
     devices = sorted(load_inventory(inventory))
     command = head_command(devices, temp_dir, num_cpus)
     try:
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        done = subprocess.run(
+            command, capture_output=True, text=True, env={**os.environ, **ray_environment(), "RAY_USAGE_STATS_ENABLED": "0"}
+        )
     except FileNotFoundError:
         raise DataError("the farm runs on Ray: pip install 'edgeproof[farm]'") from None
     if done.returncode != 0:

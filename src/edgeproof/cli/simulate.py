@@ -19,7 +19,10 @@ from edgeproof.records import RunRecord, save_record, write_atomic
 
 CatalogOpt = Annotated[list[Path] | None, typer.Option("--catalog", help="Extra directory of board TOML files (repeatable).")]
 HostProfileOpt = Annotated[
-    Path | None, typer.Option("--host-profile", help="Host profile file (default: $EDGEPROOF_HOME/host-profile.json).")
+    Path | None,
+    typer.Option(
+        "--host-profile", help="Host profile file (default: $EDGEPROOF_HOME/host-profile.json, else ~/.cache/edgeproof/host-profile.json)."
+    ),
 ]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
@@ -39,12 +42,24 @@ def parse_duration_s(text: str) -> float:
 def targets(
     show: Annotated[str | None, typer.Option("--show", help="Print one board's full profile with its sources.")] = None,
     calibrate_host: Annotated[
-        bool, typer.Option("--calibrate-host", help="Run the host microbenchmarks and store the host profile.")
+        bool,
+        typer.Option(
+            "--calibrate-host", help="Run the host microbenchmarks (seconds) and store the host profile with the load they ran under."
+        ),
     ] = False,
+    calibrate_device: Annotated[
+        str | None,
+        typer.Option("--calibrate", help="device:<id>: fit its board profile to microbenchmarks its agent measures (a new version)."),
+    ] = None,
     catalog: CatalogOpt = None,
     host_profile: HostProfileOpt = None,
 ) -> None:
     """List the board catalog (every board is a simulated profile built from cited public specs)."""
+    if calibrate_device is not None:
+        from edgeproof.cli import device_cmd
+
+        device_cmd.calibrate(calibrate_device, catalog or [])
+        return
     from edgeproof.simulate.hostprofile import calibrate, default_profile_path, load_profile, save_profile
     from edgeproof.targets import get_target, load_catalog
 
@@ -53,8 +68,12 @@ def targets(
         with progress_bar("calibrating host") as update:
             profile = calibrate(progress=update)
         save_profile(profile, host_profile)
+        cond = profile.conditions
+        assert cond is not None  # calibrate() always records them
         console.print(
-            f"host profile written to {host_profile} ({profile.calibration_s:.0f} s, {profile.fingerprint.cpu_model}, onnxruntime {profile.fingerprint.onnxruntime})"
+            f"host profile written to {host_profile} ({profile.calibration_s:.0f} s, {profile.fingerprint.cpu_model}, "
+            f"onnxruntime {profile.fingerprint.onnxruntime}; calibrated {profile.created_at} under {cond.describe()})",
+            highlight=False,
         )
         return
     if show is not None:
@@ -108,16 +127,20 @@ def _host_status(path: Path, load) -> str:
     if not path.exists():
         return "not calibrated"
     try:
-        return f"calibrated {load(path).version}"
+        profile = load(path)
     except TargetError as exc:
         return f"unreadable ({exc})"
+    cond = profile.conditions
+    return f"calibrated {profile.created_at}" + ("" if cond is None else f" at load {cond.load_avg_1m:.1f}")
 
 
 @app.command()
 @user_errors
 def simulate(
     model: Annotated[Path | None, typer.Argument(help="ONNX model file.")] = None,
-    target: Annotated[str, typer.Option("--target", help="Board id from `edgeproof targets`, or host.")] = "raspberry-pi-5",
+    target: Annotated[
+        str | None, typer.Option("--target", help="Board id from `edgeproof targets`, or host (default raspberry-pi-5).")
+    ] = None,
     power_mode: Annotated[str | None, typer.Option("--power-mode", help="A power mode of the board (default: firmware boot mode).")] = None,
     firmware: Annotated[Path | None, typer.Option("--firmware", help="Firmware profile TOML (default: the board's stock one).")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="What-if: run float kernels as fp16, int8 or int16.")] = None,
@@ -134,10 +157,23 @@ def simulate(
     validate_host: Annotated[
         bool, typer.Option("--validate-host", help="Measure the digits variants on this host and compare with the host profile.")
     ] = False,
+    validate: Annotated[
+        str | None,
+        typer.Option(
+            "--validate", help="device:<id>: measure MODEL (default: the digits example) there; report its board profile's error."
+        ),
+    ] = None,
     catalog: CatalogOpt = None,
     host_profile: HostProfileOpt = None,
 ) -> None:
     """Simulate a model on a board: latency, energy, memory, load time, partitions and a thermal soak."""
+    if validate is not None:
+        from edgeproof.cli import device_cmd
+        from edgeproof.simulate.validate import DIGITS_MODEL
+
+        device_cmd.validate(validate, [model or DIGITS_MODEL], target, catalog or [], json_out)
+        return
+    target = target or "raspberry-pi-5"
     if validate_host:
         _validate(host_profile, json_out)
         return
@@ -229,6 +265,15 @@ def _validate(host_profile: Path | None, json_out: Path | None) -> None:
     with progress_bar("validating host profile") as update:
         variants = digits_variants(Path(os.environ.get("EDGEPROOF_HOME", ".edgeproof")) / "variants")
         report = validate_host(variants, (1, 2), host_profile, progress=update)
+    prof = report["profile"]
+    then = "load not recorded" if prof["conditions"] is None else f"1-minute load average {prof['calibration_load_avg_1m']:.2f}"
+    console.print(
+        f"host profile calibrated {prof['created_at']} ({then}, {prof['calibration_s']:.0f} s); measured now at 1-minute load "
+        f"average {report['load_at_start']['load_avg_1m']:.2f} → {report['load_at_end']['load_avg_1m']:.2f} on {prof['cores']} cores",
+        highlight=False,
+    )
+    for warning in report["drift"]:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     table = Table(title="Host profile vs measurement (p50)")
     for col in ("variant", "threads", "predicted ms", "measured ms", "error"):
         table.add_column(col)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -78,3 +79,71 @@ def _value(window: Window, name: str) -> float:
     """A counter's value in a window; 0 when the window lacks it (it counted nothing)."""
     metric = window.metric(name)
     return metric.value or 0.0 if metric is not None else 0.0
+
+
+@telemetry_app.command("burst")
+@user_errors
+def burst(
+    model: Annotated[Path, typer.Argument(help="The model the device runs (e.g. the chosen variant).")],
+    contract: Annotated[Path, typer.Option("--contract", help="Its contract: the slices' rows are the burst's inputs, in order.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the segment files (e.g. OUTDIR/telemetry/<device>).")],
+    fallback: Annotated[
+        Path | None, typer.Option("--fallback", help="The confidence policy's fallback model (e.g. the fp32 model); none: no policy.")
+    ] = None,
+    min_confidence: Annotated[
+        float, typer.Option("--min-confidence", min=0.0, max=1.0, help="Below this top-1 probability the fallback answers.")
+    ] = 0.6,
+    rows: Annotated[int, typer.Option("--rows", min=1, help="Rows taken from each slice.")] = 50,
+    device: Annotated[str, typer.Option("--device", help="The device_id label of the windows.")] = "bench-0",
+) -> None:
+    """Record a short burst under the on-device recorder: each contract slice's rows in turn, one
+    window per slice, with the confidence policy; then say per slice how often the policy fell back
+    and the top-1 accuracy without and with it (computed offline on the same rows)."""
+    from edgeproof.accuracy import contract_slices
+    from edgeproof.contract import load_contract
+    from edgeproof.model import Model
+    from edgeproof.telemetry import Labels, record_burst
+
+    spec = load_contract(contract)
+    found = contract_slices(spec, Model.load(model))
+    if found is None:
+        raise DataError(f"{contract}: the contract names no data, so there are no rows to run a burst on")
+    slices = [s for s in found[1] if not s.more]
+    if not slices:
+        raise DataError(f"{contract}: a burst feeds one input; the model's slices carry several")
+    picked = [(s, s.x[:rows], s.y[:rows]) for s in slices]
+    x = np.concatenate([p[1] for p in picked])
+    done = record_burst(
+        model, x, out, Labels(device_id=device, cohort="bench"), fallback=fallback, min_confidence=min_confidence, windows=len(picked)
+    )
+    console.print(
+        f"recorded {done.inferences} inferences in {done.windows} windows to {out} "
+        f"(measured:telemetry:{device}); policy fallback {done.policy_fallbacks} time(s)"
+    )
+    if fallback is None:
+        return
+    table = Table(title=f"confidence policy: fallback below {min_confidence:g} (offline on the same rows)")
+    for col in ("slice", "kind", "rows", "fallback rate", "top-1 without", "top-1 with policy"):
+        table.add_column(col)
+    for s, xs, ys in picked:
+        rate, plain, with_policy = _policy_on(model, fallback, xs, ys, min_confidence)
+        table.add_row(s.name, s.kind, str(len(xs)), f"{rate:.1%}", f"{plain:.1%}", f"{with_policy:.1%}")
+    console.print(table)
+
+
+def _policy_on(model: Path, fallback: Path, x, y, threshold: float) -> tuple[float, float, float]:
+    """Share of rows whose top-1 probability is under ``threshold``, and top-1 accuracy without and with the fallback answering them."""
+    from edgeproof.evaluate import infer
+
+    def probabilities(out):
+        out = out.reshape(len(out), -1).astype(np.float64)
+        if out.min() >= 0 and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
+            return out
+        z = np.exp(out - out.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    p = probabilities(infer(model, x))
+    q = probabilities(infer(fallback, x))
+    low = p.max(axis=1) < threshold
+    chosen = np.where(low, q.argmax(axis=1), p.argmax(axis=1))
+    return float(low.mean()), float((p.argmax(axis=1) == y).mean()), float((chosen == y).mean())

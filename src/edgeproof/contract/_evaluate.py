@@ -35,7 +35,7 @@ def evaluate(contract: Contract, record: RunRecord, today: date | None = None, a
     ``unverified``. Waivers follow ``apply_waivers``. ``today`` defaults to the local date and
     decides which waivers have expired. The outcome follows ``edgeproof.records.outcome_of``.
     """
-    judged = [_judge(clause, _observe(clause, contract, record)) for clause in contract.hard_clauses(record.target.id)]
+    judged = [_judge(clause, _observe(clause, contract, record)) for clause in _clauses_for(contract, record)]
     results, applied, expired = apply_waivers(judged, contract.waivers, record.target.id, today or date.today(), allow_unverified)
     outcome = outcome_of(results, allow_unverified)
     results, binding = _mark_binding(results, allow_unverified)
@@ -51,6 +51,30 @@ def evaluate(contract: Contract, record: RunRecord, today: date | None = None, a
         waivers_expired=expired,
         contract_sha256=contract.sha256,
     )
+
+
+def budget_target(record: RunRecord) -> str:
+    """The id whose ``[budgets.<key>]`` table judges ``record``: a device's board, else its target."""
+    return record.target.board or record.target.id
+
+
+def _clauses_for(contract: Contract, record: RunRecord) -> list[HardClause]:
+    """The record's hard clauses; on a device, each budget clause's source states the board rule."""
+    board = record.target.board
+    clauses = contract.hard_clauses(budget_target(record))
+    if not board:
+        return clauses
+    rule = f"a device is judged by its board's table: {record.target.id} is a {board}"
+    out = []
+    for clause in clauses:
+        if clause.source.startswith("[budgets."):
+            clause = clause.model_copy(update={"source": f"{clause.source} ({rule})"})
+        elif clause.source == "[budgets]":
+            clause = clause.model_copy(
+                update={"source": f"[budgets] (no [budgets.<board>] value for {board}, the board of {record.target.id})"}
+            )
+        out.append(clause)
+    return out
 
 
 def apply_waivers(
@@ -142,7 +166,7 @@ def _observe(clause: HardClause, contract: Contract, record: RunRecord) -> _Obse
         return _observe_interface(contract, record)
     if section == "slices":
         return _observe_slice(name, record)
-    scenario = contract.scenario_for(record.target.id)
+    scenario = contract.scenario_for(budget_target(record))
     if name in ("p95_ms", "p99_ms") and contract.budgets.scope == "pipeline":
         return _observe_pipeline_latency(name, scenario, record)
     if name in ("p95_ms", "p99_ms"):

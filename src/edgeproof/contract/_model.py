@@ -328,6 +328,13 @@ class Rollback(_Section):
     max_energy_drift_pct: float | None = None  # cohort energy per inference vs baseline
     window_h: float | None = None  # how long a stage is watched before it may widen
     min_devices: Annotated[int, AfterValidator(f.positive)] | None = None
+    # Fleet alarms (edgeproof fleet alarms), each against the concurrent control cohort of the same stratum.
+    max_occupancy_drop_pct: float | None = None  # accelerator occupancy, relative drop vs control
+    max_confidence_drop_pp: float | None = None  # mean top-1 confidence, drop vs control in points
+    max_throttle_per_device_hour: float | None = None  # thermal throttle changes per device-hour above control
+    max_silent_frac: float | None = None  # devices that stopped reporting, share above control
+    max_gap_h: float | None = None  # a device silent this long before the window's end has stopped reporting
+    false_alarm_frac: float | None = None  # family-wise false-alarm rate over strata x alarms x looks
 
 
 class Regression(_Section):

@@ -10,8 +10,8 @@ from edgeproof.data.dataset import (
     load_dataset,
     make_dataset,
     make_part,
-    model_input,
 )
+from edgeproof.data.feeds import Inputs
 from edgeproof.data.ids import content_id
 from edgeproof.data.slices import (
     SLICE_KINDS,
@@ -35,6 +35,7 @@ __all__ = [
     "TRANSFORMS",
     "CalibrationSet",
     "Dataset",
+    "Inputs",
     "Part",
     "Slice",
     "SliceKind",
@@ -51,5 +52,4 @@ __all__ = [
     "make_part",
     "make_slice",
     "make_slices",
-    "model_input",
 ]

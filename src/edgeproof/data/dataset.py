@@ -1,6 +1,10 @@
 """Datasets: load arrays from an .npz or a Python entry point, validate them, record their IDs.
 
-A dataset has named parts, each inputs ``x`` (float, first axis = rows) and integer labels ``y``.
+A dataset has named parts, each inputs ``x`` (numbers, first axis = rows) and labels ``y``. Without
+a ``[pipeline]`` the rows are fed to the model as they are, so they must be of its kind (float rows
+for a float input); with one they are raw sensor data of any numeric dtype (a camera's ``uint8``
+HWC frames) that the pipeline's steps turn into the model's input (its ``cast`` step makes the
+model's dtype).
 A model with several inputs reads them by input name: ``x_<part>__<input>`` arrays in an .npz, or
 a dict ``{input: rows}`` in place of ``x`` from an entry point; the first becomes ``x`` (what slice
 transforms work on) and the rest ride along row for row. Inputs the data does not hold (a
@@ -30,9 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import helper
 
+from edgeproof.data.feeds import assign_unnamed
 from edgeproof.data.ids import content_id, row_digests
-from edgeproof.errors import DataError, ModelError, first_line
+from edgeproof.errors import DataError, first_line
 from edgeproof.model import Model, as_model, dim_label, graph_inputs, graph_of
 
 CALIBRATION = "calibration"
@@ -42,7 +49,8 @@ REQUIRED_PARTS = (CALIBRATION, EVALUATION)
 
 @dataclass(frozen=True)
 class Part:
-    """One part of a dataset: float32 inputs, int64 labels and their content ID.
+    """One part of a dataset: inputs (float32, or raw integers kept in their dtype), labels (int64
+    classes or float32 targets) and their content ID.
 
     ``x_input`` is the model input ``x`` feeds (None: the model's one input the data feeds);
     ``more`` holds further inputs by name, row for row with ``x``.
@@ -76,6 +84,8 @@ class Dataset:
     # the contract's pipeline (edgeproof.data.pipeline.Pipeline): parts then hold raw sensor rows,
     # which slices transform and preprocess before the model sees them
     pipeline: Any = None
+    # the contract's [model.feeds] by input name: what every run feeds an input the data does not hold
+    feeds: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def calibration(self) -> Part:
@@ -125,8 +135,10 @@ def make_part(name: str, x: Any, y: Any, where: str) -> Part:
     if y is None:
         raise DataError(f"{where}: part {name!r} has no labels")
     x, y = np.asarray(x), np.asarray(y)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise DataError(f"{where}: part {name!r} inputs are {x.dtype}; give float images scaled to [0, 1]")
+    if x.dtype.kind not in "iuf":
+        raise DataError(
+            f"{where}: part {name!r} inputs are {x.dtype}, not numbers; give float rows (or raw integer data with a [pipeline])"
+        )
     if x.ndim < 2:
         raise DataError(f"{where}: part {name!r} inputs have shape {list(x.shape)}; need rows along the first axis")
     if len(x) == 0:
@@ -137,11 +149,12 @@ def make_part(name: str, x: Any, y: Any, where: str) -> Part:
         )
     if len(y) != len(x):
         raise DataError(f"{where}: part {name!r} has {len(x)} inputs but {len(y)} labels")
-    if not np.isfinite(x).all():
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise DataError(f"{where}: part {name!r} inputs contain NaN or infinity")
-    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    # floats are float32 (what the ID was always taken over); raw integers keep their dtype
+    xs = np.ascontiguousarray(x, dtype=np.float32 if x.dtype.kind == "f" else x.dtype)
     y64 = np.ascontiguousarray(y, dtype=np.float32 if y.dtype.kind == "f" else np.int64)
-    return Part(name=name, x=x32, y=y64, id=content_id([("x", x32), ("y", y64)]))
+    return Part(name=name, x=xs, y=y64, id=content_id([("x", xs), ("y", y64)]))
 
 
 def _more_rows(part: str, input_name: str, rows: Any, n: int, where: str) -> np.ndarray:
@@ -271,33 +284,13 @@ def _call_entry_point(func: Callable[[str], Any], name: str, entry: str) -> Part
     return make_part(name, result[0], result[1], entry)
 
 
-def model_input(model: Model | str | Path) -> tuple[str, list[int | str]]:
-    """Name and dims of the model's one graph input; a free dim is its name (or "?")."""
-    where = model.path if isinstance(model, Model) else model
-    inputs = graph_inputs(graph_of(model))
-    if len(inputs) != 1:
-        raise ModelError(f"{where}: evaluation needs exactly one graph input, the model has {len(inputs)}")
-    return inputs[0].name, [dim_label(d) for d in inputs[0].type.tensor_type.shape.dim]
-
-
 def input_rows(
     rows: dict[str, np.ndarray], model: Model | str | Path, fed: Iterable[str] = (), what: str = "the data"
 ) -> dict[str, np.ndarray]:
     """Data rows by model input name (``Part.rows()``). Named arrays go to their input; the
     unnamed one (key ``""``) goes to the model's first input that the data does not name and
     ``fed`` (the contract's ``[model.feeds]``) does not give. A name the model lacks is a DataError."""
-    inputs = [vi.name for vi in graph_inputs(graph_of(model))]
-    rows = dict(rows)
-    unknown = [name for name in rows if name and name not in inputs]
-    if unknown:
-        raise DataError(f"{what} holds input {unknown[0]!r}, which the model does not have (its inputs: {inputs})")
-    if "" in rows:
-        fed = set(fed)
-        free = [name for name in inputs if name not in rows and name not in fed]
-        if not free:
-            raise DataError(f"{what} holds unnamed inputs but every model input {inputs} is named in the data or fed")
-        rows[free[0]] = rows.pop("")
-    return rows
+    return assign_unnamed(rows, [vi.name for vi in graph_inputs(graph_of(model))], list(fed), what)
 
 
 def check_fits_model(dataset: Dataset, model: Model | str | Path, fed: Iterable[str] = ()) -> None:
@@ -305,7 +298,7 @@ def check_fits_model(dataset: Dataset, model: Model | str | Path, fed: Iterable[
     without its leading batch dim; fixed dims equal, free dims any size) and every input is either
     in the data or ``fed`` (given by the contract's ``[model.feeds]``)."""
     loaded = as_model(model)
-    fed = list(fed)
+    fed = list(dict.fromkeys([*fed, *dataset.feeds]))
     by_name = {vi.name: vi for vi in graph_inputs(loaded.proto)}
     for part in dataset.parts.values():
         try:
@@ -315,6 +308,7 @@ def check_fits_model(dataset: Dataset, model: Model | str | Path, fed: Iterable[
             rows = input_rows(part_rows, loaded, fed, f"part {part.name!r}")
         except DataError as exc:
             raise DataError(f"{dataset.source}: {exc}") from None
+        _check_kinds(dataset, part, rows, by_name, loaded)
         missing = [name for name in by_name if name not in rows and name not in fed]
         if missing:
             raise DataError(
@@ -331,3 +325,23 @@ def check_fits_model(dataset: Dataset, model: Model | str | Path, fed: Iterable[
                 raise DataError(
                     f"{dataset.source}: part {part.name!r} rows have shape {row} but model input {name!r} of {loaded.path.name} is [{shown}]"
                 )
+
+
+def _check_kinds(dataset: Dataset, part: Part, rows: dict[str, np.ndarray], by_name: dict[str, onnx.ValueInfoProto], model: Model) -> None:
+    """Refuse rows of another kind of number than the input they feed: float rows for an integer
+    input, or (without a pipeline to scale them) raw integers for a float input."""
+    for name, arr in rows.items():
+        want = np.dtype(helper.tensor_dtype_to_np_dtype(by_name[name].type.tensor_type.elem_type))
+        if np.can_cast(arr.dtype, want, casting="same_kind") and not (arr.dtype.kind in "iu" and want.kind == "f"):
+            continue
+        if arr.dtype.kind in "iu" and want.kind == "f":
+            fix = (
+                "end the [pipeline] preprocess with steps that make float rows (scale, normalize or cast)"
+                if dataset.pipeline is not None
+                else "give float rows, or add a [pipeline] whose steps (scale, normalize) turn the raw data into the model's input"
+            )
+        else:
+            fix = f"give {want} rows" + (" (the [pipeline]'s cast step makes the model's dtype)" if dataset.pipeline is not None else "")
+        raise DataError(
+            f"{dataset.source}: part {part.name!r} rows for input {name!r} are {arr.dtype} but {model.path.name} takes {want}; {fix}"
+        )

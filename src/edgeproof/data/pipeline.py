@@ -25,7 +25,9 @@ metric judges (``postprocess``). Each stage is a list of steps, or one string na
 | onnx / python    | path / entry      | ``fn(outputs: dict) -> dict`` (e.g. NMS on detections)  |
 
 Built-in and ONNX steps run wherever the model runs; a Python step runs only where Python does
-(this host), so a board cannot run it (``Pipeline.python_steps``).
+(this host), so a board cannot run it (``Pipeline.python_steps``). A simulated board costs each
+built-in step from the work it does (``step_work``: bytes read and written, operations per element)
+and an ONNX step as a graph (``edgeproof.simulate.pipeline``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,6 +285,77 @@ def topk(x: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-flat, axis=1, kind="stable")[:, :k]
 
 
+# --- the work of each built-in step, for a board's cost model ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Traced:
+    """One step as it ran once: the arrays it read and wrote (by output name; ``""`` is the
+    preprocessing batch) and the layout of the batch it read."""
+
+    step: StepSpec
+    read: dict[str, np.ndarray]
+    wrote: dict[str, np.ndarray]
+    layout: str
+
+
+@dataclass(frozen=True)
+class StepWork:
+    """A built-in step's work on one batch, as a single-pass implementation on a board does it: each
+    array read and written once (a resize's neighbouring taps share cache lines) and its arithmetic
+    operations. ``like`` is the ONNX op that does the same work, whose kernel class a board profile
+    rates (``Resize``, ``Transpose``: layout; ``Mul``, ``Softmax``: elementwise); ``basis`` says how
+    the operations were counted."""
+
+    label: str
+    like: str
+    bytes_read: int
+    bytes_written: int
+    flops: int
+    basis: str
+
+
+# Operations per element of the built-in postprocessing, counted as the graph analysis counts the
+# matching ONNX ops: Softmax 5 (max, subtract, exp, sum, divide), ArgMax one compare per input.
+_SOFTMAX_FLOPS = 5
+
+
+def step_work(traced: Traced) -> StepWork | None:
+    """The work of a built-in step from what it read and wrote; None for an ONNX or Python step
+    (an ONNX step is costed as a graph; a Python step runs only here)."""
+    step = traced.step
+    if step.op in ("onnx", "python"):
+        return None
+    label = step.label()
+    x = next(iter(traced.read.values()))
+    y = next(iter(traced.wrote.values()))
+    if y is x or (step.op == "cast" and x.dtype == y.dtype):  # nothing to do: a layout in place, a resize or cast to what it is
+        return StepWork(label, "Identity", 0, 0, 0, "nothing to do: the batch is returned as it is")
+    read, written = int(x.nbytes), int(y.nbytes)
+    if step.op == "resize":
+        axes = sum(1 for a in _spatial_axes(traced.layout) if x.shape[a] != y.shape[a])
+        taps = 2**axes
+        return StepWork(label, "Resize", read, written, 2 * taps * y.size, f"bilinear: {taps} taps per output element, a multiply-add each")
+    if step.op == "crop":
+        return StepWork(label, "Slice", written, written, 0, "a copy of the kept region")
+    if step.op in ("pad", "layout"):
+        return StepWork(label, "Pad" if step.op == "pad" else "Transpose", read, written, 0, "a copy, no arithmetic")
+    if step.op == "scale":
+        ops = [name for name, used in (("multiply", step.factor not in (None, 1.0)), ("add", bool(step.offset))) if used]
+        return StepWork(label, "Mul", read, written, len(ops) * y.size, f"{len(ops)} operation(s) per element ({', '.join(ops) or 'none'})")
+    if step.op == "normalize":
+        return StepWork(label, "Sub", read, written, 2 * y.size, "2 operations per element (subtract the mean, divide by the std)")
+    if step.op == "cast":
+        return StepWork(label, "Cast", read, written, y.size, "1 conversion per element")
+    if step.op == "softmax":
+        return StepWork(label, "Softmax", read, written, _SOFTMAX_FLOPS * x.size, f"{_SOFTMAX_FLOPS} operations per element")
+    if step.op == "argmax":
+        return StepWork(label, "ArgMax", read, written, x.size, "1 compare per input element")
+    assert step.op == "topk" and step.k is not None
+    per = max(1, math.ceil(math.log2(step.k + 1)))
+    return StepWork(label, "TopK", read, written, per * x.size, f"a heap of k={step.k}: {per} compares per input element")
+
+
 @dataclass
 class Pipeline:
     """A loaded pipeline: its spec, where its files live, and what it hashes to (files included)."""
@@ -325,15 +399,28 @@ class Pipeline:
 
     # raw data as images in [0, 1] (what slice transforms act on) and back
 
-    def raw_to_unit(self, raw: np.ndarray) -> np.ndarray:
-        """Raw rows as NCHW float images in [0, 1] per ``raw_range``."""
+    def raw_range_for(self, dtype: np.dtype) -> tuple[float, float]:
+        """``raw_range`` as written; when the contract does not write it, integer raw data spans its
+        dtype (``uint8``: [0, 255]) and float raw data [0, 1]."""
+        if "raw_range" not in self.spec.model_fields_set and np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            return float(info.min), float(info.max)
         lo, hi = self.spec.raw_range
+        return lo, hi
+
+    def raw_to_unit(self, raw: np.ndarray) -> np.ndarray:
+        """Raw rows as NCHW float images in [0, 1] per ``raw_range_for`` their dtype."""
+        lo, hi = self.raw_range_for(raw.dtype)
         return to_layout(((raw.astype(np.float32) - lo) / (hi - lo)), self.spec.raw_layout, "NCHW")
 
-    def unit_to_raw(self, unit: np.ndarray) -> np.ndarray:
-        """Inverse of ``raw_to_unit``, float32."""
-        lo, hi = self.spec.raw_range
-        return (to_layout(unit, "NCHW", self.spec.raw_layout) * (hi - lo) + lo).astype(np.float32)
+    def unit_to_raw(self, unit: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
+        """Inverse of ``raw_to_unit`` for raw data of ``dtype``: integers are rounded and clipped to it."""
+        lo, hi = self.raw_range_for(np.dtype(dtype))
+        raw = to_layout(unit, "NCHW", self.spec.raw_layout) * (hi - lo) + lo
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            return np.clip(np.rint(raw), info.min, info.max).astype(dtype)
+        return raw.astype(dtype)
 
     # the stages
 
@@ -342,64 +429,91 @@ class Pipeline:
         x: Any = raw
         layout = self.spec.raw_layout
         for step in self.spec.pre_steps:
-            if step.op == "resize":
-                assert step.size is not None
-                x = resize(x, step.size, layout)
-            elif step.op == "crop":
-                assert step.size is not None
-                x = crop(x, step.size, layout)
-            elif step.op == "pad":
-                assert step.size is not None
-                x = pad(x, step.size, layout, step.value or 0.0)
-            elif step.op == "scale":
-                x = x.astype(np.float32, copy=False) * np.float32(1.0 if step.factor is None else step.factor) + np.float32(
-                    step.offset or 0.0
-                )
-            elif step.op == "normalize":
-                assert step.mean is not None and step.std is not None
-                x = normalize(x, step.mean, step.std, layout)
-            elif step.op == "layout":
-                assert step.to is not None
-                x, layout = to_layout(x, layout, step.to), step.to
-            elif step.op == "cast":
-                x = x.astype(step.dtype)
-            elif step.op == "onnx":
-                assert step.path is not None
-                x = self._onnx(step.path, {"": x})[0]
-            else:
-                assert step.entry is not None
-                x = call_user(self._functions[step.entry], f"preprocess step {step.entry!r}", x)
-                if not isinstance(x, np.ndarray):
-                    raise DataError(f"preprocess step {step.entry!r} returned {type(x).__name__}, not a numpy array")
+            x, layout = self._pre_step(step, x, layout)
         return np.ascontiguousarray(x)
 
     def postprocess(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The model's named outputs → what the metrics judge (a step without ``output`` acts on the first)."""
         out = dict(outputs)
         for step in self.spec.post_steps:
-            if step.op in ("softmax", "argmax", "topk"):
-                name = step.output or next(iter(out))
-                if name not in out:
-                    raise DataError(f"postprocess step {step.op!r}: no output {name!r} (outputs: {', '.join(out)})")
-                value = out[name]
-                if step.op == "softmax":
-                    out[name] = softmax(value, -1 if step.axis is None else step.axis)
-                elif step.op == "argmax":
-                    out[name] = value.reshape(len(value), -1).argmax(axis=1) if step.axis is None else value.argmax(axis=step.axis)
-                else:
-                    assert step.k is not None
-                    out[name] = topk(value, step.k)
-            elif step.op == "onnx":
-                assert step.path is not None
-                names = self._output_names(step.path)
-                out = dict(zip(names, self._onnx(step.path, out), strict=True))
-            else:
-                assert step.entry is not None
-                result = call_user(self._functions[step.entry], f"postprocess step {step.entry!r}", out)
-                if not isinstance(result, dict):
-                    raise DataError(f"postprocess step {step.entry!r} returned {type(result).__name__}, not a dict of outputs")
-                out = {str(k): np.asarray(v) for k, v in result.items()}
+            out = self._post_step(step, out)
         return out
+
+    def trace(self, raw: np.ndarray, outputs: dict[str, np.ndarray]) -> tuple[list[Traced], list[Traced]]:
+        """Run each step once, keeping what it read and wrote: the preprocessing of ``raw`` and the
+        postprocessing of ``outputs`` (what a board's cost model sizes each step's work from)."""
+        pre: list[Traced] = []
+        x: Any = raw
+        layout = self.spec.raw_layout
+        for step in self.spec.pre_steps:
+            y, after = self._pre_step(step, x, layout)
+            pre.append(Traced(step, {"": np.asarray(x)}, {"": np.asarray(y)}, layout))
+            x, layout = y, after
+        post: list[Traced] = []
+        out = dict(outputs)
+        for step in self.spec.post_steps:
+            new = self._post_step(step, out)
+            changed = {k: v for k, v in new.items() if k not in out or v is not out[k]}
+            read = out if step.op in ("onnx", "python") else {k: out[k] for k in changed if k in out}
+            post.append(Traced(step, read, changed, layout))
+            out = new
+        return pre, post
+
+    def _pre_step(self, step: StepSpec, x: Any, layout: str) -> tuple[Any, str]:
+        """One preprocessing step on a batch in ``layout``: the new batch and its layout."""
+        if step.op == "resize":
+            assert step.size is not None
+            return resize(x, step.size, layout), layout
+        if step.op == "crop":
+            assert step.size is not None
+            return crop(x, step.size, layout), layout
+        if step.op == "pad":
+            assert step.size is not None
+            return pad(x, step.size, layout, step.value or 0.0), layout
+        if step.op == "scale":
+            factor, offset = np.float32(1.0 if step.factor is None else step.factor), np.float32(step.offset or 0.0)
+            return x.astype(np.float32, copy=False) * factor + offset, layout
+        if step.op == "normalize":
+            assert step.mean is not None and step.std is not None
+            return normalize(x, step.mean, step.std, layout), layout
+        if step.op == "layout":
+            assert step.to is not None
+            return to_layout(x, layout, step.to), step.to
+        if step.op == "cast":
+            return x.astype(step.dtype), layout
+        if step.op == "onnx":
+            assert step.path is not None
+            return self._onnx(step.path, {"": x})[0], layout
+        assert step.entry is not None
+        y = call_user(self._functions[step.entry], f"preprocess step {step.entry!r}", x)
+        if not isinstance(y, np.ndarray):
+            raise DataError(f"preprocess step {step.entry!r} returned {type(y).__name__}, not a numpy array")
+        return y, layout
+
+    def _post_step(self, step: StepSpec, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One postprocessing step on the named outputs: the new named outputs."""
+        if step.op in ("softmax", "argmax", "topk"):
+            name = step.output or next(iter(out))
+            if name not in out:
+                raise DataError(f"postprocess step {step.op!r}: no output {name!r} (outputs: {', '.join(out)})")
+            value = out[name]
+            if step.op == "softmax":
+                result = softmax(value, -1 if step.axis is None else step.axis)
+            elif step.op == "argmax":
+                result = value.reshape(len(value), -1).argmax(axis=1) if step.axis is None else value.argmax(axis=step.axis)
+            else:
+                assert step.k is not None
+                result = topk(value, step.k)
+            return {**out, name: result}
+        if step.op == "onnx":
+            assert step.path is not None
+            names = self._output_names(step.path)
+            return dict(zip(names, self._onnx(step.path, out), strict=True))
+        assert step.entry is not None
+        result = call_user(self._functions[step.entry], f"postprocess step {step.entry!r}", out)
+        if not isinstance(result, dict):
+            raise DataError(f"postprocess step {step.entry!r} returned {type(result).__name__}, not a dict of outputs")
+        return {str(k): np.asarray(v) for k, v in result.items()}
 
     def _session(self, path: str) -> Any:
         if path not in self._sessions:

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgeproof.data.dataset import CALIBRATION, EVALUATION, Dataset, Part
+from edgeproof.data.feeds import Inputs
 from edgeproof.data.ids import content_id
 from edgeproof.data.transforms import TRANSFORMS_VERSION, apply_transform, check_transform
 from edgeproof.errors import DataError
@@ -78,14 +79,19 @@ class SliceSpec(BaseModel):
 
 @dataclass(frozen=True)
 class Slice:
-    """A materialised slice: its spec, arrays and content ID. ``x`` is what the model is fed (the
-    raw rows after the dataset's pipeline, if it has one); ``labels`` the per-output labels."""
+    """A materialised slice: its spec, arrays and content ID. ``x`` is what the model's data input
+    is fed (the raw rows, transformed, after the dataset's pipeline if it has one; ``x_input`` its
+    name, None: the model's one unnamed input); ``more`` the part's other inputs by name, row for
+    row; ``feeds`` the contract's fixed values; ``labels`` the per-output labels."""
 
     spec: SliceSpec
     x: np.ndarray
     y: np.ndarray
     id: str
     labels: dict[str, np.ndarray] = field(default_factory=dict)
+    x_input: str | None = None
+    more: dict[str, np.ndarray] = field(default_factory=dict)
+    feeds: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -94,6 +100,11 @@ class Slice:
     @property
     def kind(self) -> SliceKind:
         return self.spec.kind
+
+    @property
+    def inputs(self) -> Inputs:
+        """Everything the model is fed on this slice (see ``edgeproof.data.feeds``)."""
+        return Inputs({self.x_input or "": self.x, **self.more}, self.feeds)
 
 
 def check_slice_specs(specs: Sequence[SliceSpec]) -> None:
@@ -121,15 +132,17 @@ def check_slice_specs(specs: Sequence[SliceSpec]) -> None:
 
 def transformed(x: np.ndarray, spec: SliceSpec, pipeline: Pipeline | None = None) -> np.ndarray:
     """Apply a spec's transforms in order with one Generator seeded by ``spec.seed``. With a
-    pipeline, ``x`` is raw sensor data: the transforms act on it as images in [0, 1] (its
-    ``raw_range`` and ``raw_layout``) and the result is raw data again."""
+    pipeline, ``x`` is raw sensor data of any numeric dtype: the transforms act on it as NCHW
+    float images in [0, 1] (per its ``raw_layout`` and ``raw_range``; integer data without a
+    ``raw_range`` spans its dtype, so ``uint8`` 0..255 is 0..1) and the result is raw data of
+    ``x``'s dtype again (integers rounded and clipped)."""
     if not spec.transforms:
         return x
     rng = np.random.default_rng(spec.seed)
     out = pipeline.raw_to_unit(x) if pipeline is not None else x
     for t in spec.transforms:
         out = apply_transform(out, t.name, t.severity, rng, f"slice {spec.name!r}")
-    return pipeline.unit_to_raw(out) if pipeline is not None else out
+    return pipeline.unit_to_raw(out, x.dtype if x.dtype.kind in "iu" else np.float32) if pipeline is not None else out
 
 
 def model_rows(raw: np.ndarray, pipeline: Pipeline | None) -> np.ndarray:
@@ -150,16 +163,33 @@ def _pipeline_recipe(pipeline: Pipeline | None) -> dict:
     return {} if pipeline is None else {"pipeline": pipeline.sha256}
 
 
+def _input_arrays(more: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """What an ID covers beyond ``x``: the other inputs' rows and the fixed feeds (none: no entry,
+    so a one-input slice keeps the ID it always had)."""
+    return [*((f"x__{k}", v) for k, v in sorted(more.items())), *((f"feed__{k}", np.asarray(v)) for k, v in sorted(feeds.items()))]
+
+
 def make_slice(dataset: Dataset, spec: SliceSpec) -> Slice:
     """Materialise one slice of ``dataset`` (transforms on the raw rows, then the dataset's
-    pipeline, if any); a part the data lacks is a DataError."""
+    pipeline, if any; the part's other inputs and the dataset's feeds as they are); a part the
+    data lacks is a DataError."""
     check_slice_specs([spec])
     part = dataset.part(spec.part, f"slice {spec.name!r}")
     pipeline = dataset.pipeline
     x = model_rows(transformed(part.x, spec, pipeline), pipeline)
     arrays = [("x", x), ("y", part.y), *((f"y__{k}", v) for k, v in sorted(part.labels.items()))]
+    arrays += _input_arrays(part.more, dataset.feeds)
     recipe = {"source": part.id, **spec.recipe(), **_pipeline_recipe(pipeline)}
-    return Slice(spec=spec, x=x, y=part.y, id=content_id(arrays, recipe), labels=dict(part.labels))
+    return Slice(
+        spec=spec,
+        x=x,
+        y=part.y,
+        id=content_id(arrays, recipe),
+        labels=dict(part.labels),
+        x_input=part.x_input,
+        more=dict(part.more),
+        feeds=dict(dataset.feeds),
+    )
 
 
 def make_slices(dataset: Dataset, specs: Sequence[SliceSpec]) -> list[Slice]:
@@ -170,15 +200,25 @@ def make_slices(dataset: Dataset, specs: Sequence[SliceSpec]) -> list[Slice]:
 
 @dataclass(frozen=True)
 class CalibrationSet:
-    """Inputs static quantization calibrates on, which slice kinds they came from, and their ID."""
+    """Inputs static quantization calibrates on, which slice kinds they came from, and their ID.
+    ``x`` feeds the data's input (``x_input``), ``more`` the others row for row, ``feeds`` the
+    contract's fixed values (as on a ``Slice``)."""
 
     x: np.ndarray
     kinds: tuple[SliceKind, ...]
     id: str
+    x_input: str | None = None
+    more: dict[str, np.ndarray] = field(default_factory=dict)
+    feeds: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
         return len(self.x)
+
+    @property
+    def inputs(self) -> Inputs:
+        """Everything the model is fed while calibrating (see ``edgeproof.data.feeds``)."""
+        return Inputs({self.x_input or "": self.x, **self.more}, self.feeds)
 
 
 def calibration_set(
@@ -208,6 +248,7 @@ def calibration_set(
         if spec is not None and len(rows):
             out[rows] = transformed(x[rows], spec, dataset.pipeline)
     out = model_rows(out, dataset.pipeline)
+    more = {k: v[: len(x)] for k, v in dataset.calibration.more.items()}
     recipe = {
         "source": dataset.calibration.id,
         "kinds": list(wanted),
@@ -215,4 +256,11 @@ def calibration_set(
         "recipes": [None if s is None else s.recipe() for s in recipes],
         **_pipeline_recipe(dataset.pipeline),
     }
-    return CalibrationSet(x=out, kinds=wanted, id=content_id([("x", out)], recipe))
+    return CalibrationSet(
+        x=out,
+        kinds=wanted,
+        id=content_id([("x", out), *_input_arrays(more, dataset.feeds)], recipe),
+        x_input=dataset.calibration.x_input,
+        more=more,
+        feeds=dict(dataset.feeds),
+    )

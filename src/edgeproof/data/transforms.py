@@ -4,6 +4,12 @@ Severity 0 leaves an image unchanged; severity 1 is the harshest level each tran
 below. Random transforms draw from the numpy Generator they are given, so a slice is the same
 for the same seed. Every output is clipped back to [0, 1].
 
+With a contract ``[pipeline]`` the data is raw sensor data of any numeric dtype and layout (a
+camera's ``uint8`` HWC frames): ``edgeproof.data.slices.transformed`` hands it to these transforms
+as NCHW floats in [0, 1] (per ``raw_range``; integers without one span their dtype, uint8 0..255)
+and turns the result back into raw data of the same dtype (integers rounded and clipped), which
+the pipeline then preprocesses like any other frame.
+
 | name           | family | severity s means                                                  |
 |----------------|--------|-------------------------------------------------------------------|
 | gaussian_noise | stress | additive noise, sigma = 0.4·s                                     |

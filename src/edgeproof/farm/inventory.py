@@ -5,11 +5,13 @@
 board = "raspberry-pi-5"            # a catalog board (optional for a stand-in)
 chip_revision = "c1"
 power_modes = ["default"]
-transport = "ssh://pi@10.0.0.7"     # or ssh://host-alias (from ~/.ssh/config), or "local"
+transport = "ssh://pi@10.0.0.7"     # or ssh://host-alias (from ~/.ssh/config), "labgrid:<place>", or "local"
 agent = "edgeproof-agent"           # the agent command (default; a local device runs this checkout's agent)
 ```
 
 ``device:local`` is built in: the agent as a subprocess of this machine, needing no inventory.
+A ``labgrid:<place>`` device is the target named <place> in labgrid's environment config (``$LG_ENV``):
+its NetworkService reaches the agent over SSH and its power driver power-cycles the board.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ DEVICE_PREFIX = "device:"
 LOCAL_ID = "local"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEFAULT_AGENT = "edgeproof-agent"
+LABGRID_PREFIX = "labgrid:"
 _FIELDS = {"board", "chip_revision", "power_modes", "transport", "agent"}
 
 
@@ -57,6 +60,11 @@ class Device:
         parts = urlsplit(self.transport)
         return parts.hostname or "", parts.port, parts.username
 
+    @property
+    def labgrid_place(self) -> str | None:
+        """The place of a ``labgrid:<place>`` transport; None for the others."""
+        return self.transport.removeprefix(LABGRID_PREFIX) if self.transport.startswith(LABGRID_PREFIX) else None
+
 
 LOCAL_DEVICE = Device(id=LOCAL_ID)
 
@@ -75,8 +83,12 @@ def _problem(path: Path, lines: dict, where: tuple, message: str) -> TargetError
 def _transport(value: Any, path: Path, lines: dict, where: tuple) -> str:
     if value == "local":
         return value
+    if isinstance(value, str) and value.startswith(LABGRID_PREFIX):
+        if not value.removeprefix(LABGRID_PREFIX):
+            raise _problem(path, lines, where, "labgrid:<place> needs the place's name")
+        return value
     if not isinstance(value, str) or not value.startswith("ssh://"):
-        raise _problem(path, lines, where, f"expected 'local' or 'ssh://[user@]host[:port]', got {value!r}")
+        raise _problem(path, lines, where, f"expected 'local', 'ssh://[user@]host[:port]' or 'labgrid:<place>', got {value!r}")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018  (a bad port raises here)
@@ -117,7 +129,7 @@ def load_inventory(path: str | Path | None = None) -> dict[str, Device]:
             name = sorted(extra)[0]
             raise _problem(where, lines, (*at, name), f"unknown field{suggest(name, _FIELDS)}; fields are {', '.join(sorted(_FIELDS))}")
         if "transport" not in entry:
-            raise _problem(where, lines, at, "needs transport = 'local' or 'ssh://[user@]host[:port]'")
+            raise _problem(where, lines, at, "needs transport = 'local', 'ssh://[user@]host[:port]' or 'labgrid:<place>'")
         modes = entry.get("power_modes", [])
         if not isinstance(modes, list) or not all(isinstance(m, str) and m for m in modes):
             raise _problem(where, lines, (*at, "power_modes"), "expected a list of power-mode names")

@@ -3,7 +3,10 @@ custom resource ``board:<device-id>`` so a measurement has its board alone. Ray 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,35 @@ DEFAULT_TEMP_DIR = "/tmp/edgeproof-ray"
 _PASSED_ENV = ("EDGEPROOF_HOME", "EDGEPROOF_BOARDS", "PYTHONPATH", "HOME")
 
 
+def amdsmi_shim() -> str | None:
+    """A directory to put first on PYTHONPATH when ``amdsmi`` (installed with zeus) is present but
+    cannot load ROCm's library: its import then raises KeyError, which Ray's own guard (ImportError
+    only) lets through, so ``import ray`` fails on every machine without ROCm. In the shim, importing
+    amdsmi raises ImportError, as on a machine without it. None where amdsmi imports or is absent."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # amdsmi prints its failure on stdout
+            import amdsmi  # noqa: F401
+    except ImportError:
+        return None
+    except Exception as exc:  # the KeyError (or OSError) of a library that is not there
+        shim = Path(tempfile.gettempdir()) / "edgeproof-amdsmi-shim"
+        (shim / "amdsmi").mkdir(parents=True, exist_ok=True)
+        (shim / "amdsmi" / "__init__.py").write_text(f"raise ImportError({f'amdsmi cannot load here: {exc!r}'!r})\n")
+        return str(shim)
+    return None
+
+
+def ray_environment() -> dict[str, str]:
+    """Environment additions for this process, Ray's workers and ``ray start``: the amdsmi shim where needed."""
+    shim = amdsmi_shim()
+    if shim is None:
+        return {}
+    sys.modules["amdsmi"] = None  # type: ignore[assignment]  # this process: import amdsmi → ImportError
+    return {"PYTHONPATH": os.pathsep.join(p for p in (shim, os.environ.get("PYTHONPATH")) if p)}
+
+
 def _ray() -> Any:
+    os.environ.update(ray_environment())
     try:
         import ray
     except ImportError:

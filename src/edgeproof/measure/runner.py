@@ -20,6 +20,7 @@ from edgeproof.measure.coldstart import measure_cold_start
 from edgeproof.measure.doctor import check_host
 from edgeproof.measure.loadgen import run_loadgen
 from edgeproof.measure.placement import placement_of, profile_nodes
+from edgeproof.measure.reference import probe, probe_blocks, reference_run
 from edgeproof.measure.scenarios import Scenario, back_to_back, paced, parse_scenario
 from edgeproof.measure.session import open_session, run_checked
 from edgeproof.measure.stages import copies_from_nodes, time_stages
@@ -42,6 +43,8 @@ from edgeproof.records import (
     HostFitness,
     InterleaveLayout,
     ModelRef,
+    ReferenceProbe,
+    ReferenceRun,
     RunRecord,
     RuntimeSettings,
     ScenarioResult,
@@ -85,6 +88,10 @@ class ProfileOptions:
     check_fitness: bool = True
     strict: bool = False
     seed: int = 0
+    # time the fixed reference workload interleaved with the model after each session (single-stream,
+    # builtin engine; edgeproof.measure.reference), so stored records can later be gated against
+    # each other with the host's drift cancelled
+    reference: bool = False
 
 
 def _node_flops(model) -> dict[str, float] | None:
@@ -253,6 +260,7 @@ def finish_record(
     fitness: HostFitness | None,
     report: Progress,
     interleave: InterleaveLayout | None = None,
+    reference: ReferenceRun | None = None,
 ) -> RunRecord:
     """Add cold start, peak RSS and placement to timed sessions and assemble the RunRecord."""
     latency = summarize([s.samples_ms for s in sessions])
@@ -306,6 +314,7 @@ def finish_record(
         interleave=interleave,
         stages=stages,
         copies=copies,
+        reference=reference,
     )
 
 
@@ -349,6 +358,9 @@ def measure_prepared(
     enough (or the session cap or time budget is reached), then add cold start and placement."""
     scenario, feeds, model_path = prep.scenario, prep.feeds, prep.path
     sessions: list[SessionSamples] = []
+    probes: list[ReferenceProbe] = []
+    probe_block = 0
+    with_reference = options.reference and scenario.name == "single-stream" and options.engine != "loadgen"
     queueing: list[float] = []
     loadgen_summaries: list[dict] = []
     started = time.monotonic()
@@ -376,6 +388,9 @@ def measure_prepared(
             else:
                 samples = back_to_back(run, feeds, n)
             tally.end(f"session-{idx}")
+            if with_reference:
+                probe_block = probe_block or probe_blocks(est_ms)
+                probes.append(probe(run, feeds, probe_block, settings))
             sessions.append(SessionSamples(warmup_ms=warm, samples_ms=samples, started_at=now_iso()))
             del sess
             done = len(sessions)
@@ -405,7 +420,8 @@ def measure_prepared(
     if loadgen_summaries:
         valid = all(s.get("result") == "VALID" for s in loadgen_summaries)
         scen.loadgen = {"sessions": loadgen_summaries, "result": "VALID" if valid else "INVALID"}
-    record = finish_record(prep, settings, options, sessions, scen, tally, peak_temp, fitness, report)
+    reference = reference_run(probes, probe_block) if with_reference else None
+    record = finish_record(prep, settings, options, sessions, scen, tally, peak_temp, fitness, report, reference=reference)
     if len(sessions) >= options.min_sessions and time.monotonic() - started > options.time_budget_s:
         if relative_half_width(record.latency, "p95") > options.target_rel_ci:
             record.latency.warnings.append(

@@ -4,7 +4,7 @@ The agent returns raw samples, cold starts, node traces and the board's fingerpr
 the stopping rule and the record are computed here exactly as for the host. An A/B comparison is
 interleaved on the agent (pairs of fresh sessions, alternating blocks), so the link's latency never
 sits between two timed blocks. A board lost mid-job is retried once after a fresh ``hello``; a second
-loss raises ``BoardLost`` (never a pass).
+loss raises ``BoardLost`` (never a pass). A model with external weights goes up with its data files.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 import edgeproof
 from edgeproof.agent import AgentClient, BoardLost, Hello, connect
-from edgeproof.errors import DataError
+from edgeproof.errors import DataError, TargetError
 from edgeproof.farm.inventory import Device, get_device
 from edgeproof.measure.interleaved import ArmSettings, Decided, InterleaveOptions, pair_records, per_arm
 from edgeproof.measure.placement import parse_profile, placement_of
@@ -52,6 +52,42 @@ def _inputs_archive(prep: Prepared) -> bytes:
     return buffer.getvalue()
 
 
+def external_data_files(model_path: Path) -> dict[str, Path]:
+    """The data files an ONNX model keeps its weights in, by the location the model names (beside it)."""
+    from edgeproof.model import load_proto
+
+    proto = load_proto(model_path, external_data=False)
+    tensors = [*proto.graph.initializer]
+    tensors += [a.t for node in proto.graph.node for a in node.attribute if a.HasField("t")]
+    files: dict[str, Path] = {}
+    for tensor in tensors:
+        for entry in tensor.external_data:
+            if entry.key == "location" and entry.value not in files:
+                path = model_path.parent / entry.value
+                if Path(entry.value).is_absolute() or ".." in Path(entry.value).parts or len(Path(entry.value).parts) != 1:
+                    raise DataError(f"{model_path}: external data location {entry.value!r} is not a file beside the model")
+                if not path.is_file():
+                    raise DataError(f"{model_path}: external data file {entry.value} is missing beside the model")
+                files[entry.value] = path
+    return files
+
+
+def declared_board(device: Device, fingerprint: dict[str, Any]) -> str | None:
+    """The catalog board a device is: boards.toml's ``board``, else the one its agent declares
+    (``edgeproof-agent --board``); the two must agree where both are given."""
+    from edgeproof.targets import get_target
+
+    said = fingerprint.get("board")
+    if said:
+        try:
+            said = get_target(str(said)).id
+        except TargetError as exc:
+            raise DataError(f"{device.target_id}: the agent declares board {fingerprint.get('board')!r}: {exc}") from None
+    if device.board and said and said != device.board:
+        raise DataError(f"{device.target_id}: {device.source} says board {device.board!r} but the agent declares {said!r}; fix one of them")
+    return device.board or said
+
+
 class AgentRunner(Runner):
     """Measures on a board through its agent (``device:<id>``; ``device:local`` is a subprocess here).
 
@@ -67,12 +103,18 @@ class AgentRunner(Runner):
         self.power_mode = power_mode
         self.wait_s = wait_s
         self.hello: Hello | None = None
+        # the catalog board this device is (boards.toml, else the agent's --board); set at open
+        self.board: str | None = self.device.board
         self._client: AgentClient | None = None
         self._archives: dict[int, tuple[Prepared, bytes]] = {}
 
     @property
     def provenance(self) -> str:
         return f"measured:agent:{self.device.id}"
+
+    def __enter__(self) -> AgentRunner:
+        self.open()
+        return self
 
     def _open(self) -> None:
         modes = self.device.power_modes
@@ -82,6 +124,11 @@ class AgentRunner(Runner):
 
     def _connect(self) -> None:
         self._client, self.hello = connect(self.device)
+        try:
+            self.board = declared_board(self.device, self.hello.fingerprint)
+        except DataError:
+            self._client.link.close()
+            raise
         reported = self.hello.fingerprint.get("power_mode")
         if self.power_mode is not None and reported and reported != self.power_mode:
             self._client.link.close()
@@ -106,12 +153,14 @@ class AgentRunner(Runner):
         self._upload(prep)
         return prep
 
-    def _upload(self, prep: Prepared) -> tuple[str, str]:
-        """The board's blob ids of a prepared model and its feeds (uploaded unless it has them)."""
+    def _upload(self, prep: Prepared) -> tuple[str, str, dict[str, str]]:
+        """The board's blob ids of a prepared model, its feeds and its external data files by
+        location (each uploaded unless the board has it; the data files first, the model last)."""
         assert self._client is not None
+        external = {location: self._client.put_file(path) for location, path in external_data_files(prep.path).items()}
         model_sha = self._client.put_file(prep.path, prep.model.sha256)
         _, archive = self._archives.get(id(prep)) or (prep, _inputs_archive(prep))
-        return model_sha, self._client.put(archive)
+        return model_sha, self._client.put(archive), external
 
     def _profile(self, progress: Progress, fraction: float, **job: Any) -> dict[str, Any]:
         assert self._client is not None
@@ -134,11 +183,12 @@ class AgentRunner(Runner):
         return self._retrying(lambda: self._run_once(prepared, settings, options, progress))
 
     def _run_once(self, prep: Prepared, settings: RuntimeSettings, options: ProfileOptions, progress: Progress) -> RunRecord:
-        model_sha, inputs_sha = self._upload(prep)
+        model_sha, inputs_sha, external = self._upload(prep)
         scenario = {"name": prep.scenario.name, "rate_hz": prep.scenario.rate_hz}
         job = {
             "model": model_sha,
             "inputs": inputs_sha,
+            "external": external,
             "settings": settings.model_dump(),
             "scenario": scenario,
             "samples": options.samples_per_session,
@@ -208,12 +258,13 @@ class AgentRunner(Runner):
         decided: Decided | None,
         progress: Progress,
     ) -> tuple[RunRecord, RunRecord]:
-        (sha_a, in_a), (sha_b, in_b) = self._upload(a), self._upload(b)
+        (sha_a, in_a, ext_a), (sha_b, in_b, ext_b) = self._upload(a), self._upload(b)
 
         def pairs(count: int, seed: int, extras: bool) -> dict[str, Any]:
             layout = {
                 "model": sha_b,
                 "inputs": in_b,
+                "external": ext_b,
                 "pairs": count,
                 "blocks": ab.blocks,
                 "block_size": ab.block_size,
@@ -221,7 +272,7 @@ class AgentRunner(Runner):
                 "seed": seed,
             }
             more = {"cold_start": options.cold_start_repeats, "nodes": options.profile_nodes} if extras else {}
-            return self._profile(progress, 0.5, model=sha_a, inputs=in_a, settings=settings.model_dump(), ab=layout, **more)
+            return self._profile(progress, 0.5, model=sha_a, inputs=in_a, external=ext_a, settings=settings.model_dump(), ab=layout, **more)
 
         reply = pairs(ab.pairs, ab.seed, True)
         raw = [list(reply["arms"][0]["sessions"]), list(reply["arms"][1]["sessions"])]
@@ -309,13 +360,14 @@ class AgentRunner(Runner):
             kind="remote",
             power_mode=board.get("power_mode") or self.power_mode,
             firmware={"release": release} if release else None,
+            board=self.board,
         )
 
     def _env(self, board: dict[str, Any]) -> EnvFingerprint:
         """The board's fingerprint as the record's environment; what the lab knows of the device goes in ``extra``."""
         known = {
             "device": self.device.id,
-            "board": self.device.board,
+            "board": self.board,
             "chip_revision": self.device.chip_revision,
             "transport": self.device.transport,
             "agent": board.get("agent"),

@@ -54,6 +54,7 @@ class SimulatedRunner(Runner):
 
     def _simulate(self, prepared: Prepared, options: ProfileOptions, sessions: int, samples: int, progress: Progress) -> RunRecord:
         from edgeproof.simulate import simulate_run
+        from edgeproof.simulate.pipeline import with_simulated_stages
 
         # the board is simulated at the shapes the run is fed (a free dim fixed by data or a declared shape)
         model = prepared.model.with_input_shapes({spec.name: spec.shape for spec in prepared.specs})
@@ -70,7 +71,12 @@ class SimulatedRunner(Runner):
             catalog_dirs=self.catalog_dirs,
             progress=progress,
         )
-        return record.model_copy(update={"inputs": {spec.name: list(spec.shape) for spec in prepared.specs}})
+        # the record names the model as it is (its free dims free), not the copy fixed at the fed shapes
+        record = record.model_copy(update={"model": prepared.ref, "inputs": {spec.name: list(spec.shape) for spec in prepared.specs}})
+        # the contract's pipeline, costed on the same board: built-in and ONNX steps can run there, a Python step cannot
+        return with_simulated_stages(
+            record, options.pipeline, options.pipeline_rows, prepared.path, prepared.feeds[0], self.firmware, self.catalog_dirs
+        )
 
     def _run(self, prepared: Prepared, settings: RuntimeSettings, options: ProfileOptions, progress: Progress) -> RunRecord:
         return self._simulate(prepared, options, options.min_sessions, options.samples_per_session, progress)

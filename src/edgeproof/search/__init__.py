@@ -1,7 +1,7 @@
 """Contract-driven search: candidate space, racing measurement, Pareto front, contract pick confirmed interleaved, infeasibility explanation."""
 
 from edgeproof.figures import figures_of, worst_slice
-from edgeproof.search._confirm import confirm, interleave_plan
+from edgeproof.search._confirm import PRECISION, confirm, interleave_plan, measure_ratio
 from edgeproof.search._explain import CLAUSE_OPTIONS, clause_bests, clause_kind, decide_target, escalation_for, explain_infeasible
 from edgeproof.search._measure import SearchRunners, board_modes
 from edgeproof.search._race import DRIFT, binding_metric, bounds, certain_breaks, confirm_winner, prune, still_needed
@@ -68,6 +68,8 @@ __all__ = [
     "confirm",
     "confirm_winner",
     "interleave_plan",
+    "measure_ratio",
+    "PRECISION",
     "metric_order",
     "prune",
     "still_needed",

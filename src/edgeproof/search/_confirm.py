@@ -10,31 +10,102 @@ is picked and the result says so.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from edgeproof.gate import paired_ratio, paired_ratio_of
-from edgeproof.measure.interleaved import InterleaveOptions
-from edgeproof.records import RunRecord
+from edgeproof.gate import RatioEstimate, paired_ratio, paired_ratio_of
+from edgeproof.measure.interleaved import Decided, InterleaveOptions
+from edgeproof.measure.runner import Prepared, ProfileOptions
+from edgeproof.records import RunRecord, RuntimeSettings
+from edgeproof.runners import Runner
 from edgeproof.search._race import Ratio, binding_metric, bounds, certain_breaks, confirm_winner
 from edgeproof.search._racing import Race
 from edgeproof.search._records import Candidate, Confirmation, Fp32Comparison, RatioInterval, Selection
-from edgeproof.search._select import tolerance
+from edgeproof.search._select import DEFAULT_REL_TOL, tolerance
 
-# Per comparison: this many fresh session pairs (up to MAX_PAIRS while the ratio is undecided), each
-# timed in BLOCKS alternating blocks sized so that one arm takes about ARM_S seconds.
+# Per comparison, as the gate measures (``gate.measure_pair``): fresh session pairs of alternating
+# blocks, PAIRS at first and STEP more at a time while the comparison is open, up to MAX_PAIRS (the
+# speed-up vs fp32) or MAX_RUNNER_UP_PAIRS (a runner-up), or the time budget. Each arm of a pair is
+# timed for about ARM_PAIR_S seconds (at least MIN_SAMPLES samples) in blocks of 3 to 20: most of
+# the noise is between pairs (fresh sessions, bursts of other load), so many short pairs pin a
+# ratio down faster than a few long ones.
 PAIRS = 6
-MAX_PAIRS = 12
-BLOCKS = 16
-ARM_S = 2.0
+STEP = 2
+MAX_PAIRS = 40
+MAX_RUNNER_UP_PAIRS = 12
+ARM_PAIR_S = 0.25
+MIN_SAMPLES = 18
+# The speed-up vs fp32 is a reported figure: pairs go on until its p50 interval lies within
+# ±PRECISION of the ratio (log scale), so that two independent measurements of the same two files
+# agree within about 3%; the binding metric's verdict is waited for up to MAX_RUNNER_UP_PAIRS pairs
+# (p95 under other load may never settle).
+PRECISION = 0.02
 MAX_RUNNERS_UP = 2
+Role = Literal["fp32", "runner-up"]
 _QUANTILE = {"p50_ms": 0.5, "p95_ms": 0.95, "p99_ms": 0.99}
 
 
-def interleave_plan(p50_ms: float) -> InterleaveOptions:
-    """Pairs and blocks for one confirmation, sized to the candidates' speed (blocks of 3 to 20)."""
-    block = int(max(3, min(20, ARM_S * 1000.0 / max(p50_ms, 1e-3) / (PAIRS * BLOCKS))))
-    return InterleaveOptions(pairs=PAIRS, blocks=BLOCKS, block_size=block, warmup=min(30, 3 * block), max_pairs=MAX_PAIRS, step=3)
+def interleave_plan(p50_ms: float, max_pairs: int = MAX_PAIRS) -> InterleaveOptions:
+    """Pairs and blocks for one comparison, sized to the candidates' speed: blocks of 3 to 20
+    samples, 6 to 20 blocks a session; warm-ups twice a block (5 to 30)."""
+    samples = int(min(400, max(MIN_SAMPLES, ARM_PAIR_S * 1000.0 / max(p50_ms, 1e-3))))
+    block = int(min(20, max(3, samples // 20)))
+    blocks = int(min(20, max(6, samples // block)))
+    return InterleaveOptions(
+        pairs=PAIRS, blocks=blocks, block_size=block, warmup=min(30, max(5, 2 * block)), max_pairs=max_pairs, step=STEP
+    )
+
+
+def half_width(est: RatioEstimate) -> float:
+    """Half the width of a ratio's 95% interval, relative (log scale): 0.02 is ±2%."""
+    return (math.log(est.high) - math.log(est.low)) / 2.0
+
+
+def stop_rule(
+    ab: InterleaveOptions, q: float, rel_tol: float, precision: float | None, out_of_time: Callable[[], bool] | None = None
+) -> Decided:
+    """When a comparison has pairs enough: its ratio on quantile ``q`` is settled (wholly below 1,
+    wholly above, or wholly within the tie tolerance ``rel_tol``) — waited for up to
+    MAX_RUNNER_UP_PAIRS pairs when ``precision`` is given — and, with ``precision``, its p50
+    interval is within ±precision; or ``out_of_time`` says the budget is spent."""
+    limit = 1.0 + rel_tol
+
+    def decided(base: list[list[float]], cand: list[list[float]]) -> bool:
+        if out_of_time is not None and out_of_time():
+            return True
+        est = paired_ratio_of(base, cand, ab.blocks, ab.block_size, q)
+        settled = est.high < 1.0 or est.low > 1.0 or (est.low >= 1.0 / limit and est.high <= limit)
+        if precision is None:
+            return settled
+        if not settled and len(base) < MAX_RUNNER_UP_PAIRS:
+            return False
+        return half_width(paired_ratio_of(base, cand, ab.blocks, ab.block_size, 0.5)) <= math.log1p(precision)
+
+    return decided
+
+
+def measure_ratio(
+    runner: Runner,
+    preps: tuple[Prepared, Prepared],
+    settings: tuple[RuntimeSettings, RuntimeSettings],
+    options: ProfileOptions,
+    p50_ms: float,
+    q: float = 0.5,
+    rel_tol: float = DEFAULT_REL_TOL,
+    precision: float | None = PRECISION,
+    out_of_time: Callable[[], bool] | None = None,
+) -> tuple[RunRecord, RunRecord, InterleaveOptions]:
+    """A (baseline) and B interleaved in fresh session pairs through ``runner`` (``Runner.run_ab``,
+    each arm at its own settings), pairs added until ``stop_rule`` says enough. The search confirms
+    its pick this way, and a re-measurement of the same two files (``benchmarks/search_speed.py``)
+    repeats it independently. ``p50_ms`` (the faster arm's, roughly) sizes the blocks; without
+    ``precision`` (a decision only) at most MAX_RUNNER_UP_PAIRS pairs run."""
+    ab = interleave_plan(p50_ms, MAX_PAIRS if precision is not None else MAX_RUNNER_UP_PAIRS)
+    decided = stop_rule(ab, q, rel_tol, precision, out_of_time)
+    base, cand = runner.run_ab(preps[0], preps[1], settings, options, ab, decided)
+    return base, cand, ab
 
 
 def overlaps(cand: Candidate, pick: Candidate, metric: str, rel_tol: float) -> bool:
@@ -62,7 +133,9 @@ def _ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioInterval:
     return RatioInterval(ratio=est.ratio, low=est.low, high=est.high)
 
 
-def _interleaved(race: Race, pick: Candidate, rival: Candidate, metric: str) -> tuple[RunRecord, RunRecord, InterleaveOptions]:
+def _interleaved(
+    race: Race, pick: Candidate, rival: Candidate, metric: str, precision: float | None
+) -> tuple[RunRecord, RunRecord, InterleaveOptions]:
     """Rival (A) and pick (B) interleaved in fresh session pairs, each at its own run point's settings."""
     runners = race.runners
     a, b = race.entry(rival.id), race.entry(pick.id)
@@ -74,24 +147,23 @@ def _interleaved(race: Race, pick: Candidate, rival: Candidate, metric: str) -> 
             runners.runner(b.point.target).prepare(b.built.variant.path, options),
         )
     p50 = min(v for v in (pick.value("p50_ms"), rival.value("p50_ms")) if v is not None)
-    ab = interleave_plan(p50)
-    q = _QUANTILE.get(metric, 0.5)
-    limit = 1.0 + race.rel_tol
+    return measure_ratio(
+        runners.runner(b.point.target),
+        preps,
+        (runners.settings(a.point), runners.settings(b.point)),
+        options,
+        p50,
+        _QUANTILE.get(metric, 0.5),
+        race.rel_tol,
+        precision,
+        lambda: race.clock.out(keep_reserve=False),
+    )
 
-    def decided(base: list[list[float]], cand: list[list[float]]) -> bool:
-        est = paired_ratio_of(base, cand, ab.blocks, ab.block_size, q)
-        return est.high < 1.0 or est.low > 1.0 or (est.low >= 1.0 / limit and est.high <= limit)
 
-    runner = runners.runner(b.point.target)
-    settings = (runners.settings(a.point), runners.settings(b.point))
-    base, cand = runner.run_ab(preps[0], preps[1], settings, options, ab, decided)
-    return base, cand, ab
-
-
-def _compare(
-    race: Race, pick: Candidate, rival: Candidate, role: Literal["fp32", "runner-up"], metric: str, out: Confirmed
-) -> Confirmation:
-    base, cand, ab = _interleaved(race, pick, rival, metric)
+def _compare(race: Race, pick: Candidate, rival: Candidate, role: Role, metric: str, out: Confirmed) -> Confirmation:
+    # the speed-up vs fp32 is a reported figure: measured to PRECISION; a runner-up needs a decision only
+    precision = PRECISION if role == "fp32" else None
+    base, cand, ab = _interleaved(race, pick, rival, metric, precision)
     ratios = {"p50_ms": _ratio(base, cand, 0.5), "p95_ms": _ratio(base, cand, 0.95), "p99_ms": _ratio(base, cand, 0.99)}
     as_tuples: dict[str, Ratio] = {k: (r.ratio, r.low, r.high) for k, r in ratios.items()}
     winner, why = confirm_winner(pick, rival, as_tuples, race.contract.preferences.minimize, race.rel_tol)
@@ -105,7 +177,8 @@ def _compare(
         p50=ratios["p50_ms"],
         p95=ratios["p95_ms"],
         pairs=pairs,
-        method=f"interleaved, {pairs} fresh session pairs of {ab.blocks}×{ab.block_size} samples, single-stream",
+        method=f"interleaved, {pairs} fresh session pairs of {ab.blocks}×{ab.block_size} samples, single-stream"
+        + (f", pairs added until the p50 interval was within ±{precision:.0%} (at most {ab.max_pairs})" if precision else ""),
         winner=winner,
         decided_by=why,
     )
@@ -160,10 +233,14 @@ def confirm(race: Race, target: str, selection: Selection) -> Confirmed:
             f"{len(rivals) - MAX_RUNNERS_UP} more runner(s)-up overlap the pick on {metric} "
             f"({', '.join(c.id for c in rivals[MAX_RUNNERS_UP:])}); the closest {MAX_RUNNERS_UP} were confirmed"
         )
-    queue: list[tuple[Candidate | None, Literal["fp32", "runner-up"]]] = [(c, "runner-up") for c in rivals[:MAX_RUNNERS_UP]]
     fp32 = fastest_fp32(cands)
-    for rival, role in [*queue, (fp32, "fp32")]:
-        if rival is None or rival.id == pick.id:
+    # fp32 first: the speed-up it measures is what the search reports; a runner-up that takes
+    # over the pick is then confirmed against fp32 in turn
+    queue: list[tuple[Candidate, Role]] = [(fp32, "fp32")] if fp32 is not None else []
+    queue += [(c, "runner-up") for c in rivals[:MAX_RUNNERS_UP]]
+    while queue:
+        rival, role = queue.pop(0)
+        if rival.id == pick.id:
             continue
         if race.clock.out(keep_reserve=False):
             out.notes.append(f"{pick.id} vs {rival.id} not confirmed interleaved: the time budget was spent")
@@ -182,6 +259,8 @@ def confirm(race: Race, target: str, selection: Selection) -> Confirmed:
         found.note = f"{rival.id} becomes the pick ({found.decided_by})"
         pick = taken
         out.chosen = pick.id
+        if fp32 is not None and pick.id != fp32.id and not any({c.pick, c.rival} == {pick.id, fp32.id} for c in out.confirmations):
+            queue.insert(0, (fp32, "fp32"))
     out.vs_fp32 = _vs_fp32(out, fp32, pick)
     if fp32 is not None and out.chosen == fp32.id and selection.chosen != fp32.id:
         lost = next(c for c in out.confirmations if c.rival == fp32.id and c.winner == fp32.id)

@@ -139,9 +139,16 @@ def prune(
         return out
     rivals = [c for c in cands if c.eligible and c.id not in out and (c.stage != "full" or c.feasible)]
     for cand in cands:
-        if cand.id in out or not estimable(cand, metric):
+        if cand.id in out:
             continue
-        mine = bounds(cand, metric)
+        mine, floor_note = bounds(cand, metric), ""
+        if not estimable(cand, metric):
+            # too few samples for the tail's own lower bound; a tail quantile is never below the
+            # median, so the median's lower bound is one (a 224² model's 20-sample screen needs it)
+            median = bounds(cand, "p50_ms")
+            if median is None:
+                continue
+            mine, floor_note = median, ", from its p50: too few samples for its own"
         assert mine is not None
         best = None
         for rival in rivals:
@@ -157,7 +164,7 @@ def prune(
             unit = cand.figures[metric].unit
             out[cand.id] = (
                 "slower",
-                f"{metric} at least {mine[0]:.4g} {unit} ({cand.stage}) vs at most {pessimistic:.4g} {unit} for {rival.id} "
+                f"{metric} at least {mine[0]:.4g} {unit} ({cand.stage}{floor_note}) vs at most {pessimistic:.4g} {unit} for {rival.id} "
                 f"({rival.stage}), beyond the {rel_tol:.0%} tie tolerance",
             )
     return out

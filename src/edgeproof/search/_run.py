@@ -15,6 +15,7 @@ from edgeproof import history
 from edgeproof.accuracy import contract_evaluator, contract_pipeline, with_pipeline
 from edgeproof.contract import Contract
 from edgeproof.data import CalibrationSet, Dataset, Slice, SliceSpec, calibration_set, check_fits_model, load_dataset, make_slices
+from edgeproof.data.feeds import Inputs, declared_of_model, row_feeds
 from edgeproof.errors import DataError, ModelError
 from edgeproof.evaluate import worst_drop_pp
 from edgeproof.measure.runner import ProfileOptions, feeds_for_contract, input_feeds
@@ -30,6 +31,7 @@ from edgeproof.search._records import Candidate, Phase, SearchResult, Selection,
 from edgeproof.search._select import DEFAULT_REL_TOL, choose, off_front_note, pareto_front, usable_axes
 from edgeproof.search._space import RunPoint, board_points, host_points, order_candidates, plan_variants, variant_name
 from edgeproof.variants import ExcludedNode, Recipe, Variant, build_variant, keep_slow_nodes_float, mixed_precision
+from edgeproof.variants.fp16 import Fp16Refused
 
 Progress = Callable[[str, float], None]
 
@@ -103,8 +105,10 @@ def search_data(contract: Contract, model: Model | str | Path, data_entry: str |
             )
         return None
     specs = specs or [SliceSpec(name="nominal", kind="nominal")]
-    dataset = with_pipeline(load_dataset(entry, base, extra_parts=[s.part for s in specs]), contract_pipeline(contract))
-    check_fits_model(dataset, model, fed=contract.model.feeds)
+    dataset = with_pipeline(
+        load_dataset(entry, base, extra_parts=[s.part for s in specs]), contract_pipeline(contract), contract.feed_arrays()
+    )
+    check_fits_model(dataset, model)
     return dataset, make_slices(dataset, specs)
 
 
@@ -118,17 +122,17 @@ def _points(options: SearchOptions) -> list[RunPoint]:
     return points
 
 
-def _probe_rows(model: Model, data: tuple[Dataset, list[Slice]] | None, runners: SearchRunners) -> np.ndarray:
-    """Rows the per-node speed profile runs on: real evaluation rows, else the first input the
+def _probe_rows(model: Model, data: tuple[Dataset, list[Slice]] | None, runners: SearchRunners) -> Inputs:
+    """What the per-node speed profile runs on (every input): real evaluation rows, else what the
     candidates are fed (the user's arrays, or synthetic at the declared shapes)."""
     if data is not None:
-        return data[1][0].x[:1]
+        return data[1][0].inputs
     _, feeds = input_feeds(model, runners.options())
-    return next(iter(feeds[0].values()))
+    return Inputs.one_run(feeds[0])
 
 
 def _speed_variant(
-    model: Model, base: Variant, x: np.ndarray, calibration: CalibrationSet | None, cache_dir: Path
+    model: Model, base: Variant, x: Inputs, calibration: CalibrationSet | None, cache_dir: Path
 ) -> tuple[Variant | None, str]:
     """``base`` with its slower-than-float quantized nodes kept float, or None when none is slower.
 
@@ -172,10 +176,12 @@ def _build_plan(
     cache_dir: Path,
     clock: Clock,
     phases: _Phases,
+    runners: SearchRunners,
 ) -> tuple[dict[tuple, CalibrationSet], list[str], int]:
     """Build the planned variants (fp32 first) while the budget lasts. A variant that cannot be
-    built (other than fp32, the baseline) becomes a note. Returns the calibration sets made, the
-    notes, and how many planned variants the budget left unbuilt."""
+    built (other than fp32, the baseline) becomes a note; an fp16 conversion is checked on what the
+    candidates are fed, and one that breaks the model is dropped with its own note. Returns the
+    calibration sets made, the notes, and how many planned variants the budget left unbuilt."""
     specs = [s.spec for s in data[1]] if data is not None else None
     plan, notes = plan_variants(contract.model.precisions, specs)
     calibrations: dict[tuple, CalibrationSet] = {}
@@ -189,11 +195,12 @@ def _build_plan(
             assert data is not None and specs is not None
             calibrations[kinds] = calibration_set(data[0], specs, kinds)
         try:
-            variants.add(build_variant(model, planned.recipe, calibrations.get(kinds), cache_dir), "plan")
+            probe = input_feeds(model, runners.options())[1] if planned.recipe.precision == "fp16" else None
+            variants.add(build_variant(model, planned.recipe, calibrations.get(kinds), cache_dir, probe=probe), "plan")
         except ModelError as exc:
             if planned.recipe.precision == "fp32":
                 raise
-            notes.append(f"{variant_name(planned.recipe)} not built: {exc}")
+            notes.append(str(exc) if isinstance(exc, Fp16Refused) else f"{variant_name(planned.recipe)} not built: {exc}")
     return calibrations, notes, 0
 
 
@@ -281,12 +288,12 @@ def _derive_all(
 
 
 def latency_guard(
-    contract: Contract, runners: SearchRunners, point: RunPoint, x: np.ndarray, samples: int = 200, warmup: int = 30
+    contract: Contract, runners: SearchRunners, point: RunPoint, x: np.ndarray | Inputs, samples: int = 200, warmup: int = 30
 ) -> Callable[[Variant], bool] | None:
     """What mixed precision asks before keeping one more node in float: does the variant still meet
     the contract's p95/p99 budgets? One fresh session under the contract's scenario, on the target's
     runner at the search's first run point (a simulated board is judged by its simulator), fed a real
-    row where the model has one input. A screening run (no cold start, no node profile); the full
+    row (every input). A screening run (no cold start, no node profile); the full
     measurement of the survivor comes later in the search. None when the contract sets no latency
     budget. An energy budget cannot be checked here without a meter, so only latency stops the
     float-keeping."""
@@ -312,8 +319,7 @@ def latency_guard(
     def ok(variant: Variant) -> bool:
         runner = runners.runner(point.target, None if point.on_host else point.power_mode)
         prepared = runner.prepare(variant.path, options)
-        if len(prepared.specs) == 1:
-            prepared = replace(prepared, feeds=[{prepared.specs[0].name: np.ascontiguousarray(x[:1])}])
+        prepared = replace(prepared, feeds=[row_feeds(declared_of_model(variant.path), Inputs.of(x), batch_size=1).feeds(0, 1)])
         record = runner.run(prepared, settings, options)
         return all(getattr(record.latency, key) <= limit for key, limit in limits.items())
 
@@ -324,7 +330,7 @@ def _derive(
     model: Model,
     base: BuiltVariant,
     variants: Variants,
-    x: np.ndarray,
+    x: Inputs,
     calib: CalibrationSet | None,
     cache_dir: Path,
     latency_ok: Callable[[Variant], bool] | None = None,
@@ -486,7 +492,7 @@ def optimize(
     and elapsed time), for logs where a live progress bar does not show.
     """
     options = options or SearchOptions()
-    clock = Clock(options.time_budget_s, reserve_s=min(0.15 * options.time_budget_s, _CONFIRM_RESERVE_S) if options.confirm else 0.0)
+    clock = Clock(options.time_budget_s, reserve_s=_CONFIRM_SHARE * options.time_budget_s if options.confirm else 0.0)
     phases = _Phases(clock, progress, on_phase)
     model = as_model(model)
     cache_dir = options.cache_dir or default_cache_dir()
@@ -500,7 +506,7 @@ def optimize(
     with search_runners(contract, options, data[0] if data is not None else None) as runners:
         race = Race(contract, runners, variants, clock, options.rel_tol, options.allow_unverified, options.max_candidates, options.racing)
         race.report = lambda message, fraction: phases.progress(message, None)
-        calibrations, notes, unbuilt = _build_plan(model, contract, data, variants, cache_dir, clock, phases)
+        calibrations, notes, unbuilt = _build_plan(model, contract, data, variants, cache_dir, clock, phases, runners)
         phases.done(
             "build", f"{len(variants.items)} planned variants built ({sum(v.variant.cache_hit for v in variants.items)} from cache)"
         )
@@ -574,8 +580,9 @@ def optimize(
     )
 
 
-# Seconds kept back from racing so the pick can still be confirmed interleaved (at most 15% of the budget).
-_CONFIRM_RESERVE_S = 20.0
+# The share of the time budget kept back from racing so the pick can still be confirmed
+# interleaved: on a 224² model, 20-odd fresh session pairs against fp32 take half a minute.
+_CONFIRM_SHARE = 0.15
 
 
 class _Phases:

@@ -16,18 +16,20 @@ from edgeproof.errors import TargetError
 from edgeproof.records import EnvFingerprint, write_atomic
 from edgeproof.simulate.kernels import Kernel, KernelGraph
 from edgeproof.simulate.microbench import MicroCase, build_case, case_features, memory_bandwidth_gbs, time_model
+from edgeproof.targets.host import HostLoad, fingerprint, host_load
 
 HOST_PROFILE_SCHEMA = "edgeproof.host-profile/1"
 
 # Fingerprint fields whose change makes a stored profile stale.
 _IDENTITY = ("cpu_model", "cpu_cores", "onnxruntime")
 
-# Micro-model sizes per op class; the quick set serves tests and smoke runs.
-_CONV_SIZES: list[tuple[int, ...]] = [(8, 32), (16, 32), (32, 32), (16, 16), (32, 16), (64, 16), (64, 8), (128, 8), (160, 4)]
-_NARROW_SIZES: list[tuple[int, ...]] = [(1, 16, 32), (1, 32, 32), (3, 32, 32), (1, 32, 16), (3, 16, 64)]
-_GEMM_SIZES: list[tuple[int, ...]] = [(16,), (64,), (256,), (1024,)]
-_POOL_SIZES: list[tuple[int, ...]] = [(8, 9), (32, 17), (32, 33), (64, 9), (160, 9)]
-_ELEMENTWISE_SIZES: list[tuple[int, ...]] = [(64,), (1024,), (16384,), (262144,)]
+# Micro-model sizes per op class: shapes of the small CNN layers host predictions are made for,
+# few enough that a calibration takes seconds (see calibrate); the quick set serves tests.
+_CONV_SIZES: list[tuple[int, ...]] = [(16, 32), (32, 32), (64, 16), (128, 8)]
+_NARROW_SIZES: list[tuple[int, ...]] = [(1, 32, 32), (3, 16, 32)]
+_GEMM_SIZES: list[tuple[int, ...]] = [(64,), (512,)]
+_POOL_SIZES: list[tuple[int, ...]] = [(32, 17), (64, 9)]
+_ELEMENTWISE_SIZES: list[tuple[int, ...]] = [(64,), (16384,)]
 _QUICK: dict[str, list[tuple[int, ...]]] = {
     "conv": [(16, 16), (32, 32), (64, 8)],
     "conv-narrow": [(1, 32, 32)],
@@ -44,13 +46,31 @@ _FULL: dict[str, list[tuple[int, ...]]] = {
 }
 _CHAIN = (1, 4)
 _MIN_US = 0.2
+# Rounds over every micro-model and timed runs per session: each case's cost is the median of its
+# rounds' session medians, the statistic `simulate --validate-host` measures a model by.
+_ROUNDS, _SAMPLES = 5, 60
+_QUICK_ROUNDS, _QUICK_SAMPLES = 1, 60
+# A profile older than this, or calibrated while the machine's contention (see _contention) was
+# this many times lower or higher than now, is flagged: its kernel costs describe another moment
+# of a shared machine.
+STALE_AFTER_H = 24.0
+CONTENTION_DRIFT = 1.25
 
 Progress = Callable[[str, float], None]
 
 
 def default_profile_path() -> Path:
-    """Where the host profile lives: $EDGEPROOF_HOME (default .edgeproof/) /host-profile.json."""
-    return Path(os.environ.get("EDGEPROOF_HOME", ".edgeproof")) / "host-profile.json"
+    """Where the host profile lives: ``$EDGEPROOF_HOME/host-profile.json`` where that is set, else the
+    user's cache (``$XDG_CACHE_HOME``, default ``~/.cache``) ``/edgeproof/host-profile.json``.
+
+    A profile describes a machine, not a project: it stays out of the project tree, and a checkout
+    copied to another machine does not carry it along.
+    """
+    home = os.environ.get("EDGEPROOF_HOME")
+    if home:
+        return Path(home) / "host-profile.json"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "edgeproof" / "host-profile.json"
 
 
 # Features each op class's time is modelled on (plus a constant per-kernel cost).
@@ -80,8 +100,52 @@ class LinearCost(BaseModel):
         return self.intercept_us + sum(c * features.get(k, 0.0) for k, c in self.coef_us.items())
 
 
+class CalibrationConditions(BaseModel):
+    """Under what load a calibration ran, and how it timed: a shared host's kernel costs hold for a
+    moment like this one, not for every moment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    load_at_start: HostLoad
+    load_at_end: HostLoad
+    rounds: int
+    samples_per_session: int
+    statistic: str
+
+    @property
+    def load_avg_1m(self) -> float:
+        """The 1-minute load average during calibration: the mean of its two ends'."""
+        return (self.load_at_start.load_avg_1m + self.load_at_end.load_avg_1m) / 2
+
+    def describe(self) -> str:
+        start = self.load_at_start
+        clock = f", {start.cpu_mhz:.0f} MHz" if start.cpu_mhz else ""
+        governor = f", governor {start.governor}" if start.governor else ""
+        return f"1-minute load average {start.load_avg_1m:.2f} → {self.load_at_end.load_avg_1m:.2f} on {start.cores} cores{clock}{governor}"
+
+
+class HostValidation(BaseModel):
+    """The profile's last check against measurement (``simulate --validate-host``): its error is the
+    interval every host-simulated latency carries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: str
+    cases: int
+    mape: float
+    max_abs_error: float
+    load_avg_1m: float
+
+    def interval_basis(self, version: str) -> str:
+        return (
+            f"±{self.max_abs_error:.0%}: the largest error of host@{version}'s predictions of {self.cases} digits cases "
+            f"measured at {self.at} (MAPE {self.mape:.1%}, 1-minute load average {self.load_avg_1m:.2f}; simulate --validate-host)"
+        )
+
+
 class HostProfile(BaseModel):
-    """What calibration measured on this machine, with the date and the machine's fingerprint."""
+    """What calibration measured on this machine, with the date, the machine's fingerprint and the
+    load it ran under (``conditions``; None in profiles written before it was kept)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -100,6 +164,8 @@ class HostProfile(BaseModel):
     # Large-buffer copy bandwidth, kept for reference; element-wise costs are calibrated directly.
     memory_bandwidth_gbs: float
     points: list[dict] = Field(default_factory=list)
+    conditions: CalibrationConditions | None = None
+    validation: HostValidation | None = None
 
     def cost(self, op_class: str, precision: str, threads: int) -> tuple[LinearCost, str]:
         """The cost model for a kernel, and a note when a stand-in had to be used."""
@@ -118,8 +184,9 @@ class HostProfile(BaseModel):
 
     @property
     def version(self) -> str:
-        """Profile version used in provenance labels: the calibration date."""
-        return self.created_at[:10]
+        """Profile version used in provenance labels: the calibration's UTC time to the second (a
+        calibration takes seconds, so one day may see several, each its own profile)."""
+        return self.created_at[:19]
 
 
 def kernel_features(kernel: Kernel, graph: KernelGraph) -> dict[str, float]:
@@ -183,7 +250,8 @@ def calibrate(
     quick: bool = False,
     progress: Progress | None = None,
 ) -> HostProfile:
-    """Run the microbenchmarks on this host and return its profile.
+    """Run the microbenchmarks on this host and return its profile (seconds, not minutes: run it
+    right before a host prediction that matters).
 
     Each wide op class is timed as chains of 1 and 4 identical ops in fresh ONNX Runtime sessions;
     the per-op cost is the difference over 3 ops, which cancels session and layout-conversion
@@ -191,18 +259,20 @@ def calibrate(
     intercept and per-op cost at the same shape. Per op class, precision and thread count a
     linear cost model is fitted to those per-op costs (see LinearCost).
 
-    Every micro-model is timed once per round, in rounds over all of them, and keeps its fastest
-    round: a burst of background load then spoils one round of a case, not all of its sessions.
+    Every micro-model is timed in one fresh session per round, in rounds over all of them, and
+    its time is the median of its rounds' session medians: the statistic validation measures a
+    model by, so a profile calibrated under some load predicts what a model measures under that
+    load (the quietest round instead would predict a quiet machine, optimistic whenever it is not).
+    The load, clock and governor at both ends are kept in ``conditions``.
     """
-    from edgeproof.targets.host import fingerprint
-
     report = progress or (lambda msg, frac: None)
     sizes = _QUICK if quick else _FULL
-    rounds, samples = (1, 120) if quick else (3, 200)
+    rounds, samples = (_QUICK_ROUNDS, _QUICK_SAMPLES) if quick else (_ROUNDS, _SAMPLES)
     started = time.monotonic()
+    load_at_start = host_load()
     jobs = [(case, th) for prec in precisions for case in _cases(prec, sizes) for th in threads]
     models = {case: build_case(case).SerializeToString() for case, _ in jobs}
-    timed: dict[tuple[MicroCase, int], float] = {}
+    runs: dict[tuple[MicroCase, int], list[float]] = {job: [] for job in jobs}
     cvs: list[float] = []
     for r in range(rounds):
         for i, (case, th) in enumerate(jobs):
@@ -210,9 +280,10 @@ def calibrate(
                 report(
                     f"round {r + 1}/{rounds}: {case.op_class} {case.precision}, {th} thread(s)", (r * len(jobs) + i) / (rounds * len(jobs))
                 )
-            us, cv = time_model(models[case], th, sessions=1, samples=samples)
-            timed[(case, th)] = min(us, timed.get((case, th), us))
+            us, cv = time_model(models[case], th, sessions=1, samples=samples, warmup=min(30, samples // 3))
+            runs[(case, th)].append(us)
             cvs.append(cv)
+    timed = {job: float(np.median(us)) for job, us in runs.items()}
     costs: dict[str, LinearCost] = {}
     base: dict[str, float] = {}
     points: list[dict] = []
@@ -228,6 +299,7 @@ def calibrate(
             ends = 0.0 if prec == "fp32" else 2 * costs[f"elementwise/{prec}/{th}"](small)
             base[f"{prec}/{th}"] = max(overhead - ends, _MIN_US)
     report("memory bandwidth", 0.99)
+    bandwidth = round(memory_bandwidth_gbs(mib=16 if quick else 64, repeats=3), 2)
     return HostProfile(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         fingerprint=fingerprint(),
@@ -237,8 +309,15 @@ def calibrate(
         base_us=base,
         costs=costs,
         jitter_cv=float(np.median(cvs)),
-        memory_bandwidth_gbs=round(memory_bandwidth_gbs(), 2),
+        memory_bandwidth_gbs=bandwidth,
         points=points,
+        conditions=CalibrationConditions(
+            load_at_start=load_at_start,
+            load_at_end=host_load(),
+            rounds=rounds,
+            samples_per_session=samples,
+            statistic=f"median over {rounds} round(s) of one fresh session's median of {samples} runs",
+        ),
     )
 
 
@@ -266,13 +345,46 @@ def load_profile(path: str | Path | None = None) -> HostProfile:
 
 def is_stale(profile: HostProfile) -> str | None:
     """Why the profile no longer describes this machine (None when it still does)."""
-    from edgeproof.targets.host import fingerprint
-
     now = fingerprint()
     for key in _IDENTITY:
         if getattr(now, key) != getattr(profile.fingerprint, key):
             return f"{key} changed from {getattr(profile.fingerprint, key)!r} to {getattr(now, key)!r}"
     return None
+
+
+def _contention(load_avg: float, cores: int) -> float:
+    """How many runnable threads share each core once ours runs too (at least 1: an idle core is
+    no faster for being idler)."""
+    return max(1.0, (load_avg + 1.0) / cores)
+
+
+def calibration_drift(profile: HostProfile, now: HostLoad) -> list[str]:
+    """Why ``profile``'s kernel costs may not hold at the moment ``now``: calibrated long ago, under
+    a contention more than ``CONTENTION_DRIFT`` times off today's, at another clock or governor, or
+    under a load it never recorded. Empty when it was calibrated under conditions like these."""
+    fix = "recalibrate right before the prediction: edgeproof targets --calibrate-host"
+    out = []
+    age_h = (datetime.fromisoformat(now.at) - datetime.fromisoformat(profile.created_at)).total_seconds() / 3600
+    if age_h > STALE_AFTER_H:
+        out.append(f"the host profile was calibrated {age_h:.0f} h ago ({profile.created_at}); {fix}")
+    cond = profile.conditions
+    if cond is None:
+        out.append(f"the host profile does not record the load it was calibrated under (written before edgeproof kept it); {fix}")
+        return out
+    then_c, now_c = _contention(cond.load_avg_1m, now.cores), _contention(now.load_avg_1m, now.cores)
+    if max(then_c, now_c) / min(then_c, now_c) > CONTENTION_DRIFT:
+        direction = "busier" if now_c > then_c else "quieter"
+        out.append(
+            f"the machine is {direction} than at calibration: 1-minute load average {now.load_avg_1m:.2f} now vs "
+            f"{cond.load_avg_1m:.2f} then on {now.cores} cores (a core's share {now_c / then_c:.2f}x as contended); kernel times on a "
+            f"shared host follow its load, so predictions are {'optimistic' if direction == 'busier' else 'pessimistic'}; {fix}"
+        )
+    then_mhz = cond.load_at_start.cpu_mhz
+    if then_mhz and now.cpu_mhz and abs(now.cpu_mhz / then_mhz - 1) > 0.1:
+        out.append(f"the CPU clock is {now.cpu_mhz:.0f} MHz now vs {then_mhz:.0f} MHz at calibration; {fix}")
+    if cond.load_at_start.governor != now.governor:
+        out.append(f"the cpufreq governor is {now.governor} now vs {cond.load_at_start.governor} at calibration; {fix}")
+    return out
 
 
 def host_profile(path: str | Path | None = None, progress: Progress | None = None) -> HostProfile:

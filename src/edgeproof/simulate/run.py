@@ -34,7 +34,7 @@ from edgeproof.records import (
     TimelinePhase,
 )
 from edgeproof.records import ModelCost as ModelCostRecord
-from edgeproof.simulate.hostprofile import HostProfile, host_profile
+from edgeproof.simulate.hostprofile import HostProfile, calibration_drift, host_profile
 from edgeproof.simulate.jitter import sample_sessions
 from edgeproof.simulate.kernels import ITEMSIZE, KernelGraph, as_precision, build_kernels
 from edgeproof.simulate.memory import load_time_ms, residency
@@ -45,7 +45,7 @@ from edgeproof.simulate.thermal import LoadPoint, SoakResult, idle_equilibrium_c
 from edgeproof.simulate.timing import Timeline, board_timeline, host_timeline
 from edgeproof.targets.catalog import get_target
 from edgeproof.targets.firmware import FirmwareProfile, resolve_firmware
-from edgeproof.targets.host import HOST_ID, fingerprint
+from edgeproof.targets.host import HOST_ID, fingerprint, host_load
 from edgeproof.targets.spec import JitterSpec, Target
 
 DEFAULT_SOAK_S = 600.0
@@ -259,7 +259,24 @@ def latency_interval_rel(cost: ModelCost, target: Target) -> float:
     """Relative half-width of a simulated latency's interval: the profile's validation error against
     published figures (wide when never validated), doubled when stand-in costs carry the model."""
     rel = target.validation.interval_rel if target.validation is not None else UNVALIDATED_INTERVAL_REL
+    return widened(rel, cost)
+
+
+def widened(rel: float, cost: ModelCost) -> float:
+    """A profile's interval, doubled (and one more) when stand-in costs carry the model."""
     return 2 * rel + 1 if is_estimated(cost) else rel
+
+
+def host_interval(profile: HostProfile, cost: ModelCost) -> tuple[float, str]:
+    """A host-simulated latency's interval: the host profile's largest error in its last check against
+    measurement (``simulate --validate-host``), wide when it was never checked."""
+    check = profile.validation
+    rel = widened(check.max_abs_error if check is not None else UNVALIDATED_INTERVAL_REL, cost)
+    if check is None:
+        basis = f"±{rel:.0%}: host@{profile.version} was never checked against measurement (edgeproof simulate --validate-host)"
+    else:
+        basis = check.interval_basis(profile.version)
+    return rel, basis
 
 
 def interval_basis(target: Target, rel: float) -> str:
@@ -302,6 +319,7 @@ def _host_record(
     label = f"host@{profile.version}"
     provenance = figure_provenance(cost, label)
     timeline, notes = host_timeline(graph, profile, threads)
+    interval_rel, basis = host_interval(profile, cost)
     latency_ms = timeline.total_us / 1e3
     jitter = JitterSpec(sigma=profile.jitter_cv, session_sigma=profile.jitter_cv, spike_prob=0.0, spike_ms=0.0)
     session_samples = sample_sessions([[latency_ms] * samples for _ in range(sessions)], jitter, seed)
@@ -337,8 +355,10 @@ def _host_record(
             jitter=JitterModel(**jitter.model_dump(), seed=seed),
             model_cost=_model_cost(cost),
             assumptions=cost.simplified + cost.assumptions,
+            latency_interval_rel=interval_rel,
+            latency_interval_basis=basis,
         ),
-        warnings=_cost_warnings(cost) + notes,
+        warnings=_cost_warnings(cost) + notes + calibration_drift(profile, host_load()),
     )
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from edgeproof.errors import ModelError
 from edgeproof.records import RuntimeSettings
 from edgeproof.runners import Runner, runner_for
-from edgeproof.simulate.hostprofile import host_profile
+from edgeproof.simulate.hostprofile import HostValidation, calibration_drift, host_profile, save_profile
 from edgeproof.simulate.run import simulate_run
-from edgeproof.targets.host import HOST_ID
+from edgeproof.targets.host import HOST_ID, host_load
 
 # The bundled example lives beside the package in a source checkout (src/edgeproof/simulate → repo root).
 DIGITS_MODEL = Path(__file__).resolve().parents[3] / "examples" / "digits" / "model.onnx"
@@ -96,12 +96,16 @@ def validate_host(
 
     The prediction is the profile's noise-free latency; the measurement is the median over
     ``rounds`` fresh sessions, one per case per round, interleaved so that a burst of background
-    load does not fall on every session of one case. Returns the cases, MAPE and whether it meets 15%.
+    load does not fall on every session of one case. Returns the cases, MAPE, whether it meets 15%,
+    the profile's calibration time and load, the load during this validation, and ``drift``: why
+    the profile may not describe this moment (see ``calibration_drift``). The result is stored in
+    the profile (``HostProfile.validation``): host-simulated latencies carry its error as their interval.
     """
     import statistics
 
     report = progress or (lambda msg, frac: None)
     profile = host_profile(profile_path, progress)
+    load_at_start = host_load()
     jobs = [(name, Path(path), t) for name, path in variants.items() for t in threads]
     predicted = {
         (name, t): simulate_run(
@@ -131,13 +135,30 @@ def validate_host(
     mape = sum(abs(c.error) for c in cases) / len(cases)
     worst = max(cases, key=lambda c: abs(c.error))
     notes = _contention_notes(cases, os.cpu_count() or 1)
+    load_at_end = host_load()
+    cond = profile.conditions
+    checked = HostValidation(
+        at=load_at_end.at,
+        cases=len(cases),
+        mape=mape,
+        max_abs_error=abs(worst.error),
+        load_avg_1m=(load_at_start.load_avg_1m + load_at_end.load_avg_1m) / 2,
+    )
+    save_profile(profile.model_copy(update={"validation": checked}), profile_path)
     return {
         "profile": {
             "created_at": profile.created_at,
             "cpu_model": profile.fingerprint.cpu_model,
             "onnxruntime": profile.fingerprint.onnxruntime,
             "cores": profile.fingerprint.cpu_cores,
+            "calibration_s": profile.calibration_s,
+            "conditions": None if cond is None else cond.model_dump(),
+            "calibration_load_avg_1m": None if cond is None else cond.load_avg_1m,
         },
+        "load_at_start": load_at_start.model_dump(),
+        "load_at_end": load_at_end.model_dump(),
+        "load_avg_1m": (load_at_start.load_avg_1m + load_at_end.load_avg_1m) / 2,
+        "drift": calibration_drift(profile, load_at_start),
         "cases": [c.to_dict() for c in cases],
         "mape": mape,
         "target_mape": TARGET_MAPE,

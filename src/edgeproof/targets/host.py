@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import platform
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 import onnx
 import onnxruntime as ort
 import psutil
+from pydantic import BaseModel, ConfigDict
 
 import edgeproof
 from edgeproof.platform_facts import platform_facts
@@ -44,6 +46,48 @@ def cpu_flags(root: str = "/") -> list[str]:
     except OSError:
         pass
     return []
+
+
+class HostLoad(BaseModel):
+    """How busy this machine was at one moment: what a shared host's timings depend on beyond its hardware."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: str
+    load_avg_1m: float
+    load_avg_5m: float
+    load_avg_15m: float
+    cores: int
+    cpu_mhz: float | None = None
+    governor: str | None = None
+
+    def describe(self) -> str:
+        clock = f", {self.cpu_mhz:.0f} MHz" if self.cpu_mhz else ""
+        governor = f", governor {self.governor}" if self.governor else ""
+        return f"load average {self.load_avg_1m:.2f}/{self.load_avg_5m:.2f}/{self.load_avg_15m:.2f} (1/5/15 min) on {self.cores} cores{clock}{governor}"
+
+
+def cpu_mhz() -> float | None:
+    """The CPU's current clock as the kernel reports it (cpufreq, else /proc/cpuinfo); None where hidden."""
+    try:
+        freq = psutil.cpu_freq()
+    except (OSError, NotImplementedError):
+        freq = None
+    return round(freq.current, 1) if freq is not None and freq.current > 0 else None
+
+
+def host_load() -> HostLoad:
+    """This machine's load now: load averages, online cores, clock and governor."""
+    one, five, fifteen = os.getloadavg()
+    return HostLoad(
+        at=datetime.now(UTC).isoformat(timespec="seconds"),
+        load_avg_1m=round(one, 2),
+        load_avg_5m=round(five, 2),
+        load_avg_15m=round(fifteen, 2),
+        cores=psutil.cpu_count(logical=True) or 1,
+        cpu_mhz=cpu_mhz(),
+        governor=cpu_governor(),
+    )
 
 
 def fingerprint() -> EnvFingerprint:

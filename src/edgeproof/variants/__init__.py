@@ -1,6 +1,7 @@
 """Model variants: fp32, fp16, INT8 dynamic / static (QDQ, QOperator), mixed precision, per-node speed."""
 
 from edgeproof.variants.build import DEFAULT_CACHE_DIR, build_variant
+from edgeproof.variants.fp16 import Fp16Refused
 from edgeproof.variants.mixed import (
     MixedResult,
     MixedStep,
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_CACHE_DIR",
     "PRECISIONS",
     "ExcludedNode",
+    "Fp16Refused",
     "MixedResult",
     "MixedStep",
     "NodeSensitivity",

@@ -13,16 +13,12 @@ import io
 import logging
 import shutil
 import tempfile
-import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
 import onnx
-from onnx import numpy_helper
-from onnxconverter_common import float16
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -32,11 +28,12 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from edgeproof.data.dataset import model_input
+from edgeproof.data.feeds import RowFeeds, declared_of_model, row_feeds
 from edgeproof.data.slices import CalibrationSet
 from edgeproof.errors import DataError, ModelError, RecordError, first_line
 from edgeproof.model import Model, as_model, graph_of, sha256_file
 from edgeproof.records import load_record, save_record, write_atomic
+from edgeproof.variants.fp16 import Feeds, write_fp16
 from edgeproof.variants.prepare import Prepared, prepare_for_quantization
 from edgeproof.variants.recipe import Recipe, Variant
 
@@ -51,14 +48,14 @@ _CALIBRATORS = {
 _FORMATS = {"QDQ": QuantFormat.QDQ, "QOperator": QuantFormat.QOperator}
 
 
-class _ArrayReader(CalibrationDataReader):
-    """Feeds calibration rows to the quantizer: ``batch`` rows at a time (1 for a fixed batch-1 model)."""
+class _FeedsReader(CalibrationDataReader):
+    """Feeds calibration rows to the quantizer, every model input of each run (``RowFeeds``)."""
 
-    def __init__(self, input_name: str, x: np.ndarray, batch: int):
-        self._batches = iter([{input_name: x[i : i + batch]} for i in range(0, len(x), batch)])
+    def __init__(self, feeder: RowFeeds):
+        self._runs = (feeds for _, feeds in feeder.runs())
 
     def get_next(self) -> dict | None:
-        return next(self._batches, None)
+        return next(self._runs, None)
 
 
 @contextmanager
@@ -75,19 +72,6 @@ def _quiet_quantizer() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _calibration_batch(model_path: Path, batch: int | str, n_rows: int) -> int:
-    """Rows per calibration run: the model's fixed ``batch``, else the largest divisor of ``n_rows`` up to 16.
-
-    Every batch must have the same shape: the histogram calibrators (entropy, percentile)
-    stack all batches of a tensor into one array.
-    """
-    if isinstance(batch, int):
-        if n_rows % batch:
-            raise DataError(f"{model_path}: fixed batch {batch} does not divide the {n_rows} calibration rows")
-        return batch
-    return max(d for d in range(1, CALIBRATION_BATCH + 1) if n_rows % d == 0)
-
-
 def _quantize_static(prepared: Prepared, recipe: Recipe, calibration: CalibrationSet, out: Path, cache_dir: Path) -> None:
     excluded = [n.name for n in recipe.excluded_nodes]
     # Calibration ranges do not depend on which nodes are excluded, so they are computed once per
@@ -95,11 +79,13 @@ def _quantize_static(prepared: Prepared, recipe: Recipe, calibration: Calibratio
     ranges_key = hashlib.sha256(f"{prepared.sha256}:{calibration.id}:{recipe.calibrator}".encode()).hexdigest()[:24]
     ranges_path = cache_dir / "calibration" / f"{ranges_key}.json"
     ranges_path.parent.mkdir(parents=True, exist_ok=True)
-    name, dims = model_input(prepared.path)
+    # Every run the same size: the histogram calibrators (entropy, percentile) stack all runs of a
+    # tensor into one array.
+    feeder = row_feeds(declared_of_model(prepared.path), calibration.inputs, CALIBRATION_BATCH, even=True, what=f"{prepared.path}")
     quantize_static(
         str(prepared.path),
         str(out),
-        _ArrayReader(name, calibration.x, _calibration_batch(prepared.path, dims[0], calibration.n)),
+        _FeedsReader(feeder),
         quant_format=_FORMATS[str(recipe.format)],
         per_channel=recipe.per_channel,
         activation_type=_QUANT_TYPES[str(recipe.activation_type)],
@@ -108,50 +94,6 @@ def _quantize_static(prepared: Prepared, recipe: Recipe, calibration: Calibratio
         calibrate_method=_CALIBRATORS[str(recipe.calibrator)],
         calibration_cache_path=str(ranges_path),
     )
-
-
-# convert_float_to_float16's defaults: smaller non-zero magnitudes are flushed up to this, larger clipped down to that
-_FP16_MIN_POSITIVE = 1e-7
-_FP16_MAX_FINITE = 1e4
-
-
-def _write_fp16(source: Model, recipe: Recipe, out: Path) -> str | None:
-    """Convert to fp16; the converter's per-tensor "will be truncated" warnings become one line
-    (returned) counting the weights it changed, instead of raw warnings with paths into the venv."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        # keep_io_types: callers keep feeding float32 and reading float32, as with the reference.
-        converted = float16.convert_float_to_float16(
-            source.proto_copy(), keep_io_types=True, node_block_list=[n.name for n in recipe.excluded_nodes] or None
-        )
-    truncated = False
-    for w in caught:
-        if "will be truncated" in str(w.message):
-            truncated = True
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    onnx.save(converted, str(out))
-    return fp16_truncation_note(source.proto) if truncated else None
-
-
-def fp16_truncation_note(model: onnx.ModelProto) -> str | None:
-    """How many float weights (initializers and Constant nodes) fall outside what the fp16
-    conversion keeps: non-zero magnitudes under 1e-7 are flushed to ±1e-7, over 1e4 clipped to ±1e4."""
-    tensors = list(model.graph.initializer)
-    tensors += [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
-    tiny = huge = 0
-    for t in tensors:
-        if t.data_type != onnx.TensorProto.FLOAT:
-            continue
-        mag = np.abs(numpy_helper.to_array(t))
-        tiny += int(np.count_nonzero((mag > 0) & (mag < _FP16_MIN_POSITIVE)))
-        huge += int(np.count_nonzero(mag > _FP16_MAX_FINITE))
-    said = []
-    if tiny:
-        said.append(f"{tiny} weight{'s' if tiny != 1 else ''} under fp16's range {'were' if tiny != 1 else 'was'} flushed to ±1e-7")
-    if huge:
-        said.append(f"{huge} weight{'s' if huge != 1 else ''} over 1e4 {'were' if huge != 1 else 'was'} clipped to ±1e4")
-    return "fp16: " + "; ".join(said) if said else None
 
 
 def _check_excluded(graph: onnx.ModelProto, graph_path: Path, recipe: Recipe) -> None:
@@ -170,16 +112,16 @@ def _dynamic_exclusions(graph: onnx.ModelProto, recipe: Recipe) -> list[str]:
     return names + [f"{name}_MatMul" for name in names if name in gemms]
 
 
-def _produce(model: Model, recipe: Recipe, calibration: CalibrationSet | None, out: Path, cache_dir: Path) -> tuple[str, ...]:
+def _produce(
+    model: Model, recipe: Recipe, calibration: CalibrationSet | None, out: Path, cache_dir: Path, probe: Sequence[Feeds] | None = None
+) -> tuple[str, ...]:
     """Write the variant's model to ``out``; return the steps taken, with the tool versions that took them."""
     if recipe.precision == "fp32":
         shutil.copyfile(model.path, out)
         return ()
     if recipe.precision == "fp16":
         _check_excluded(model.proto, model.path, recipe)
-        note = _write_fp16(model, recipe, out)
-        step = f"onnxconverter-common {version('onnxconverter-common')} convert_float_to_float16(keep_io_types=True)"
-        return (step, note) if note else (step,)
+        return write_fp16(model, recipe, out, probe)
     prepared = prepare_for_quantization(model, cache_dir)
     prepared_graph = graph_of(prepared.path)
     _check_excluded(prepared_graph, prepared.path, recipe)
@@ -197,7 +139,47 @@ def _produce(model: Model, recipe: Recipe, calibration: CalibrationSet | None, o
             assert calibration is not None  # checked by the caller
             _quantize_static(prepared, recipe, calibration, out, cache_dir)
             tool = "quantize_static"
+    if not recipe.excluded_nodes and not _quantized_ops(graph_of(out).graph):
+        raise ModelError(f"{model.path}: {tool} quantized no node; the variant would be the float model under an INT8 name")
     return (*prepared.steps, f"onnxruntime {version('onnxruntime')} {tool}")
+
+
+# The ops whose weights ONNX Runtime's quantizers quantize; a graph with none outside subgraphs gets nothing.
+_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "Attention", "EinSum"})
+_SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan"})
+
+
+def _subgraphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield attr.g
+            yield from attr.graphs
+
+
+def _quantized_ops(graph: onnx.GraphProto) -> int:
+    """Quantized kernels (QDQ pairs, QLinear*/QGemm, *Integer, dynamic quantization) in the graph and its subgraphs."""
+    here = sum(1 for n in graph.node if "Quantize" in n.op_type or "Integer" in n.op_type or n.op_type.startswith(("QLinear", "QGemm")))
+    return here + sum(_quantized_ops(g) for g in _subgraphs(graph))
+
+
+def _weighted_ops(graph: onnx.GraphProto) -> int:
+    return sum(1 for n in graph.node if n.op_type in _WEIGHTED_OPS) + sum(_weighted_ops(g) for g in _subgraphs(graph))
+
+
+def _check_quantizable(model: onnx.ModelProto, where: Path) -> None:
+    """Refuse a model whose weighted ops all sit inside If/Loop/Scan subgraphs: onnxruntime's
+    quantizers do not enter subgraphs, so they would leave it float (or fail collecting ranges)."""
+    top = {n.op_type for n in model.graph.node}
+    if top & _WEIGHTED_OPS or not top & _SUBGRAPH_OPS:
+        return
+    inside = sum(_weighted_ops(g) for g in _subgraphs(model.graph))
+    if inside:
+        shown = ", ".join(sorted(top & _SUBGRAPH_OPS))
+        raise ModelError(
+            f"{where}: its {inside} weighted nodes (Conv, MatMul, ...) all sit inside {shown} subgraphs, which "
+            "onnxruntime's quantizers leave in float; no INT8 variant can be made from it as it is"
+        )
 
 
 def _resolve(model: Model, recipe: Recipe, calibration: CalibrationSet | None) -> Recipe:
@@ -234,14 +216,19 @@ def build_variant(
     recipe: Recipe,
     calibration: CalibrationSet | None = None,
     cache_dir: str | Path = DEFAULT_CACHE_DIR,
+    probe: Sequence[Feeds] | None = None,
 ) -> Variant:
     """Make (or reuse from the cache) the variant of ``model`` (loaded, or a path) that ``recipe`` describes.
 
     Static INT8 needs ``calibration`` (see ``edgeproof.data.calibration_set``); its kinds and ID
-    go into the recipe. The returned Variant says whether the artifact came from the cache.
+    go into the recipe. An fp16 conversion is checked against fp32 on ``probe`` (feeds; default
+    synthetic ones) and refused with ``Fp16Refused`` when it breaks the model (``variants.fp16``).
+    The returned Variant says whether the artifact came from the cache.
     """
     model, cache_dir = as_model(model), Path(cache_dir)
     full = _resolve(model, recipe, calibration if recipe.precision == "int8-static" else None)
+    if full.precision.startswith("int8"):  # before the cache: an older build may have cached a float "INT8"
+        _check_quantizable(model.proto, model.path)
     folder = cache_dir / full.cache_key()[:24]
     hit = _cached(folder)
     if hit is not None:
@@ -250,7 +237,7 @@ def build_variant(
     with tempfile.TemporaryDirectory(prefix="edgeproof-variant-", dir=folder) as tmp:
         staged = Path(tmp) / "model.onnx"
         try:
-            steps = _produce(model, full, calibration, staged, cache_dir)
+            steps = _produce(model, full, calibration, staged, cache_dir, probe)
         except (ModelError, DataError):
             raise
         except Exception as exc:  # quantizers and converters raise untyped errors

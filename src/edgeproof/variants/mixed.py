@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry, QLinearOpsRegistry
 
-from edgeproof.data.dataset import model_input
+from edgeproof.data.feeds import Inputs, declared_of_session, row_feeds
 from edgeproof.data.slices import CalibrationSet
 from edgeproof.errors import DataError
 from edgeproof.evaluate import SliceEvaluator, worst_drop_pp
@@ -157,7 +157,7 @@ def _as_consumed(graph: onnx.ModelProto, names: list[str]) -> dict[str, str]:
     return seen
 
 
-def _activations(path: Path, names: list[str], x: np.ndarray, workdir: Path) -> dict[str, np.ndarray]:
+def _activations(path: Path, names: list[str], x: Inputs, workdir: Path) -> dict[str, np.ndarray]:
     """The float values of ``names`` (those the graph computes), as their consumers see them, for rows ``x``."""
     exposed_path = workdir / f"exposed-{len(list(workdir.iterdir()))}.onnx"
     graph = graph_of(path)
@@ -165,10 +165,10 @@ def _activations(path: Path, names: list[str], x: np.ndarray, workdir: Path) -> 
     kept_aliases = _exposed(graph, sorted(set(alias.values())), exposed_path)
     kept = [t for t in names if alias[t] in kept_aliases]
     sess = open_session(exposed_path, _PROXY_SETTINGS)
-    feed_name = sess.get_inputs()[0].name
-    dtype = np.float16 if sess.get_inputs()[0].type == "tensor(float16)" else np.float32
-    values = sess.run(sorted({alias[t] for t in kept}), {feed_name: np.ascontiguousarray(x, dtype=dtype)})
-    by_alias = {name: np.asarray(v, dtype=np.float64) for name, v in zip(sorted({alias[t] for t in kept}), values)}
+    wanted = sorted({alias[t] for t in kept})
+    # every input fed (edgeproof.data.feeds); rows that take several runs are joined, flattened
+    runs = [sess.run(wanted, feeds) for _, feeds in row_feeds(declared_of_session(sess), x, PROXY_ROWS).runs()]
+    by_alias = {name: np.concatenate([np.asarray(r[i], dtype=np.float64).ravel() for r in runs]) for i, name in enumerate(wanted)}
     return {t: by_alias[alias[t]] for t in kept}
 
 
@@ -207,7 +207,7 @@ def _proxy_recipe(recipe: Recipe) -> Recipe:
 def rank_nodes(
     model: Model | str | Path,
     recipe: Recipe,
-    rows: np.ndarray,
+    rows: np.ndarray | Inputs,
     calibration: CalibrationSet | None = None,
     cache_dir: str | Path = DEFAULT_CACHE_DIR,
 ) -> list[NodeSensitivity]:
@@ -233,9 +233,7 @@ def rank_nodes(
     inputs = {name: [i for i in nodes[name].input if i in producers] for name, _ in candidates}
     tensors = sorted({*(t for chain in outputs.values() for t in chain), *(i for ins in inputs.values() for i in ins)})
     variant = build_variant(model, _proxy_recipe(recipe), calibration, cache_dir)
-    x = rows[:PROXY_ROWS]
-    if model_input(float_path)[1] and isinstance(model_input(float_path)[1][0], int):
-        x = rows[: int(model_input(float_path)[1][0])]
+    x = Inputs.of(rows).head(PROXY_ROWS)
     with tempfile.TemporaryDirectory(prefix="edgeproof-mixed-") as tmp:
         ref = _activations(Path(float_path), tensors, x, Path(tmp))
         quant = _activations(Path(variant.path), tensors, x, Path(tmp))
@@ -259,7 +257,7 @@ def mixed_precision(
     latency_ok: LatencyOk | None = None,
     cache_dir: str | Path = DEFAULT_CACHE_DIR,
     max_float_nodes: int | None = None,
-    rows: np.ndarray | None = None,
+    rows: np.ndarray | Inputs | None = None,
 ) -> MixedResult:
     """Keep the fewest top-ranked nodes in float that make every slice's ``max_drop_pp`` hold.
 
@@ -285,7 +283,7 @@ def mixed_precision(
         return MixedResult(best, best_ev, True, "every slice floor holds with all nodes quantized", [], steps)
 
     if rows is None:
-        rows = calibration.x if calibration is not None else judge.slices[0].x
+        rows = calibration.inputs if calibration is not None else judge.slices[0].inputs
     ranking = rank_nodes(model, recipe, rows, calibration, cache_dir)
     limit = len(ranking) if max_float_nodes is None else min(max_float_nodes, len(ranking))
     tried: dict[int, tuple[Variant, Evaluation, dict[str, tuple[float, float]]]] = {}

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeproof.data.dataset import model_input
+from edgeproof.data.feeds import Inputs, declared_of_model, row_feeds
 from edgeproof.data.slices import CalibrationSet
 from edgeproof.measure.session import open_session
 from edgeproof.model import Model, as_model, graph_of
@@ -50,7 +50,7 @@ class _Graph:
     consumers: dict[str, list[str]]
 
 
-def _graph(model_path: str | Path) -> _Graph:
+def _graph(model_path: Model | str | Path) -> _Graph:
     model = graph_of(model_path)
     nodes = {n.name: n for n in model.graph.node if n.name}
     producer = {out: n.name for n in nodes.values() for out in n.output}
@@ -171,18 +171,21 @@ def _per_node(records: list[NodeRecord], graph: _Graph) -> tuple[dict[str, float
 def compare_node_speed(
     float_path: str | Path,
     variant_path: str | Path,
-    x: np.ndarray,
+    x: np.ndarray | Inputs,
     runs: int = 50,
     settings: RuntimeSettings | None = None,
 ) -> SpeedComparison:
     """Profile both models on the first row of ``x`` (batch 1, the edge case) and compare per node.
+    ``x`` is the rows of the model's one data input, or ``Inputs`` with every input (rows by name
+    and fixed feeds, e.g. ``Slice.inputs``; ``Inputs.one_run`` for one run's feed dict).
 
     ``float_path`` must be the graph the variant was quantized from (for INT8 variants, the
     prepared model: ``prepare_for_quantization(...).path``), so node names line up.
     """
     settings = settings or RuntimeSettings()
-    feeds = {model_input(float_path)[0]: np.ascontiguousarray(x[:1], dtype=np.float32)}
-    graph = _graph(float_path)
+    loaded = as_model(float_path)
+    feeds = row_feeds(declared_of_model(loaded), Inputs.of(x), batch_size=1, what=f"{float_path}").feeds(0, 1)
+    graph = _graph(loaded)
     float_t, _, float_rest = _per_node(profile_median_us(float_path, settings, feeds, runs), graph)
     quant_t, quantized, quant_rest = _per_node(profile_median_us(variant_path, settings, feeds, runs), graph)
     nodes = [
@@ -208,7 +211,7 @@ def speed_exclusions(comparison: SpeedComparison, margin: float = 0.2, min_extra
 def keep_slow_nodes_float(
     model: Model | str | Path,
     variant: Variant,
-    x: np.ndarray,
+    x: np.ndarray | Inputs,
     calibration: CalibrationSet | None = None,
     cache_dir: str | Path = DEFAULT_CACHE_DIR,
     runs: int = 50,
