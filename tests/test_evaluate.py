@@ -172,3 +172,34 @@ def test_probability_outputs_are_not_softmaxed_twice(setup):
     ev = evaluate(path, reference_outputs(path, setup["slices"]), setup["slices"], "d")
     probs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": s.x})[0]
     assert ev.slices["clean"].mean_confidence == pytest.approx(float(probs.max(1).mean()), abs=1e-5)
+
+
+def test_a_confidence_policy_falls_back_to_the_reference_below_its_threshold(setup):
+    """Rows whose top-1 probability is under the threshold take the reference's class: the rate and
+    the accuracy with the policy match a hand computation, slice by slice."""
+    evaluator = SliceEvaluator.for_reference(setup["ref_path"], setup["slices"], setup["ds"].id, metric_name="top1", policy=0.7)
+    ev = evaluator(setup["cand_path"])
+    for s in setup["slices"]:
+        cand, ref = by_hand(s.x, setup["cand_w"]), by_hand(s.x, setup["w_ref"])
+        low = softmax(cand).max(axis=1) < 0.7
+        chosen = np.where(low, ref.argmax(axis=1), cand.argmax(axis=1))
+        policy = ev.slices[s.name].policy
+        assert policy is not None and policy.min_confidence == 0.7
+        assert policy.fallback_rate == pytest.approx(low.mean())
+        assert policy.accuracy == pytest.approx((chosen == s.y).mean())
+    assert 0 < ev.slices["clean"].policy.fallback_rate < 1
+    assert (
+        SliceEvaluator.for_reference(setup["ref_path"], setup["slices"], setup["ds"].id)(setup["cand_path"]).slices["clean"].policy is None
+    )
+
+
+def test_the_contract_states_a_policy_and_refuses_a_threshold_outside_0_1(tmp_path):
+    from edgeproof.contract import load_contract
+    from edgeproof.errors import ContractError
+
+    body = '[contract]\nname = "p"\n[budgets]\np95_ms = 5\n[evaluation.policy]\nmin_confidence = '
+    (tmp_path / "ok.toml").write_text(body + "0.6\n")
+    assert load_contract(tmp_path / "ok.toml").evaluation.policy.min_confidence == 0.6
+    (tmp_path / "bad.toml").write_text(body + "1.5\n")
+    with pytest.raises(ContractError, match="min_confidence"):
+        load_contract(tmp_path / "bad.toml")

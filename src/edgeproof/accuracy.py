@@ -77,6 +77,7 @@ def contract_evaluator(contract, model: Model | str | Path, dataset: Dataset, sl
         metric_name="top1",
         metrics=contract_metrics(contract),
         pipeline=dataset.pipeline,
+        policy=contract.evaluation.policy.min_confidence if contract.evaluation.policy else None,
     )
 
 

@@ -21,7 +21,7 @@ from edgeproof.data.slices import Slice
 from edgeproof.errors import DataError, ModelError
 from edgeproof.measure.session import open_session, run_checked
 from edgeproof.model import Model, as_model
-from edgeproof.records import Evaluation, OutputMetrics, RuntimeSettings, SliceMetrics
+from edgeproof.records import Evaluation, OutputMetrics, PolicyOutcome, RuntimeSettings, SliceMetrics
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 # Evaluation wants throughput, not the single-thread setting latency is measured under; 0 = all cores.
@@ -279,8 +279,13 @@ def compare(
     metric: Metric | None = None,
     metric_name: str = "top1",
     metrics: Sequence[OutputMetric] | None = None,
+    policy: float | None = None,
 ) -> Evaluation:
     """Per-slice metrics of ``outputs`` against the reference's (pure: no inference here).
+
+    ``policy`` is a confidence threshold: where the first output (class scores, integer labels) is
+    less sure than that, the reference answers instead; each slice then says how often, and its
+    top-1 accuracy with the policy.
 
     ``metrics`` says how each output is judged (default: top-1 on the first output); the first is
     the slice's headline (``accuracy``/``drop_pp``). ``metric(outputs, labels) -> float`` is the
@@ -294,6 +299,7 @@ def compare(
     predictions: dict[str, list[int]] = {}
     labels: dict[str, list[int]] = {}
     confidence: dict[str, float | None] = {}
+    outcomes: dict[str, PolicyOutcome] = {}
     names: list[str] = []
     for s in slices:
         if s.name not in outputs or s.name not in reference.outputs:
@@ -321,6 +327,8 @@ def compare(
             if i == 0 and (m.correctness or (metric is not None and m.fn is metric)) and y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
                 predictions[s.name] = predictions_of(out).tolist()
                 labels[s.name] = y.tolist()
+            if i == 0 and policy is not None and is_class_scores(out) and y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
+                outcomes[s.name] = _policy_outcome(out, ref, y, policy, reference.sha256)
             if i == 0:
                 confidence[s.name] = float(confidences_of(out).mean()) if is_class_scores(out) else None
                 ref_conf = float(confidences_of(ref).mean()) if is_class_scores(ref) else None
@@ -336,6 +344,7 @@ def compare(
             mean_confidence=conf,
             confidence_shift=None if conf is None or ref_conf is None else conf - ref_conf,
             outputs=judged,
+            policy=outcomes.get(s.name),
         )
     for s in slices:
         conf, base = confidence[s.name], confidence.get(nominal) if nominal else None
@@ -354,6 +363,18 @@ def compare(
     )
 
 
+def _policy_outcome(out: np.ndarray, ref: np.ndarray, y: np.ndarray, threshold: float, reference_sha256: str) -> PolicyOutcome:
+    """The policy on one slice: rows under ``threshold`` take the reference's class."""
+    low = confidences_of(out) < threshold
+    chosen = np.where(low, predictions_of(ref), predictions_of(out))
+    return PolicyOutcome(
+        min_confidence=threshold,
+        fallback=f"float reference {reference_sha256[:12]}",
+        fallback_rate=float(low.mean()) if len(low) else 0.0,
+        accuracy=float((chosen == y).mean()) if len(y) else 0.0,
+    )
+
+
 def evaluate(
     model_path: str | Path,
     reference: Reference,
@@ -365,12 +386,13 @@ def evaluate(
     metrics: Sequence[OutputMetric] | None = None,
     pipeline: Pipeline | None = None,
     settings: RuntimeSettings = EVAL_SETTINGS,
+    policy: float | None = None,
 ) -> Evaluation:
     """Run ``model_path`` on every slice (postprocessed by ``pipeline``) and compare it with the float
     reference. ``settings`` matter for INT8: at graph optimisation ``basic`` ONNX Runtime runs QDQ as
     dequantize -> float op -> quantize, which gives other numbers than the fused kernels of ``all``."""
     outputs = {s.name: _judged_outputs(model_path, s.inputs, pipeline, batch_size, settings) for s in slices}
-    return compare(outputs, reference, slices, dataset_id, metric, metric_name, metrics)
+    return compare(outputs, reference, slices, dataset_id, metric, metric_name, metrics, policy)
 
 
 def floor_failures(evaluation: Evaluation, slices: Sequence[Slice]) -> dict[str, tuple[float, float]]:
@@ -415,6 +437,7 @@ class SliceEvaluator:
     metric_name: str = "user"
     metrics: tuple[OutputMetric, ...] | None = None
     pipeline: Pipeline | None = None
+    policy: float | None = None
 
     @classmethod
     def for_reference(
@@ -426,10 +449,11 @@ class SliceEvaluator:
         metric_name: str = "user",
         metrics: Sequence[OutputMetric] | None = None,
         pipeline: Pipeline | None = None,
+        policy: float | None = None,
     ) -> SliceEvaluator:
         """Run the float reference once on every slice and keep its outputs."""
         ref = reference_outputs(reference, slices, pipeline=pipeline)
-        return cls(tuple(slices), ref, dataset_id, metric, metric_name, tuple(metrics) if metrics else None, pipeline)
+        return cls(tuple(slices), ref, dataset_id, metric, metric_name, tuple(metrics) if metrics else None, pipeline, policy)
 
     def __call__(self, model_path: str | Path, settings: RuntimeSettings = EVAL_SETTINGS) -> Evaluation:
         return evaluate(
@@ -442,6 +466,7 @@ class SliceEvaluator:
             metrics=self.metrics,
             pipeline=self.pipeline,
             settings=settings,
+            policy=self.policy,
         )
 
     def failures(self, evaluation: Evaluation) -> dict[str, tuple[float, float]]:

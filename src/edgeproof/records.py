@@ -190,6 +190,15 @@ class OutputMetrics(_Record):
     agreement: float
 
 
+class PolicyOutcome(_Record):
+    """A confidence policy on one slice: below ``min_confidence`` the float reference answers instead."""
+
+    min_confidence: float
+    fallback: str  # what answered below the threshold ("float reference <sha256 prefix>")
+    fallback_rate: float
+    accuracy: float  # top-1 with the policy (the slice's accuracy is without it)
+
+
 class SliceMetrics(_Record):
     """A slice's headline figures (the first judged output: ``accuracy`` is its metric's value and
     ``drop_pp`` its worsening, in points for a rate or percent for an error), and every judged output."""
@@ -206,6 +215,8 @@ class SliceMetrics(_Record):
     # nominal slice's mean confidence minus this slice's (same model); None on nominal or without one
     confidence_drop: float | None = None
     outputs: dict[str, OutputMetrics] = Field(default_factory=dict)
+    # the contract's [evaluation.policy] on this slice (top-1 classifiers only)
+    policy: PolicyOutcome | None = None
 
 
 class Evaluation(_Record):

@@ -406,12 +406,29 @@ def check(
         record = record.model_copy(update={"evaluation": evaluation})
         history.append(record)
     render_run(record)
+    render_policy(record.evaluation)
     verdict = evaluate(spec, record, allow_unverified=allow_unverified)
     render_verdict(verdict)
     if json_out:
         save_record(record, json_out)
         save_record(verdict, json_out.with_suffix(".verdict.json"))
     raise typer.Exit(exit_code(verdict.outcome))
+
+
+def render_policy(evaluation) -> None:
+    """The contract's confidence policy per slice: how often the fallback answers, and top-1 without and with it."""
+    rows = [(name, m) for name, m in (evaluation.slices.items() if evaluation else []) if m.policy is not None]
+    if not rows:
+        return
+    first = rows[0][1].policy
+    table = Table(
+        title=f"confidence policy: below {first.min_confidence:g} the {first.fallback} answers (measured:onnxruntime on the slices)"
+    )
+    for col in ("slice", "fallback rate", "top-1 without", "top-1 with policy"):
+        table.add_column(col)
+    for name, m in rows:
+        table.add_row(name, f"{m.policy.fallback_rate:.1%}", f"{m.accuracy:.1%}", f"{m.policy.accuracy:.1%}")
+    console.print(table)
 
 
 @app.command("history")

@@ -133,7 +133,7 @@ def render_candidates(result: SearchResult, outcome: TargetOutcome, show_all: bo
         console.print(f"  [dim]{escape(note)}[/]", highlight=False)
 
 
-def render_choice(result: SearchResult, outcome: TargetOutcome) -> None:
+def render_choice(result: SearchResult, outcome: TargetOutcome, out: Path | None = None) -> None:
     sel = outcome.selection
     assert sel.chosen is not None
     cand = result.candidate(sel.chosen)
@@ -168,6 +168,11 @@ def render_choice(result: SearchResult, outcome: TargetOutcome) -> None:
     for note in sel.notes:
         console.print(f"  [dim]{escape(note)}[/]", highlight=False)
     render_verdict(cand.verdict)
+    if out is not None and cand.record_path and (out / cand.record_path).is_file():
+        from edgeproof.cli.core import render_policy
+        from edgeproof.records import load_record
+
+        render_policy(load_record(out / cand.record_path).evaluation)
     if outcome.chosen_artifact:
         console.print(f"  chosen variant copied to {outcome.chosen_artifact}", highlight=False)
 
@@ -204,7 +209,7 @@ def render_explanation(result: SearchResult, outcome: TargetOutcome, exp: Explan
         console.print(f"  [dim]{escape(note)}[/]", highlight=False)
 
 
-def render_search(result: SearchResult, show_all: bool = False) -> None:
+def render_search(result: SearchResult, show_all: bool = False, out: Path | None = None) -> None:
     cached = sum(v.cache_hit for v in result.variants)
     full = sum(c.measured_in_full for c in result.candidates)
     console.print(
@@ -221,7 +226,7 @@ def render_search(result: SearchResult, show_all: bool = False) -> None:
         render_race(outcome)
         render_candidates(result, outcome, show_all)
         if outcome.outcome == "pass":
-            render_choice(result, outcome)
+            render_choice(result, outcome, out)
             continue
         if outcome.outcome == "undecided":
             render_undecided(outcome)
@@ -295,7 +300,7 @@ def optimize(
     with progress_bar(f"optimizing {model.name}") as update:
         outcome = run_search(model, spec, options, progress=update, on_phase=on_phase)
     write_artifacts(outcome, out)
-    render_search(outcome.result, show_all)
+    render_search(outcome.result, show_all, out)
     console.print(f"artifacts in {out}/ (search.json, runs/, chosen-*.onnx)", highlight=False)
     if json_out:
         save_record(outcome.result, json_out)

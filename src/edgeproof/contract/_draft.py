@@ -198,8 +198,11 @@ def _data_section(draft: Draft) -> list[str]:
         return ["# [data] and [slices]: give `edgeproof init --model M.onnx --data data.npz` to propose them"]
     key = "entry" if ":" in draft.data_entry and not draft.data_entry.endswith(".npz") else "npz"
     out = ["[data]", f'{key} = "{draft.data_entry}"', ""]
-    if len(graph_inputs(draft.model.proto)) > 1:
-        return [*out, "# [slices]: accuracy slices are evaluated on models with one input; this one has several"]
+    if len(draft.model.proto.graph.output) > 1 or len(graph_inputs(draft.model.proto)) > 1:
+        out += [
+            f"# {PROPOSAL}: floors judge top-1 on the first output unless told otherwise; for a score or a regression",
+            '# output add [evaluation.outputs.NAME] metric = "mse" (or mae, cosine, topk:5, file.py:fn) and floors in its unit',
+        ]
     out += [
         f"# {PROPOSAL}: accuracy floors vs the float reference, in percentage points",
         "[slices.nominal]",

@@ -239,11 +239,21 @@ class OutputEvaluation(_Section):
         return self.higher_is_better if self.higher_is_better is not None else BUILTIN_METRICS.get(self.metric, True)
 
 
+class PolicySection(_Section):
+    """``[evaluation.policy]``: below ``min_confidence`` (top-1 probability of the first output) the
+    device's fallback answers. In the lab the fallback is the contract's float reference model, so each
+    slice reports how often the policy falls back and the top-1 accuracy with it (``check``, ``optimize``)."""
+
+    min_confidence: float = Field(gt=0.0, lt=1.0)
+
+
 class EvaluationSection(_Section):
     """``[evaluation]``: the metric per model output (``[evaluation.outputs.<name>]``), first = headline;
     without it, top-1 on the model's first output."""
 
     outputs: dict[str, OutputEvaluation] = Field(default_factory=dict)
+    # ``[evaluation.policy]``: the device's confidence policy (edgeproof.telemetry.FallbackPolicy), judged here
+    policy: PolicySection | None = None
 
 
 class OutputFloor(_Section):
