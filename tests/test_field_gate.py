@@ -100,7 +100,7 @@ def test_cli_field_gate_blocks_a_slow_canary_and_passes_a_good_one(tmp_path):
     out = tmp_path / "gate-out"
     slow = _gate(example / "edgeproof.toml", tmp_path / "slow", "--out", str(out))
     assert slow.returncode == 1, slow.stdout + slow.stderr
-    assert "measured:field:3 devices" in slow.stdout
+    assert "measured:field:3 devices" in slow.stdout and "not observable in the field" in slow.stdout
     saved = json.loads((out / "field.run.json").read_text())
     assert saved["kind"] == "field"
     good = _gate(example / "edgeproof.toml", tmp_path / "good")

@@ -285,6 +285,9 @@ def _observe_slice(clause: str, record: RunRecord) -> _Observed:
     head, _, unit = clause.rpartition(".")
     name, _, output = head.partition(".outputs.")
     evaluation = record.evaluation
+    if evaluation is None and record.kind == "field":
+        why = "accuracy is not observable in the field (no labels leave the device)"
+        return _Observed(None, f"unavailable:{why}", (f"no data: {why}; judge the slices in the lab",))
     if evaluation is None:
         return _Observed(None, "unavailable:no evaluation in the record", ("no data: the record was not evaluated on the slices",))
     metrics = evaluation.slices.get(name)
