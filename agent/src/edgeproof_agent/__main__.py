@@ -24,6 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-mib", type=float, default=2048.0, help="disk budget of the model cache")
     parser.add_argument("--max-model-mib", type=float, default=1024.0, help="the largest model put-model accepts")
     parser.add_argument("--max-line-bytes", type=int, default=MAX_LINE_BYTES, help="the longest request line accepted")
+    parser.add_argument(
+        "--telemetry",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write each profile job's latency window and events as edgeproof.telemetry/1 segments into DIR "
+        "(needs edgeproof.telemetry installed on the board)",
+    )
     parser.add_argument("--version", action="version", version=f"edgeproof-agent {__version__} (protocol {PROTOCOL})")
     args = parser.parse_args(argv)
 
@@ -33,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     # prints (onnxruntime's native logs) cannot corrupt the stream.
     protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
-    agent = Agent(args.device_id, args.state_dir, int(args.cache_mib * 2**20), int(args.max_model_mib * 2**20), args.board)
+    agent = Agent(args.device_id, args.state_dir, int(args.cache_mib * 2**20), int(args.max_model_mib * 2**20), args.board, args.telemetry)
     return serve(agent, sys.stdin.buffer, protocol_out, args.max_line_bytes)
 
 

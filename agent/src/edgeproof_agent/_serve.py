@@ -14,6 +14,7 @@ import base64
 import binascii
 import contextlib
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -25,6 +26,7 @@ from edgeproof_agent._board import EnergyCounter, bring_up, fingerprint, meters,
 from edgeproof_agent._cache import ModelCache
 from edgeproof_agent._fault import Fault
 from edgeproof_agent._lock import BoardLock
+from edgeproof_agent._telemetry import JobTelemetry
 from edgeproof_agent._timing import TimingFault, cold_starts, node_trace, time_interleaved, time_sessions
 from edgeproof_agent._wire import MAX_LINE_BYTES, WireError, read_message, write_message
 
@@ -34,13 +36,22 @@ Notify = Callable[[str], None]
 class Agent:
     """One connection's agent: the board's cache and lock, answering one verb at a time."""
 
-    def __init__(self, device_id: str, state_dir: Path, cache_bytes: int, max_model_bytes: int, board: str | None = None) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        state_dir: Path,
+        cache_bytes: int,
+        max_model_bytes: int,
+        board: str | None = None,
+        telemetry_dir: Path | None = None,
+    ) -> None:
         self.device_id = device_id
         self.board = board
         self.state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self.cache = ModelCache(state_dir / "models", cache_bytes, max_model_bytes)
         self.lock = BoardLock(state_dir)
+        self.telemetry = JobTelemetry(telemetry_dir)
         self.verbs: dict[str, Callable[[dict[str, Any], Notify], dict[str, Any]]] = {
             "hello": self.hello,
             "put-model": self.put_model,
@@ -57,6 +68,7 @@ class Agent:
             "fingerprint": self.fingerprint(),
             "busy": self.lock.busy(),
             "cache": self.cache.usage(),
+            "telemetry": self.telemetry.status(),
         }
 
     def fingerprint(self) -> dict[str, Any]:
@@ -136,6 +148,7 @@ class Agent:
                 arms.append(self._arm(ab["model"], ab["inputs"], ab.get("external"), workdir))
             self.lock.acquire(str(request.get("job", "edgeproof")), float(request.get("wait_s", 0.0)))
             notify("started")
+            start_unix_ns = time.time_ns()
             energy = EnergyCounter.found()
             temps = [peak_temperature_c()]
             if ab:
@@ -159,11 +172,21 @@ class Agent:
         except TimingFault as exc:
             raise Fault("model", str(exc)) from None
         readable = [t for t in temps if t is not None]
+        fingerprint = self.fingerprint()
+        provider = str(settings.get("provider", "CPUExecutionProvider"))
+        warnings = self.telemetry.write_job(
+            self.device_id,
+            fingerprint.get("power_mode"),
+            [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"],
+            [(request["model"], timed[0]), *([(ab["model"], timed[1])] if ab else [])],
+            start_unix_ns,
+        )
         return {
             "arms": results,
             "peak_temperature_c": max(readable) if readable else None,
             "energy_meter": energy.name if energy else None,
-            "fingerprint": self.fingerprint(),
+            "fingerprint": fingerprint,
+            "warnings": warnings,
         }
 
     def close(self) -> None:

@@ -157,6 +157,7 @@ def time_sessions(
                 "queueing_ms": queueing,
                 "energy_j": joules,
                 "energy_s": seconds,
+                "providers": session.get_providers(),
             }
         )
         del session
@@ -204,6 +205,7 @@ def time_interleaved(
                     "queueing_ms": [],
                     "energy_j": joules[arm] if energy else None,
                     "energy_s": seconds[arm] if energy else None,
+                    "providers": opened[arm].get_providers(),
                 }
             )
         del opened
