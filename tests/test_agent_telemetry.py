@@ -93,3 +93,12 @@ def test_a_failure_to_write_is_a_warning_not_a_failed_job(tmp_path, monkeypatch)
     sessions = [{"samples_ms": list(np.linspace(1.0, 2.0, 20)), "providers": ["CPUExecutionProvider"]}]
     warnings = JobTelemetry(blocked).write_job("cam-1", None, ["CPUExecutionProvider"], [("ab" * 32, sessions)], 0)
     assert len(warnings) == 1 and warnings[0].startswith(f"telemetry not written to {blocked}: ")
+
+
+def test_a_board_that_cannot_write_its_telemetry_says_so_in_the_record(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with AgentRunner(Device(id="full-disk", extra_args=("--telemetry", str(blocked)))) as runner:
+        record = runner.run(runner.prepare(DIGITS_MODEL, OPTIONS), RuntimeSettings(), OPTIONS)
+    assert record.latency.n_samples == 200  # the job still measured
+    assert any(w.startswith("agent full-disk: telemetry not written to") for w in record.warnings), record.warnings

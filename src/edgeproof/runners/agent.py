@@ -200,6 +200,7 @@ class AgentRunner(Runner):
         reply = self._profile(progress, 0.1, **job, sessions=options.min_sessions, session_offset=0)
         raw = list(reply["arms"][0]["sessions"])
         peaks = [reply.get("peak_temperature_c")]
+        said = list(reply.get("warnings") or [])  # what the board noticed beside the samples (telemetry it could not write)
         while len(raw) < options.max_sessions:
             narrow = relative_half_width(summarize([s["samples_ms"] for s in raw]), "p95") <= options.target_rel_ci
             if narrow or time.monotonic() - started > options.time_budget_s:
@@ -207,6 +208,7 @@ class AgentRunner(Runner):
             more = self._profile(progress, min(0.8, 0.1 + 0.1 * len(raw)), **job, sessions=1, session_offset=len(raw))
             raw += more["arms"][0]["sessions"]
             peaks.append(more.get("peak_temperature_c"))
+            said += [w for w in more.get("warnings") or [] if w not in said]
         last = self._profile(progress, 0.9, **job, sessions=0, cold_start=options.cold_start_repeats, nodes=options.profile_nodes)
         sessions = [SessionSamples(warmup_ms=s["warmup_ms"], samples_ms=s["samples_ms"], started_at=s["started_at"]) for s in raw]
         all_ms = [x for s in sessions for x in s.samples_ms]
@@ -225,6 +227,7 @@ class AgentRunner(Runner):
         if prep.scenario.name == "offline":
             scen.throughput_ips = prep.batch * len(all_ms) / (sum(all_ms) / 1000.0)
         record = self._record(prep, settings, sessions, raw, last["arms"][0], scen, peaks + [last.get("peak_temperature_c")], reply, None)
+        record.warnings += [f"agent {self.device.id}: {w}" for w in said]
         if time.monotonic() - started > options.time_budget_s and relative_half_width(record.latency, "p95") > options.target_rel_ci:
             record.latency.warnings.append(
                 f"time budget {options.time_budget_s:g}s reached before the p95 interval narrowed to ±{options.target_rel_ci:.0%}"
