@@ -1,4 +1,9 @@
-"""``edgeproof-agent``: serve the verbs on stdin/stdout (what ``ssh board edgeproof-agent`` runs)."""
+"""``edgeproof-agent``: serve the verbs on stdin/stdout (what ``ssh board edgeproof-agent`` runs).
+
+Two commands for the device's init instead: ``edgeproof-agent boot-check --state DIR`` (at boot, before
+the application: count a pending slot's boot, revert it past the limit) and ``edgeproof-agent
+mark-reboot --state DIR`` (just before an intended reboot, so that boot is not counted as a crash).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,46 @@ def _default_state_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeproof-agent"
 
 
+def _slot_command(argv: list[str]) -> int:
+    """``boot-check`` or ``mark-reboot``: one line on stdout, or one line on stderr and exit 2 for an unreadable state."""
+    from edgeproof_agent._slots import BOOT_LIMIT, Slots, SlotStateError
+
+    command = argv[0]
+    parser = argparse.ArgumentParser(prog=f"edgeproof-agent {command}")
+    parser.add_argument("--state", type=Path, default=_default_state_dir(), metavar="DIR", help="the agent's state dir (its --state-dir)")
+    if command == "boot-check":
+        parser.add_argument("--limit", type=int, default=BOOT_LIMIT, help="unintended boots a pending slot gets before it is reverted")
+    else:
+        parser.add_argument("--reason", default="intended reboot", help="why the board reboots, kept with the marker")
+    args = parser.parse_args(argv[1:])
+    if not args.state.is_dir():
+        print(f"edgeproof-agent {command}: {args.state}: no such state dir (the agent's --state-dir)", file=sys.stderr)
+        return 2
+    slots = Slots(args.state)
+    try:
+        if command == "mark-reboot":
+            slots.load()  # refuse to mark a board whose state cannot be read
+            slots.mark_intended_reboot(args.reason)
+            print(f"{slots.marker_path}: the next boot is an intended reboot")
+            return 0
+        if args.limit < 1:
+            print(f"edgeproof-agent boot-check: --limit must be at least 1, got {args.limit}", file=sys.stderr)
+            return 2
+        _state, line = slots.boot_check(args.limit)
+    except SlotStateError as exc:
+        print(f"edgeproof-agent {command}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"edgeproof-agent {command}: {exc.filename or args.state}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("boot-check", "mark-reboot"):
+        return _slot_command(argv)
     parser = argparse.ArgumentParser(prog="edgeproof-agent", description=__doc__)
     parser.add_argument("--device-id", default=socket.gethostname(), help="the id the lab knows this board by")
     parser.add_argument("--board", default=None, help="the catalog board this is (e.g. raspberry-pi-5), sent in its fingerprint")

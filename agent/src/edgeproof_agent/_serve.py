@@ -1,4 +1,7 @@
-"""The agent's verbs over JSON-lines: hello, put-model, profile, meters, bring-up, bye. Nothing else runs.
+"""The agent's verbs over JSON-lines: hello, put-model, profile, update, meters, bring-up, bye. Nothing else runs.
+
+``update`` installs a put model into the inactive A/B slot and commits it only after a health check
+(``_slots.py``); ``hello`` reports the slot state so a controller can reconcile it with its intent.
 
 A model with external weights names its data files in ``external`` (``{"<location>": "<sha256>"}``,
 each put like the model): the profile links them beside the model under the names the model uses.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import math
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,6 +30,7 @@ from edgeproof_agent._board import EnergyCounter, bring_up, fingerprint, meters,
 from edgeproof_agent._cache import ModelCache
 from edgeproof_agent._fault import Fault
 from edgeproof_agent._lock import BoardLock
+from edgeproof_agent._slots import HealthLimits, Slots, SlotStateError, health_check
 from edgeproof_agent._telemetry import JobTelemetry
 from edgeproof_agent._timing import TimingFault, cold_starts, node_trace, time_interleaved, time_sessions
 from edgeproof_agent._wire import MAX_LINE_BYTES, WireError, read_message, write_message
@@ -52,10 +57,12 @@ class Agent:
         self.cache = ModelCache(state_dir / "models", cache_bytes, max_model_bytes)
         self.lock = BoardLock(state_dir)
         self.telemetry = JobTelemetry(telemetry_dir)
+        self.slots = Slots(state_dir)
         self.verbs: dict[str, Callable[[dict[str, Any], Notify], dict[str, Any]]] = {
             "hello": self.hello,
             "put-model": self.put_model,
             "profile": self.profile,
+            "update": self.update,
             "meters": lambda request, notify: {"meters": meters()},
             "bring-up": lambda request, notify: {"checks": bring_up(self.state_dir)},
             "bye": lambda request, notify: {},
@@ -69,6 +76,7 @@ class Agent:
             "busy": self.lock.busy(),
             "cache": self.cache.usage(),
             "telemetry": self.telemetry.status(),
+            "slots": self.slots.report(),
         }
 
     def fingerprint(self) -> dict[str, Any]:
@@ -189,9 +197,94 @@ class Agent:
             "warnings": warnings,
         }
 
+    def _golden(self, sha256: str) -> dict[str, dict[str, np.ndarray]]:
+        """The golden inputs and recorded outputs (``input__<name>``, ``output__<name>``) from a put blob."""
+        golden: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "outputs": {}}
+        try:
+            with np.load(self.cache.blob(sha256), allow_pickle=False) as npz:
+                for key in npz.files:
+                    head, _, name = key.partition("__")
+                    if head in ("input", "output") and name:
+                        golden[head + "s"][name] = npz[key]
+        except (OSError, ValueError) as exc:
+            raise Fault("bad-request", f"golden blob {sha256[:12]} is not an .npz of arrays ({exc})") from None
+        if not golden["inputs"] or not golden["outputs"]:
+            raise Fault("bad-request", f"golden blob {sha256[:12]} holds no input__<name> and output__<name> arrays")
+        return golden
+
+    def update(self, request: dict[str, Any], notify: Notify) -> dict[str, Any]:
+        """Install a model (and firmware version) into the inactive slot for one intent; commit only on a passed health check."""
+        intent = request.get("intent")
+        if not isinstance(intent, str) or not intent.strip():
+            raise Fault("bad-request", "update needs an intent id (a non-empty string)")
+        try:
+            state = self.slots.load()
+        except SlotStateError as exc:
+            raise Fault("slot-state", str(exc)) from None
+        done = state["intents"].get(intent)
+        if done is not None:  # this intent already ran to an end: answer it again, install nothing
+            if done.get("model_sha256") not in (None, request.get("model")):
+                raise Fault(
+                    "bad-request", f"intent {intent} was used for model {str(done['model_sha256'])[:12]}; a new release is a new intent"
+                )
+            return {"installed": False, "outcome": done["outcome"], "reason": done["reason"], "health": None, "slots": self.slots.report()}
+        firmware = request.get("firmware")
+        if firmware is not None and not isinstance(firmware, str):
+            raise Fault("bad-request", f"firmware must be a version string, got {firmware!r}")
+        limits, wait_s = _health_limits(request)
+        with self._job():
+            model_sha = str(request.get("model"))
+            model = self.cache.blob(model_sha)
+            golden = self._golden(str(request.get("golden")))
+            self.lock.acquire(f"update {intent}", wait_s)
+            installed = False
+            if state["pending"] is not None and state["intent"] != intent:
+                state = self.slots.revert(state, f"superseded by intent {intent} before its health check ended")
+            if state["pending"] is None:
+                notify("writing the inactive slot")
+                state = self.slots.install(state, model, model_sha, firmware, intent)
+                installed = True
+            elif self.slots.slot_meta(state["pending"]).get("model_sha256") != model_sha:
+                raise Fault("bad-request", f"intent {intent} is pending with another model in slot {state['pending']}")
+            notify(f"health check of slot {state['active']}")
+            reason, measured = health_check(self.slots.root / state["active"] / "model.onnx", golden, limits)
+            self.slots.forget_old_intents(state)
+            if reason is None:
+                self.slots.commit(state)
+            else:
+                reason = f"health check failed: {reason}"
+                self.slots.revert(state, reason)
+        return {
+            "installed": installed,
+            "outcome": "committed" if reason is None else "reverted",
+            "reason": reason,
+            "health": measured,
+            "slots": self.slots.report(),
+        }
+
     def close(self) -> None:
         self.lock.release()
         self.cache.discard_partials()
+
+
+def _health_limits(request: dict[str, Any]) -> tuple[HealthLimits, float]:
+    """An update's health limits and how long it may wait for the board, checked."""
+    try:
+        limits = HealthLimits(
+            p50_limit_ms=float(request["p50_limit_ms"]),
+            atol=float(request.get("atol", 1e-4)),
+            rtol=float(request.get("rtol", 1e-3)),
+            latency_runs=int(request.get("latency_runs", 20)),
+        )
+        wait_s = float(request.get("wait_s", 0.0))
+    except KeyError as exc:
+        raise Fault("bad-request", f"update needs {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise Fault("bad-request", f"update's health limits and wait_s must be numbers ({exc})") from None
+    finite = all(math.isfinite(x) and x >= 0 for x in (limits.p50_limit_ms, limits.atol, limits.rtol, wait_s))
+    if not finite or limits.p50_limit_ms == 0 or limits.latency_runs < 1:
+        raise Fault("bad-request", "update needs p50_limit_ms > 0, atol, rtol and wait_s >= 0 (finite), latency_runs >= 1")
+    return limits, wait_s
 
 
 def _reply(out: BinaryIO, request_id: object, result: dict[str, Any] | None = None, fault: Fault | None = None) -> None:
