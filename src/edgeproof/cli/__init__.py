@@ -16,6 +16,7 @@ from edgeproof.cli import (
     inspect_cmd,  # noqa: E402,F401
     optimize_cmd,  # noqa: E402,F401
     report_cmd,  # noqa: E402,F401
+    rollout_cmd,  # noqa: E402,F401
     simulate,  # noqa: E402,F401
     telemetry_cmd,  # noqa: E402,F401
 )

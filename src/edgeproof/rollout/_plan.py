@@ -1,0 +1,295 @@
+"""A rollout plan (TOML): the signed release, the known-good pair to return to, waves with selectors, caps, soak and minimums, and the gates.
+
+Loading checks the file's own shape (each problem one line naming ``file:line: field``); ``validate_plan``
+checks it against the world at submit time: signatures, a fleet inventory, the strata each wave selects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeproof.contract._locate import key_lines, line_of
+from edgeproof.errors import DataError
+from edgeproof.fleet._alarms import ALARM_NAMES
+
+WAVE_KINDS = ("internal", "canary", "regional", "global")
+SELECTOR_LABELS = ("cohort", "region", "chip_revision")
+POLICIES = ("stratum", "all")
+
+
+@dataclass(frozen=True)
+class ReleaseRef:
+    """A release as the plan names it: a signed BOM, its model and firmware (one coupled pair)."""
+
+    name: str
+    bom: Path
+    model: Path
+    firmware_version: str
+    public_key: Path
+    model_sha256: str = ""  # filled in by validation, from the verified signature
+    bom_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device of the fleet's inventory and the labels a selector matches."""
+
+    device_id: str
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Wave:
+    """One wave: devices matching ``select`` (not yet updated), capped; judged after ``soak_h`` with ``min_devices`` per stratum."""
+
+    name: str
+    kind: str
+    select: dict[str, tuple[str, ...]]
+    max_devices: int | None
+    max_pct: float
+    soak_h: float
+    min_devices: int
+    line: int
+
+    def matches(self, device: Device) -> bool:
+        return all(device.labels.get(k, "") in values for k, values in self.select.items())
+
+
+@dataclass(frozen=True)
+class Gates:
+    """The fleet alarms that gate each wave, the control cohort, and how long an undecided wave may hold."""
+
+    alarms: tuple[str, ...] = ALARM_NAMES
+    control: str = "control"
+    contract: Path | None = None
+    min_devices: int | None = None  # overrides the contract's [rollback] min_devices for the alarms
+    looks: int = 8
+    escalate_after_h: float = 24.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: Path
+    sha256: str
+    release: ReleaseRef
+    known_good: ReleaseRef
+    waves: tuple[Wave, ...]
+    gates: Gates
+    rollback_policy: str
+    target: dict[str, Any] = field(default_factory=dict)
+
+
+class _Reader:
+    """Typed field access over the parsed TOML, every refusal naming file:line and the field."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = key_lines(text)
+
+    def fail(self, where: tuple[str | int, ...], what: str) -> DataError:
+        line = line_of(self.lines, where)
+        dotted = ".".join(f"[{p}]" if isinstance(p, int) else p for p in where).replace(".[", "[")
+        return DataError(f"{self.path}:{line or 1}: {dotted}: {what}")
+
+    def get(self, table: dict[str, Any], where: tuple[str | int, ...], kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        key = where[-1]
+        assert isinstance(key, str)
+        if key not in table:
+            if default is ...:
+                raise self.fail(where[:-1] or where, f"missing {key!r}")
+            return default
+        value = table[key]
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self.fail(where, f"must be {names}, got {value!r}")
+        return value
+
+    def path_of(self, table: dict[str, Any], where: tuple[str | int, ...]) -> Path:
+        p = Path(self.get(table, where, str))
+        return p if p.is_absolute() else self.path.parent / p
+
+
+def _release(r: _Reader, data: dict[str, Any], key: str) -> ReleaseRef:
+    t = r.get(data, (key,), dict)
+    return ReleaseRef(
+        name=r.get(t, (key, "name"), str),
+        bom=r.path_of(t, (key, "bom")),
+        model=r.path_of(t, (key, "model")),
+        firmware_version=r.get(t, (key, "firmware_version"), str),
+        public_key=r.path_of(t, (key, "public_key")),
+    )
+
+
+def _wave(r: _Reader, t: dict[str, Any], i: int) -> Wave:
+    where: tuple[str | int, ...] = ("wave", i)
+    kind = r.get(t, (*where, "kind"), str)
+    if kind not in WAVE_KINDS:
+        raise r.fail((*where, "kind"), f"must be one of {', '.join(WAVE_KINDS)}, got {kind!r}")
+    select_t = r.get(t, (*where, "select"), dict, {})
+    select: dict[str, tuple[str, ...]] = {}
+    for label, values in select_t.items():
+        if label not in SELECTOR_LABELS:
+            raise r.fail((*where, "select", label), f"selector label must be one of {', '.join(SELECTOR_LABELS)}")
+        vals = [values] if isinstance(values, str) else values
+        if not isinstance(vals, list) or not vals or not all(isinstance(v, str) for v in vals):
+            raise r.fail((*where, "select", label), "must be a label value or a non-empty list of them")
+        select[label] = tuple(vals)
+    max_devices = r.get(t, (*where, "max_devices"), int, None)
+    max_pct = float(r.get(t, (*where, "max_pct"), (int, float), 100.0))
+    soak_h = float(r.get(t, (*where, "soak_h"), (int, float)))
+    min_devices = r.get(t, (*where, "min_devices"), int, 1)
+    if max_devices is not None and max_devices < 1:
+        raise r.fail((*where, "max_devices"), f"must be at least 1, got {max_devices}")
+    if not 0 < max_pct <= 100:
+        raise r.fail((*where, "max_pct"), f"must be in (0, 100], got {max_pct:g}")
+    if soak_h < 0:
+        raise r.fail((*where, "soak_h"), f"must be >= 0, got {soak_h:g}")
+    if min_devices < 1:
+        raise r.fail((*where, "min_devices"), f"must be at least 1, got {min_devices}")
+    name = r.get(t, (*where, "name"), str, kind)
+    return Wave(name, kind, select, max_devices, max_pct, soak_h, min_devices, line_of(r.lines, where) or 1)
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and shape-check a plan file; a mistake is one DataError line ``file:line: field: what``."""
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid TOML: {exc}") from None
+    r = _Reader(path, raw.decode())
+    release, known_good = _release(r, data, "release"), _release(r, data, "known_good")
+    if release.name == known_good.name:
+        raise r.fail(("known_good", "name"), f"must differ from the release's name {release.name!r}")
+    waves_t = r.get(data, ("wave",), list)
+    if not waves_t:
+        raise r.fail(("wave",), "a plan needs at least one [[wave]]")
+    waves = tuple(_wave(r, t, i) for i, t in enumerate(waves_t))
+    order = [WAVE_KINDS.index(w.kind) for w in waves]
+    for i in range(1, len(waves)):
+        if order[i] < order[i - 1]:
+            raise r.fail(("wave", i, "kind"), f"{waves[i].kind!r} after {waves[i - 1].kind!r}: waves go {' → '.join(WAVE_KINDS)}")
+    names = Counter(w.name for w in waves)
+    for i, w in enumerate(waves):
+        if names[w.name] > 1:
+            raise r.fail(("wave", i, "name"), f"wave name {w.name!r} is used twice")
+    g = r.get(data, ("gates",), dict, {})
+    alarms = tuple(r.get(g, ("gates", "alarms"), list, list(ALARM_NAMES)))
+    for j, a in enumerate(alarms):
+        if a not in ALARM_NAMES:
+            raise r.fail(("gates", "alarms", j), f"unknown alarm {a!r}; known: {', '.join(ALARM_NAMES)}")
+    contract = r.path_of(g, ("gates", "contract")) if "contract" in g else None
+    gates = Gates(
+        alarms=alarms,
+        control=r.get(g, ("gates", "control"), str, "control"),
+        contract=contract,
+        min_devices=r.get(g, ("gates", "min_devices"), int, None),
+        looks=r.get(g, ("gates", "looks"), int, 8),
+        escalate_after_h=float(r.get(g, ("gates", "escalate_after_h"), (int, float), 24.0)),
+    )
+    policy = r.get(r.get(data, ("policy",), dict, {}), ("policy", "rollback"), str, "stratum")
+    if policy not in POLICIES:
+        raise r.fail(("policy", "rollback"), f"must be one of {', '.join(POLICIES)}, got {policy!r}")
+    target = r.get(data, ("target",), dict, {})
+    return Plan(path, hashlib.sha256(raw).hexdigest(), release, known_good, waves, gates, policy, target)
+
+
+def select_waves(plan: Plan, inventory: Sequence[Device]) -> list[list[Device]]:
+    """The devices each wave sends to: those matching its selector not taken by an earlier wave, in a stable
+    hashed order (so a capped wave spreads over strata), until its absolute cap or the fleet share ``max_pct`` (cumulative)."""
+    order = sorted(inventory, key=lambda d: hashlib.sha256(d.device_id.encode()).digest())
+    taken: set[str] = set()
+    out: list[list[Device]] = []
+    for wave in plan.waves:
+        budget = int(len(inventory) * wave.max_pct / 100.0 + 1e-9) - len(taken)
+        if wave.max_devices is not None:
+            budget = min(budget, wave.max_devices)
+        chosen: list[Device] = []
+        for d in order:
+            if len(chosen) >= budget:
+                break
+            if d.device_id not in taken and wave.matches(d):
+                chosen.append(d)
+        taken.update(d.device_id for d in chosen)
+        out.append(chosen)
+    return out
+
+
+def effective_minimum(plan: Plan, i: int) -> int:
+    """Devices a stratum of wave ``i`` needs: its own minimum, and for a judged wave (all but the last) the gates' too, or it could never pass."""
+    wave = plan.waves[i]
+    return wave.min_devices if i == len(plan.waves) - 1 else max(wave.min_devices, plan.gates.min_devices or 0)
+
+
+def stratum_of(labels: dict[str, str]) -> str:
+    """The stratum a wave's minimum counts in: chip revision × region (a release fixes model and firmware)."""
+    return f"{labels.get('chip_revision', '?')} × {labels.get('region', '?')}"
+
+
+def validate_plan(plan: Plan, inventory: Sequence[Device]) -> tuple[Plan, list[list[Device]]]:
+    """Check the plan at submit: both releases' signatures verify, every wave selects devices and meets its minimum per
+    stratum, and the waves reach the whole fleet. Returns the plan with verified digests and each wave's devices."""
+    from dataclasses import replace
+
+    from edgeproof.bom import load_signature, signature_path, verify_bom
+
+    verified: dict[str, ReleaseRef] = {}
+    for key, ref in (("release", plan.release), ("known_good", plan.known_good)):
+        where = f"{plan.path}:{_line(plan, (key, 'bom'))}: {key}.bom"
+        if not signature_path(ref.bom).exists():
+            raise DataError(f"{where}: {ref.bom} is not signed (no {signature_path(ref.bom).name}); sign it with `edgeproof bom sign`")
+        result = verify_bom(ref.bom, ref.public_key, ref.model)
+        if not result.ok:
+            raise DataError(f"{where}: signature does not verify: {result.message}")
+        sig = load_signature(signature_path(ref.bom))
+        verified[key] = replace(ref, model_sha256=sig.model_sha256, bom_sha256=sig.bom_sha256)
+    plan = replace(plan, release=verified["release"], known_good=verified["known_good"])
+    waves = select_waves(plan, inventory)
+    for i, (wave, devices) in enumerate(zip(plan.waves, waves)):
+        if not any(wave.matches(d) for d in inventory):
+            sel = ", ".join(f"{k} in {list(v)}" for k, v in wave.select.items())
+            raise DataError(f"{plan.path}:{wave.line}: wave[{i}].select: matches no device of the {len(inventory)} in the fleet ({sel})")
+        minimum = effective_minimum(plan, i)
+        counts = Counter(stratum_of(d.labels) for d in devices)
+        small = sorted((n, s) for s, n in counts.items() if n < minimum)
+        if not devices or small:
+            n, s = small[0] if small else (0, "all strata")
+            raise DataError(
+                f"{plan.path}:{wave.line}: wave[{i}].min_devices: stratum {s} has {n} device(s) in wave {wave.name!r}, "
+                f"fewer than its minimum {minimum} ({len(small)} strata short)"
+            )
+        if i < len(plan.waves) - 1:
+            _check_control(plan, i, inventory, waves[: i + 1], minimum)
+    reached = sum(len(w) for w in waves)
+    if reached < len(inventory):
+        last = plan.waves[-1]
+        raise DataError(
+            f"{plan.path}:{last.line}: wave[{len(plan.waves) - 1}]: the waves reach {reached} of {len(inventory)} devices "
+            f"({100.0 * reached / max(1, len(inventory)):.1f}%), not 100%"
+        )
+    return plan, waves
+
+
+def _check_control(plan: Plan, i: int, inventory: Sequence[Device], so_far: list[list[Device]], minimum: int) -> None:
+    """A judged wave must leave a control cohort in each of its strata: the gates compare against it."""
+    taken = {d.device_id for w in so_far for d in w}
+    control = Counter(stratum_of(d.labels) for d in inventory if d.device_id not in taken)
+    short = sorted((control[s], s) for s in {stratum_of(d.labels) for d in so_far[-1]} if control[s] < minimum)
+    if short:
+        n, s = short[0]
+        wave = plan.waves[i]
+        raise DataError(
+            f"{plan.path}:{wave.line}: wave[{i}]: leaves {n} control device(s) in stratum {s} (minimum {minimum}); "
+            f"its gates would have nothing to compare against ({len(short)} strata short)"
+        )
+
+
+def _line(plan: Plan, where: tuple[str | int, ...]) -> int:
+    return line_of(key_lines(plan.path.read_text()), where) or 1
