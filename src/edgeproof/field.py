@@ -28,6 +28,7 @@ from edgeproof import __version__
 from edgeproof.errors import DataError
 from edgeproof.measure.stats import CONFIDENCE, QUANTILES, Interval, LatencyStats
 from edgeproof.records import EnvFingerprint, Figure, ModelRef, Placement, RunRecord, RuntimeSettings, ScenarioResult, TargetRef
+from edgeproof.telemetry._aggregate import counter_total
 
 LATENCY_METRIC = "edgeproof.inference.duration"
 BOOTSTRAP_RESAMPLES = 2000
@@ -65,14 +66,14 @@ def field_record(
     (checked against the windows' ``model_sha256``). Raises ``DataError`` (exit 2) when there is
     nothing to judge: no segment files, no windows of the model/cohort, several models with none chosen.
     """
-    from edgeproof.telemetry import SegmentRead, read_segments, segment_files
+    from edgeproof.telemetry import SegmentRead, read_segments, segment_folders
 
     root = Path(directory)
     if not root.is_dir():
         raise DataError(f"--field {root}: not a directory of telemetry segment files")
     # one folder per device, as collected from the fleet, or every segment in one folder
     read = SegmentRead()
-    for folder in sorted({p.parent for p in root.rglob("*") if p.is_file() and p in segment_files(p.parent)}):
+    for folder in segment_folders(root):
         part = read_segments(folder)
         read.records.extend(part.records)
         read.problems.extend(part.problems)
@@ -96,7 +97,7 @@ def field_record(
         raise DataError(f"--field {root}: the windows of model {model_sha256[:12]} hold no latency ({LATENCY_METRIC})")
     n_devices = len(by_device)
     provenance = f"measured:field:{n_devices} device{'s' if n_devices != 1 else ''}"
-    inferences = int(sum(_counter(w, "edgeproof.inference.count") or 0 for w in windows))
+    inferences = int(counter_total(windows, "edgeproof.inference.count") or 0)
     events = [e for e in read.events if e.labels.model_sha256 == model_sha256 and (cohort is None or e.labels.cohort == cohort)]
     span_ns = max(w.end_unix_ns for w in windows) - min(w.start_unix_ns for w in windows)
     summary = FieldSummary(
@@ -248,23 +249,18 @@ def _metric_values(windows: list, name: str) -> list[float]:
     return [m.value for w in windows for m in w.metrics if m.name == name and m.value is not None and not m.attributes]
 
 
-def _counter(window, name: str) -> float | None:
-    values = [m.value for m in window.metrics if m.name == name and m.value is not None]
-    return float(sum(values)) if values else None
-
-
 def _rate(windows: list, name: str, inferences: int) -> float | None:
     """Counter ``name`` per inference, None when no window carries it (a policy that is not configured)."""
-    counts = [c for c in (_counter(w, name) for w in windows) if c is not None]
-    return sum(counts) / inferences if counts and inferences else None
+    total = counter_total(windows, name)
+    return total / inferences if total is not None and inferences else None
 
 
 def _energy(windows: list, provenance: str) -> Figure:
     """Energy per inference over the windows that carry ``hw.energy`` (their inferences only)."""
     joules, inferences = 0.0, 0.0
     for w in windows:
-        energy = _counter(w, "hw.energy")
-        count = _counter(w, "edgeproof.inference.count")
+        energy = counter_total([w], "hw.energy")
+        count = counter_total([w], "edgeproof.inference.count")
         if energy is not None and count:
             joules += energy
             inferences += count

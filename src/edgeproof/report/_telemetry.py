@@ -35,24 +35,16 @@ class Telemetry:
 
 def read_telemetry(root: Path) -> list[Telemetry]:
     """Each folder under ``root/telemetry`` that holds segment files (a device's recorder writes one)."""
-    from edgeproof.telemetry import read_segments, segment_files
+    from edgeproof.telemetry import read_segments, segment_folders
 
     base = root / TELEMETRY_FOLDER
     if not base.is_dir():
         return []
-    folders = sorted({p.parent for p in base.rglob("*") if p.is_file()})
     out = []
-    for folder in folders:
-        if not segment_files(folder):
-            continue
+    for folder in segment_folders(base):
         read = read_segments(folder)
         out.append(Telemetry(folder.relative_to(root).as_posix(), read.windows, read.events, [str(p) for p in read.problems]))
     return out
-
-
-def _counter(windows: list, name: str) -> float | None:
-    values = [m.value for w in windows for m in w.metrics if m.name == name and m.value is not None]
-    return float(sum(values)) if values else None
 
 
 def _provenance(t: Telemetry) -> str:
@@ -99,14 +91,16 @@ def _confidence_block(t: Telemetry, i: int) -> str:
 
 def _fallback_block(t: Telemetry, i: int) -> str:
     """The policy's fallback rate per window, over time; the provider's (silent CPU) fallback beside it."""
+    from edgeproof.telemetry import counter_total
+
     points = []
     for w in sorted(t.windows, key=lambda w: w.end_unix_ns):
-        n = _counter([w], "edgeproof.inference.count")
-        fell = _counter([w], "edgeproof.fallback.policy")
+        n = counter_total([w], "edgeproof.inference.count")
+        fell = counter_total([w], "edgeproof.fallback.policy")
         if n and fell is not None:
             points.append((w.end_unix_ns, fell / n))
-    provider = _counter(t.windows, "edgeproof.fallback.provider.inferences")
-    total = _counter(t.windows, "edgeproof.inference.count") or 0
+    provider = counter_total(t.windows, "edgeproof.fallback.provider.inferences")
+    total = counter_total(t.windows, "edgeproof.inference.count") or 0
     words = []
     if provider is not None and total:
         words.append(f"provider (silent CPU) fallback: {provider / total:.2%} of {int(total)} inferences")
@@ -115,7 +109,7 @@ def _fallback_block(t: Telemetry, i: int) -> str:
     start = points[0][0]
     x = [(p[0] - start) / 1e9 for p in points]
     y = [p[1] * 100 for p in points]
-    overall = sum(_counter([w], "edgeproof.fallback.policy") or 0 for w in t.windows) / max(total, 1)
+    overall = sum(counter_total([w], "edgeproof.fallback.policy") or 0 for w in t.windows) / max(total, 1)
     words.insert(0, f"policy fallback: {overall:.2%} of inferences over {len(points)} windows")
     fig = go.Figure(go.Scatter(x=x, y=y, mode="lines+markers", line={"color": FAIL}, name="policy fallback"))
     fig.update_xaxes(title="seconds since the first window ended")
@@ -148,10 +142,12 @@ def section(inputs: Inputs) -> Section:
         "What the on-device recorder wrote: windows of aggregates (a latency sketch, counters, a confidence histogram) "
         "and events; never raw inputs."
     )
+    from edgeproof.telemetry import counter_total
+
     for i, t in enumerate(found):
         devices = sorted({w.labels.device_id for w in t.windows})
         body += f"<h3>{esc(', '.join(devices[:4]) + (' …' if len(devices) > 4 else '') or 'no windows')} {source(t.rel)}</h3>"
-        errors = _counter(t.windows, "edgeproof.inference.errors")
+        errors = counter_total(t.windows, "edgeproof.inference.errors")
         if errors:
             body += note(f"{int(errors)} inference call(s) raised.")
         if t.problems:

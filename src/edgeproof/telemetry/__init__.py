@@ -11,7 +11,7 @@ when it is installed too. ::
         infer(x)
 """
 
-from edgeproof.telemetry._aggregate import merged_histogram, merged_sketch, quantile, sketch_of
+from edgeproof.telemetry._aggregate import counter_total, merged_histogram, merged_sketch, quantile, sketch_of
 from edgeproof.telemetry._burst import Burst, record_burst
 from edgeproof.telemetry._config import PolicySpec, TelemetryConfigError, load_telemetry_config
 from edgeproof.telemetry._export import export_otlp, metrics_data, prometheus_name, serve_prometheus, window_quantiles
@@ -31,7 +31,7 @@ from edgeproof.telemetry._schema import (
     Window,
     load_json_schema,
 )
-from edgeproof.telemetry._segments import SegmentProblem, SegmentRead, SegmentStore, read_segments, segment_files
+from edgeproof.telemetry._segments import SegmentProblem, SegmentRead, SegmentStore, read_segments, segment_files, segment_folders
 from edgeproof.telemetry._session import RecordedSession, load_fallback
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "TelemetryConfigError",
     "Window",
     "confidence",
+    "counter_total",
     "draws_raw_samples",
     "export_otlp",
     "image_quality",
@@ -74,6 +75,7 @@ __all__ = [
     "read_boot_id",
     "read_segments",
     "segment_files",
+    "segment_folders",
     "serve_prometheus",
     "sketch_of",
     "window_quantiles",

@@ -116,3 +116,9 @@ def merged_histogram(metrics: Iterable[MetricValue]) -> tuple[list[float], list[
             raise ValueError(f"{metric.name}: histogram bounds differ between windows ({metric.bounds} vs {bounds})")
         counts = [a + b for a, b in zip(counts, metric.bucket_counts)]
     return bounds, counts
+
+
+def counter_total(windows: Iterable, name: str) -> float | None:
+    """Sum of metric ``name`` over ``windows`` (every series of it), None when no window carries it."""
+    values = [m.value for w in windows for m in w.metrics if m.name == name and m.value is not None]
+    return float(sum(values)) if values else None

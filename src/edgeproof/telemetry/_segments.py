@@ -246,6 +246,11 @@ def read_segments(directory: str | Path) -> SegmentRead:
     return out
 
 
+def segment_folders(root: str | Path) -> list[Path]:
+    """Every folder at or below ``root`` that holds segment files (one per device, as a fleet collects them)."""
+    return sorted({p.parent for p in Path(root).rglob(f"*{SUFFIX}") if p.is_file()})
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
