@@ -328,7 +328,7 @@ def compare(
                 predictions[s.name] = predictions_of(out).tolist()
                 labels[s.name] = y.tolist()
             if i == 0 and policy is not None and is_class_scores(out) and y.ndim == 1 and np.issubdtype(y.dtype, np.integer):
-                outcomes[s.name] = _policy_outcome(out, ref, y, policy, reference.sha256)
+                outcomes[s.name] = policy_outcome(out, ref, y, policy, reference.sha256)
             if i == 0:
                 confidence[s.name] = float(confidences_of(out).mean()) if is_class_scores(out) else None
                 ref_conf = float(confidences_of(ref).mean()) if is_class_scores(ref) else None
@@ -363,7 +363,7 @@ def compare(
     )
 
 
-def _policy_outcome(out: np.ndarray, ref: np.ndarray, y: np.ndarray, threshold: float, reference_sha256: str) -> PolicyOutcome:
+def policy_outcome(out: np.ndarray, ref: np.ndarray, y: np.ndarray, threshold: float, reference_sha256: str) -> PolicyOutcome:
     """The policy on one slice: rows under ``threshold`` take the reference's class."""
     low = confidences_of(out) < threshold
     chosen = np.where(low, predictions_of(ref), predictions_of(out))

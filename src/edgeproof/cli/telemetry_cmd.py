@@ -133,17 +133,8 @@ def burst(
 
 def _policy_on(model: Path, fallback: Path, x, y, threshold: float) -> tuple[float, float, float]:
     """Share of rows whose top-1 probability is under ``threshold``, and top-1 accuracy without and with the fallback answering them."""
-    from edgeproof.evaluate import infer
+    from edgeproof.evaluate import infer, policy_outcome, top1
 
-    def probabilities(out):
-        out = out.reshape(len(out), -1).astype(np.float64)
-        if out.min() >= 0 and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
-            return out
-        z = np.exp(out - out.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
-
-    p = probabilities(infer(model, x))
-    q = probabilities(infer(fallback, x))
-    low = p.max(axis=1) < threshold
-    chosen = np.where(low, q.argmax(axis=1), p.argmax(axis=1))
-    return float(low.mean()), float((p.argmax(axis=1) == y).mean()), float((chosen == y).mean())
+    out = infer(model, x)
+    outcome = policy_outcome(out, infer(fallback, x), y, threshold, "")
+    return outcome.fallback_rate, top1(out, y), outcome.accuracy
