@@ -103,14 +103,12 @@ def time_stages(
     return summarize_stages(per_stage, pipeline, provenance)
 
 
-def stages_unavailable(pipeline: Pipeline, target_id: str, simulated: bool) -> Stages:
-    """Why a target gives no stage timing: a board cannot run a Python step; the simulator does not
-    model pre/post-processing time even for built-in and ONNX steps (they could run there)."""
+def stages_unavailable(pipeline: Pipeline, target_id: str) -> Stages:
+    """Why a target gives no stage timing: a board cannot run a Python step (built-in and ONNX steps
+    are costed on simulated boards by ``simulate.pipeline``)."""
     python = pipeline.python_steps
     if python:
         why = f"the pipeline's Python step {python[0]} cannot run on {target_id} (it runs only where Python does: this host)"
-    elif simulated:
-        why = f"the simulator does not model pre/post-processing time on {target_id}; measure the pipeline on the board"
     else:
         why = f"no stage timing on {target_id}"
     return Stages(pipeline_sha256=pipeline.sha256, pipeline=pipeline.describe(), unavailable=why)
@@ -153,7 +151,7 @@ def with_stages(record: RunRecord, options: Any, target_id: str) -> RunRecord:
     """A record of a run that could not time the pipeline's stages (a simulated board) says why."""
     if options.pipeline is None or record.stages is not None:
         return record
-    stages = stages_unavailable(options.pipeline, target_id, record.kind == "simulated")
+    stages = stages_unavailable(options.pipeline, target_id)
     if record.kind == "measured" and options.pipeline_rows is None:
         stages = stages.model_copy(update={"unavailable": "no raw rows to time the pipeline on: give the contract a [data] table"})
     return record.model_copy(update={"stages": stages})

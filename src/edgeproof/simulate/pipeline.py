@@ -142,7 +142,7 @@ def simulate_stages(
     ``feed``: one input of the model, run once here for its outputs' shapes."""
     target_id = record.target.id
     if pipeline.python_steps:
-        return stages_unavailable(pipeline, target_id, simulated=True), []
+        return stages_unavailable(pipeline, target_id), []
     if raw_rows is None or not len(raw_rows):
         why = f"no raw rows to size the pipeline's work on {target_id} by: give the contract a [data] table"
         return Stages(pipeline_sha256=pipeline.sha256, pipeline=pipeline.describe(), unavailable=why), []
