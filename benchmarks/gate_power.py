@@ -149,7 +149,7 @@ def _judged(a, b, between) -> dict:
         for label, (x, y) in (("", (a, b)), ("_raw", (old_a, old_b))):
             est = latency_ratio(x, y, q, between)
             out[name + label + "_ratio"] = est.ratio if est else None
-            out[name + label + "_fail"] = ratio_clause(name, est, tol * 100, "").status == "fail"
+            out[name + label + "_fail"] = ratio_clause(name, est, tol * 100, "", apart=True).status == "fail"
             out[name + label + "_covers_1"] = est is not None and est.low <= 1.0 <= est.high
     out["any_fail"] = out["p50_fail"] or out["p95_fail"]
     out["any_raw_fail"] = out["p50_raw_fail"] or out["p95_raw_fail"]
@@ -265,12 +265,8 @@ def record_mode_only() -> None:
     path = RESULTS / f"{name}.json"
     result = json.loads(path.read_text()) if path.exists() else {}
     with tempfile.TemporaryDirectory(prefix="edgeproof-gate-power-") as tmp:
-        known = result.get("cases", {}).get("p50_10pct", {}).get("extra_matmuls")
-        if known:  # the interleaved run's calibrated size; its true ratio is measured again here
-            slow = add_busy_branch(DIGITS_MODEL, Path(tmp) / "p50_10pct.onnx", known)
-            truth = true_ratio(DIGITS_MODEL, slow)
-        else:
-            slow, _, truth = calibrate(DIGITS_MODEL, Path(tmp), {"p50_10pct": (0, 0.10)})["p50_10pct"]
+        # calibrated in this run: the interleaved run's chain gave +7.8% on a later, busier host
+        slow, _, truth = calibrate(DIGITS_MODEL, Path(tmp), {"p50_10pct": (0, 0.10)})["p50_10pct"]
         rec = record_mode(DIGITS_MODEL, slow, truth)
     from datetime import UTC, datetime
 

@@ -66,7 +66,7 @@ def _interleaved(contract, base, cand) -> dict:
     started = time.monotonic()
     with runner_for("host") as runner:
         preps = (runner.prepare(base.variant_path, options), runner.prepare(cand.variant_path, options))
-        ra, rb, ab = measure_ratio(runner, preps, (_settings(base), _settings(cand)), options, p50, precision=PRECISION)
+        ra, rb, ab, why = measure_ratio(runner, preps, (_settings(base), _settings(cand)), options, p50, precision=PRECISION)
     p50_est, p95_est = paired_ratio(ra, rb, 0.5), paired_ratio(ra, rb, 0.95)
     return {
         "base": base.id,
@@ -77,6 +77,7 @@ def _interleaved(contract, base, cand) -> dict:
         "p95_ci": [p95_est.low, p95_est.high],
         "pairs": p50_est.units,
         "layout": f"{ab.blocks}×{ab.block_size} samples a session, {ab.warmup} warm-ups",
+        "stopped": why,
         "wall_s": time.monotonic() - started,
         "load_average_after": list(os.getloadavg()),
     }

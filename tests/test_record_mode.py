@@ -15,9 +15,11 @@ from edgeproof.errors import RecordError
 from edgeproof.gate import (
     DEFAULT_NORMALISED_SD_LOG,
     MIN_AA_PAIRS,
+    RatioEstimate,
     between_run_from_history,
     gate,
     normalised_ratio,
+    regression_fails,
     unpaired_ratio,
 )
 from edgeproof.gate_output import to_markdown
@@ -174,3 +176,39 @@ def test_a_probe_that_does_not_fill_its_blocks_is_one_line(measured, tmp_path):
     path.write_text(json.dumps(raw))
     with pytest.raises(RecordError, match=r"bad\.run\.json: reference: .*probes\.0: 199 model and 800 reference samples"):
         load_record(path)
+
+
+def _est(ratio: float, sd_log: float) -> RatioEstimate:
+    half = 1.959964 * sd_log
+    return RatioEstimate("p50", ratio, ratio * np.exp(-half), ratio * np.exp(half), "test", 6)
+
+
+def test_record_mode_rule_is_significant_and_beyond_the_tolerance():
+    # two runs made apart: intervals ±5% wide (sd 2.6% in log, the stated default)
+    sd = DEFAULT_NORMALISED_SD_LOG
+    assert regression_fails(_est(1.10, sd), 1.03, apart=True)  # +10%: beyond 3% and significant
+    assert regression_fails(_est(1.07, sd), 1.03, apart=True)
+    assert not regression_fails(_est(1.07, sd), 1.03)  # the together-rule wants the whole interval past 1.03
+    assert not regression_fails(_est(1.02, sd / 4), 1.03, apart=True)  # significant but within the tolerance
+    assert not regression_fails(_est(1.045, sd), 1.03, apart=True)  # beyond the tolerance, not significant at 1%
+    # a same-speed pair fails at most 1% of the time: the estimate would have to lie 2.33 sd above 1
+    assert not regression_fails(_est(float(np.exp(2.3 * sd)), sd), 1.03, apart=True)
+    assert regression_fails(_est(float(np.exp(2.4 * sd)), sd), 1.03, apart=True)
+
+
+def test_one_session_hit_by_a_burst_does_not_fail_the_tail(contract, measured):
+    base = _run(measured, 1.0, 0.5, 1, "2026-12-02T08:00:00+00:00")
+    cand = _run(measured, 1.0, 0.5, 2, "2026-12-02T08:05:00+00:00")
+    burst = [
+        SessionSamples(
+            warmup_ms=[], samples_ms=[x * (3.0 if i % 10 == 0 else 1.0) for i, x in enumerate(s.samples_ms)], started_at=s.started_at
+        )
+        for s in cand.sessions[:1]
+    ]
+    cand = cand.model_copy(update={"sessions": burst + cand.sessions[1:]})  # one session's p95 three times slower
+    [verdict] = gate(contract, [cand], [base])
+    p95 = next(c for c in verdict.clauses if c.clause == "regression.p95")
+    assert p95.status == "pass" and p95.value is not None and p95.value < 1.05
+    slow = _run(measured, 1.2, 0.5, 3, "2026-12-02T08:10:00+00:00")  # every session 20% slower: a regression
+    [verdict] = gate(contract, [slow], [base])
+    assert next(c for c in verdict.clauses if c.clause == "regression.p95").status == "fail"

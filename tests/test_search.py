@@ -776,6 +776,29 @@ def test_the_speedup_vs_fp32_is_measured_until_its_interval_is_narrow():
     assert stop_rule(ab, 0.95, 0.0, 1.0)(*more)
 
 
+def test_confirmation_keeps_the_budget_and_stops_when_more_pairs_would_not_help():
+    import time
+
+    from edgeproof.search._confirm import MAX_RUNNER_UP_PAIRS, PRECISION, interleave_plan, stop_rule
+
+    ab = interleave_plan(1.0)
+    noisy = _sessions(0.5, 0.10, 6, ab.blocks, ab.block_size)
+    # 6 pairs took ~0.6 s: 2 more take ~0.2 s, which 10 s left can hold and 0.01 s cannot
+    rule = stop_rule(ab, 0.5, 0.02, PRECISION, seconds_left=lambda: 10.0)
+    rule.started = time.monotonic() - 0.6
+    assert not rule(*noisy)
+    rule = stop_rule(ab, 0.5, 0.02, PRECISION, seconds_left=lambda: 0.01)
+    rule.started = time.monotonic() - 0.6
+    assert rule(*noisy) and "would not fit in the time budget" in rule.why
+    # ±40% per pair: after MAX_RUNNER_UP_PAIRS pairs the interval projected to 40 pairs is still far
+    # wider than ±2%, so pairs stop; ±10% per pair at the same count projects close enough to go on
+    wild = _sessions(0.5, 0.40, MAX_RUNNER_UP_PAIRS, ab.blocks, ab.block_size, seed=5)
+    rule = stop_rule(ab, 0.5, 0.02, PRECISION)
+    assert rule(*wild) and "would not narrow it" in rule.why
+    closer = _sessions(0.5, 0.06, MAX_RUNNER_UP_PAIRS, ab.blocks, ab.block_size, seed=6)
+    assert not stop_rule(ab, 0.5, 0.02, PRECISION)(*closer)
+
+
 def test_measure_ratio_pairs_fresh_sessions_through_the_runner_and_caps_a_decision_only_comparison(tmp_path):
     from edgeproof.measure.runner import ProfileOptions
     from edgeproof.records import RuntimeSettings
@@ -788,7 +811,7 @@ def test_measure_ratio_pairs_fresh_sessions_through_the_runner_and_caps_a_decisi
     with runner_for("host", check_fitness=False) as runner:
         preps = (runner.prepare(model, options), runner.prepare(model, options))
         one = RuntimeSettings()
-        base, cand, ab = measure_ratio(runner, preps, (one, one), options, p50_ms=0.02, precision=None)
+        base, cand, ab, _ = measure_ratio(runner, preps, (one, one), options, p50_ms=0.02, precision=None)
     assert ab.max_pairs == MAX_RUNNER_UP_PAIRS and PAIRS <= len(base.sessions) == len(cand.sessions) <= MAX_RUNNER_UP_PAIRS
     assert base.interleave.partner_run_id == cand.run_id and cand.interleave.partner_run_id == base.run_id
     assert all(len(s.samples_ms) == ab.blocks * ab.block_size for s in base.sessions)

@@ -40,14 +40,19 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def open_session(path: str | Path, settings: dict[str, Any], profile_prefix: str | None = None) -> ort.InferenceSession:
-    """A fresh session with the lab's settings, CPU behind any accelerator provider."""
+def open_session(
+    path: str | Path, settings: dict[str, Any], profile_prefix: str | None = None, spinning: bool = True
+) -> ort.InferenceSession:
+    """A fresh session with the lab's settings, CPU behind any accelerator provider; ``spinning``
+    False for sessions that take turns on the same cores (interleaved A/B)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(settings.get("intra_op_threads", 1))
     opts.inter_op_num_threads = int(settings.get("inter_op_threads", 1))
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = _OPT_LEVELS[settings.get("graph_optimization_level", "all")]
     opts.log_severity_level = 3
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix is not None:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
@@ -181,7 +186,7 @@ def time_interleaved(
         order = [0, 1] if rng.random() < 0.5 else [1, 0]
         opened: dict[int, ort.InferenceSession] = {}
         for arm in order:
-            opened[arm] = open_session(models[arm], settings)
+            opened[arm] = open_session(models[arm], settings, spinning=False)
             _checked_run(opened[arm], feeds[arm][0])
         warm = [back_to_back(opened[arm].run, feeds[arm], int(ab["warmup"])) for arm in (0, 1)]
         samples: list[list[float]] = [[], []]

@@ -28,7 +28,9 @@ def provider_name(name: str) -> str:
     return full
 
 
-def session_options(settings: RuntimeSettings, profile_prefix: str | None = None) -> ort.SessionOptions:
+def session_options(settings: RuntimeSettings, profile_prefix: str | None = None, spinning: bool = True) -> ort.SessionOptions:
+    """``spinning`` False: worker threads sleep as soon as a run ends (ONNX Runtime's
+    ``session.intra_op.allow_spinning`` = 0), for sessions that take turns on the same cores."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = settings.intra_op_threads
     opts.inter_op_num_threads = settings.inter_op_threads
@@ -37,6 +39,8 @@ def session_options(settings: RuntimeSettings, profile_prefix: str | None = None
     # 4 (fatal only): a failed run raises with the same message, which we report in one line; the
     # runtime must not also print it to the user's terminal
     opts.log_severity_level = 4
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix is not None:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
@@ -50,11 +54,13 @@ def providers_for(settings: RuntimeSettings) -> list[str]:
     return [settings.provider, "CPUExecutionProvider"]
 
 
-def open_session(model_path: str | Path, settings: RuntimeSettings, profile_prefix: str | None = None) -> ort.InferenceSession:
+def open_session(
+    model_path: str | Path, settings: RuntimeSettings, profile_prefix: str | None = None, spinning: bool = True
+) -> ort.InferenceSession:
     """A fresh session; ONNX Runtime's refusal becomes one ModelError line."""
     try:
         return ort.InferenceSession(
-            str(model_path), sess_options=session_options(settings, profile_prefix), providers=providers_for(settings)
+            str(model_path), sess_options=session_options(settings, profile_prefix, spinning), providers=providers_for(settings)
         )
     except Exception as exc:  # onnxruntime raises its own untyped errors (Fail, InvalidGraph, NotImplemented...)
         raise ModelError(f"{model_path}: onnxruntime cannot load it ({first_line(exc)})") from None

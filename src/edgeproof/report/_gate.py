@@ -107,7 +107,9 @@ def section(inputs: Inputs) -> Section:
         return absent_section("gate", "Gate result", "No gate ran in this folder: `edgeproof gate --out DIR` writes gate.json.")
     body = note(
         "The release gate: every contract clause plus the candidate against the baseline. Latency ratios come with "
-        "95% intervals; a regression fails only when its whole interval lies above the limit. Accuracy is a paired "
+        "95% intervals; a regression fails when its whole interval lies above the limit (between stored records "
+        "measured apart: when its estimate lies beyond the limit and the slowdown is significant, one-sided 99%). "
+        "Accuracy is a paired "
         "test on the same inputs."
     )
     blocks, index, kinds = [], 0, set()

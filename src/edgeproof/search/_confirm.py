@@ -11,6 +11,7 @@ is picked and the result says so.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -42,6 +43,9 @@ MIN_SAMPLES = 18
 # agree within about 3%; the binding metric's verdict is waited for up to MAX_RUNNER_UP_PAIRS pairs
 # (p95 under other load may never settle).
 PRECISION = 0.02
+# Pairs stop being added when, projected to the most pairs a comparison gets, the p50 interval would
+# still be wider than FUTILE × PRECISION (fresh sessions of some INT8 graphs are bimodal here).
+FUTILE = 2.0
 MAX_RUNNERS_UP = 2
 Role = Literal["fp32", "runner-up"]
 _QUANTILE = {"p50_ms": 0.5, "p95_ms": 0.95, "p99_ms": 0.99}
@@ -63,27 +67,74 @@ def half_width(est: RatioEstimate) -> float:
     return (math.log(est.high) - math.log(est.low)) / 2.0
 
 
-def stop_rule(
-    ab: InterleaveOptions, q: float, rel_tol: float, precision: float | None, out_of_time: Callable[[], bool] | None = None
-) -> Decided:
-    """When a comparison has pairs enough: its ratio on quantile ``q`` is settled (wholly below 1,
-    wholly above, or wholly within the tie tolerance ``rel_tol``) — waited for up to
-    MAX_RUNNER_UP_PAIRS pairs when ``precision`` is given — and, with ``precision``, its p50
-    interval is within ±precision; or ``out_of_time`` says the budget is spent."""
-    limit = 1.0 + rel_tol
+class StopRule:
+    """When a comparison has pairs enough (``Decided``), and why it stopped (``why``).
 
-    def decided(base: list[list[float]], cand: list[list[float]]) -> bool:
-        if out_of_time is not None and out_of_time():
+    Its ratio on quantile ``q`` must be settled (wholly below 1, wholly above, or wholly within the
+    tie tolerance ``rel_tol``) — waited for up to MAX_RUNNER_UP_PAIRS pairs when ``precision`` is
+    given — and, with ``precision``, its p50 interval within ±precision. It stops early when:
+    ``out_of_time`` says the budget is spent; ``seconds_left`` is shorter than the next step of pairs
+    takes at the pace so far (the budget is kept, not overrun by a step); or, from
+    MAX_RUNNER_UP_PAIRS pairs on, the interval's width projected to ``max_pairs`` pairs (shrinking as
+    1/sqrt(pairs)) is still more than FUTILE times ``precision`` — more pairs would not narrow it
+    enough to be worth their time."""
+
+    def __init__(
+        self,
+        ab: InterleaveOptions,
+        q: float,
+        rel_tol: float,
+        precision: float | None,
+        out_of_time: Callable[[], bool] | None = None,
+        seconds_left: Callable[[], float] | None = None,
+    ) -> None:
+        self.ab, self.q, self.limit, self.precision = ab, q, 1.0 + rel_tol, precision
+        self.out_of_time, self.seconds_left = out_of_time, seconds_left
+        self.started = time.monotonic()
+        self.why = ""
+
+    def __call__(self, base: list[list[float]], cand: list[list[float]]) -> bool:
+        ab, n = self.ab, len(base)
+        if self.out_of_time is not None and self.out_of_time():
+            self.why = "the time budget was spent"
             return True
-        est = paired_ratio_of(base, cand, ab.blocks, ab.block_size, q)
-        settled = est.high < 1.0 or est.low > 1.0 or (est.low >= 1.0 / limit and est.high <= limit)
-        if precision is None:
+        per_pair = (time.monotonic() - self.started) / max(n, 1)
+        if self.seconds_left is not None and n < ab.max_pairs and self.seconds_left() < per_pair * ab.step:
+            self.why = f"{ab.step} more pairs (about {per_pair * ab.step:.0f} s) would not fit in the time budget left"
+            return True
+        est = paired_ratio_of(base, cand, ab.blocks, ab.block_size, self.q)
+        settled = est.high < 1.0 or est.low > 1.0 or (est.low >= 1.0 / self.limit and est.high <= self.limit)
+        if self.precision is None:
+            self.why = "settled" if settled else ""
             return settled
-        if not settled and len(base) < MAX_RUNNER_UP_PAIRS:
+        if not settled and n < MAX_RUNNER_UP_PAIRS:
             return False
-        return half_width(paired_ratio_of(base, cand, ab.blocks, ab.block_size, 0.5)) <= math.log1p(precision)
+        width = half_width(paired_ratio_of(base, cand, ab.blocks, ab.block_size, 0.5))
+        if width <= math.log1p(self.precision):
+            self.why = f"the p50 interval was within ±{self.precision:.0%}"
+            return True
+        projected = width * math.sqrt(n / ab.max_pairs)
+        if n >= MAX_RUNNER_UP_PAIRS and projected > FUTILE * math.log1p(self.precision):
+            self.why = (
+                f"the p50 interval (±{math.expm1(width):.1%} after {n} pairs) would still be about ±{math.expm1(projected):.1%} "
+                f"at {ab.max_pairs}: more pairs would not narrow it to ±{self.precision:.0%}"
+            )
+            return True
+        if n >= ab.max_pairs:
+            self.why = f"{ab.max_pairs} pairs, the most a comparison gets"
+        return False
 
-    return decided
+
+def stop_rule(
+    ab: InterleaveOptions,
+    q: float,
+    rel_tol: float,
+    precision: float | None,
+    out_of_time: Callable[[], bool] | None = None,
+    seconds_left: Callable[[], float] | None = None,
+) -> StopRule:
+    """The comparison's ``StopRule``."""
+    return StopRule(ab, q, rel_tol, precision, out_of_time, seconds_left)
 
 
 def measure_ratio(
@@ -96,16 +147,18 @@ def measure_ratio(
     rel_tol: float = DEFAULT_REL_TOL,
     precision: float | None = PRECISION,
     out_of_time: Callable[[], bool] | None = None,
-) -> tuple[RunRecord, RunRecord, InterleaveOptions]:
+    seconds_left: Callable[[], float] | None = None,
+) -> tuple[RunRecord, RunRecord, InterleaveOptions, str]:
     """A (baseline) and B interleaved in fresh session pairs through ``runner`` (``Runner.run_ab``,
     each arm at its own settings), pairs added until ``stop_rule`` says enough. The search confirms
     its pick this way, and a re-measurement of the same two files (``benchmarks/search_speed.py``)
     repeats it independently. ``p50_ms`` (the faster arm's, roughly) sizes the blocks; without
-    ``precision`` (a decision only) at most MAX_RUNNER_UP_PAIRS pairs run."""
+    ``precision`` (a decision only) at most MAX_RUNNER_UP_PAIRS pairs run. Returns both records,
+    the layout and why the pairs stopped."""
     ab = interleave_plan(p50_ms, MAX_PAIRS if precision is not None else MAX_RUNNER_UP_PAIRS)
-    decided = stop_rule(ab, q, rel_tol, precision, out_of_time)
+    decided = stop_rule(ab, q, rel_tol, precision, out_of_time, seconds_left)
     base, cand = runner.run_ab(preps[0], preps[1], settings, options, ab, decided)
-    return base, cand, ab
+    return base, cand, ab, decided.why
 
 
 def overlaps(cand: Candidate, pick: Candidate, metric: str, rel_tol: float) -> bool:
@@ -135,7 +188,7 @@ def _ratio(base: RunRecord, cand: RunRecord, q: float) -> RatioInterval:
 
 def _interleaved(
     race: Race, pick: Candidate, rival: Candidate, metric: str, precision: float | None
-) -> tuple[RunRecord, RunRecord, InterleaveOptions]:
+) -> tuple[RunRecord, RunRecord, InterleaveOptions, str]:
     """Rival (A) and pick (B) interleaved in fresh session pairs, each at its own run point's settings."""
     runners = race.runners
     a, b = race.entry(rival.id), race.entry(pick.id)
@@ -157,13 +210,14 @@ def _interleaved(
         race.rel_tol,
         precision,
         lambda: race.clock.out(keep_reserve=False),
+        lambda: race.clock.budget_s - race.clock.elapsed_s,
     )
 
 
 def _compare(race: Race, pick: Candidate, rival: Candidate, role: Role, metric: str, out: Confirmed) -> Confirmation:
     # the speed-up vs fp32 is a reported figure: measured to PRECISION; a runner-up needs a decision only
     precision = PRECISION if role == "fp32" else None
-    base, cand, ab = _interleaved(race, pick, rival, metric, precision)
+    base, cand, ab, why = _interleaved(race, pick, rival, metric, precision)
     ratios = {"p50_ms": _ratio(base, cand, 0.5), "p95_ms": _ratio(base, cand, 0.95), "p99_ms": _ratio(base, cand, 0.99)}
     as_tuples: dict[str, Ratio] = {k: (r.ratio, r.low, r.high) for k, r in ratios.items()}
     winner, why = confirm_winner(pick, rival, as_tuples, race.contract.preferences.minimize, race.rel_tol)
@@ -178,7 +232,8 @@ def _compare(race: Race, pick: Candidate, rival: Candidate, role: Role, metric: 
         p95=ratios["p95_ms"],
         pairs=pairs,
         method=f"interleaved, {pairs} fresh session pairs of {ab.blocks}×{ab.block_size} samples, single-stream"
-        + (f", pairs added until the p50 interval was within ±{precision:.0%} (at most {ab.max_pairs})" if precision else ""),
+        + (f", pairs added until the p50 interval was within ±{precision:.0%} (at most {ab.max_pairs})" if precision else "")
+        + (f"; stopped: {why}" if why else ""),
         winner=winner,
         decided_by=why,
     )
