@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from edgeproof.gate import RatioEstimate, paired_ratio, paired_ratio_of
-from edgeproof.measure.interleaved import Decided, InterleaveOptions
+from edgeproof.measure.interleaved import InterleaveOptions
 from edgeproof.measure.runner import Prepared, ProfileOptions
 from edgeproof.records import RunRecord, RuntimeSettings
 from edgeproof.runners import Runner
