@@ -78,6 +78,36 @@ def test_ingest_counts_each_record_once_whatever_the_order_or_repeats(tmp_path):
         assert _keys(store) == expected
 
 
+def test_ingest_that_fails_mid_way_keeps_what_it_committed_and_a_rerun_finishes(tmp_path):
+    import threading
+
+    from edgeproof.fleet import Sending
+
+    spool = tmp_path / "spool"
+    sim = FleetSimulator(FleetSpec(devices=300, seed=3, sending=Sending(duplicate_frac=0.3, frame_rows=97)))
+    sim.write(spool, 2)
+    threads = threading.active_count()
+    acked: list[int] = []
+
+    def fail_on_the_second(commit) -> None:
+        acked.append(commit.windows + commit.events)
+        if len(acked) == 2:
+            raise RuntimeError("the receiver went away")
+
+    with FleetStore(tmp_path / "f.duckdb") as store:
+        # small batches of small frames: the reading and flattening threads are still busy when it fails
+        with pytest.raises(RuntimeError, match="went away"):
+            store.ingest([spool], batch_rows=200, on_commit=fail_on_the_second)
+        assert threading.active_count() == threads  # every ingest thread stopped
+        assert store.counts()["windows"] + store.counts()["events"] == sum(acked) > 0
+        rest = store.ingest([spool])
+        stored = _keys(store)
+    with FleetStore(tmp_path / "once.duckdb") as fresh:
+        once = fresh.ingest([spool])
+        assert stored == _keys(fresh) and len(stored) == once.windows + once.events
+    assert 0 < rest.rows_read < once.rows_read  # the rerun starts where the committed journal left each file
+
+
 def test_malformed_rows_are_refused_with_device_and_reason_and_ingest_goes_on(tmp_path):
     spool = tmp_path / "spool"
     _record(spool, "good")
@@ -126,9 +156,14 @@ def test_sketch_quantiles_read_column_wise_match_the_library(tmp_path):
         sketches.append(sketch_bytes(s))
         expected.append(s.get_quantile_value(0.95))
     sketches.append(sketch_bytes(new_sketch()))
-    got = quantiles(pa.array(sketches + [None], pa.binary()), 0.95)
+    column = pa.array(sketches + [None], pa.binary())
+    got = quantiles(column, 0.95)
     assert np.allclose(got[:60], expected, rtol=1e-12)
     assert np.isnan(got[60]) and np.isnan(got[61])
+    # some rows only, read where they lie (ingest's path), and a column sliced off its buffers' start
+    picked = quantiles(column, 0.95, rows=np.array([7, 0, 61, 5]))
+    assert np.allclose(picked[[0, 1, 3]], [expected[7], expected[0], expected[5]], rtol=1e-12) and np.isnan(picked[2])
+    assert np.allclose(quantiles(column.slice(3, 10), 0.95), expected[3:13], rtol=1e-12)
 
 
 def test_retention_deletion_and_parquet_export(tmp_path):

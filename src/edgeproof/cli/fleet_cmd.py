@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from edgeproof.cli._app import app, console, user_errors
+from edgeproof.cli._app import app, console, err_console, user_errors
 from edgeproof.errors import DataError
 
 fleet_app = typer.Typer(
@@ -183,6 +184,80 @@ def retain(
             raise DataError(f"{store}: no windows stored")
         w, e = fleet.retain(int(newest[0]) - int(days * 86400e9))
     console.print(f"deleted {w} windows and {e} events older than {days:g} days before the newest window", highlight=False)
+
+
+token_app = typer.Typer(help="Per-device tokens of the fleet receiver (the file keeps only their SHA-256).", no_args_is_help=True)
+fleet_app.add_typer(token_app, name="token")
+TokensOption = Annotated[Path, typer.Option("--tokens", help="Tokens file: device id → sha256 of its token (JSON; TOML is read too).")]
+
+
+@token_app.command("add")
+@user_errors
+def token_add(device_id: Annotated[str, typer.Argument(help="The device the token is for.")], tokens: TokensOption) -> None:
+    """Make a fresh token for a device (replacing any it had), store only its hash and print the token, this once."""
+    from edgeproof.fleet._tokens import add_token
+
+    token = add_token(tokens, device_id)
+    typer.echo(token)
+    err_console.print(
+        f"the token above is {device_id}'s; {tokens} keeps only its SHA-256, so it is not shown again", highlight=False, soft_wrap=True
+    )
+
+
+@token_app.command("remove")
+@user_errors
+def token_remove(device_id: Annotated[str, typer.Argument(help="The device whose token is revoked.")], tokens: TokensOption) -> None:
+    """Revoke a device's token; the receiver refuses it from its next request on."""
+    from edgeproof.fleet._tokens import remove_token
+
+    if not remove_token(tokens, device_id):
+        raise DataError(f"{tokens}: {device_id!r} has no token")
+    console.print(f"revoked the token of {device_id}", highlight=False)
+
+
+@fleet_app.command("serve")
+@user_errors
+def serve(
+    spool: Annotated[Path, typer.Option("--spool", help="Folder uploads are spooled in (durably) until ingested.")],
+    tokens: TokensOption,
+    store: StoreOption = DEFAULT_STORE,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 4318,
+    ingest_every_s: Annotated[float, typer.Option("--ingest-every-s", help="Seconds between ingest passes when no upload wakes it.")] = 2.0,
+) -> None:
+    """Receive telemetry: POST /v1/segments (segment frames) and /v1/metrics (OTLP/HTTP), each with its device's Bearer token.
+
+    An upload is answered 200 once it is in the spool durably; the one ingest thread moves it into the
+    store, idempotent by (device, boot, sequence). Ctrl-C stops taking uploads and ingests what is spooled.
+    """
+    import signal
+
+    from edgeproof.fleet._receiver import Receiver
+
+    if not 0 <= port <= 65535:
+        raise DataError(f"--port must be within 0..65535, got {port}")
+    if ingest_every_s <= 0:
+        raise DataError(f"--ingest-every-s must be > 0, got {ingest_every_s}")
+    receiver = Receiver(store, spool, tokens, host=host, port=port, ingest_every_s=ingest_every_s)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    receiver.start()
+    console.print(
+        f"receiving on {receiver.url} (POST /v1/segments, /v1/metrics; GET /v1/status) for {receiver.tokens.devices} devices; "
+        f"spool {spool}, store {store}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    receiver.close()
+    counts = receiver.status()["counts"]
+    console.print(
+        "stopped; " + ", ".join(f"{k} {v}" for k, v in counts.items()) if counts else "stopped; nothing received", highlight=False
+    )
 
 
 @fleet_app.command("demo")

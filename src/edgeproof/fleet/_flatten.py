@@ -1,9 +1,13 @@
 """Segment rows (nested, one per window or event) into the fleet's flat columns, and the rows refused with why.
 
-All column-at-a-time: the metrics list is flattened once, each metric the fleet reads is scattered back
-to its window by parent index, the latency p95 comes from the sketch column in one pass.
-A row is refused, with its device and the reason, when its frame names another schema version, it lacks
-a label the fleet stratifies by, a count in it is negative, or its key (device, boot, seq) is incomplete.
+All column-at-a-time, and nothing nested is copied: the metrics list is flattened once, each metric's
+name looked up once, each metric the fleet reads scattered back to its row by parent index, and the
+latency p95 read from the sketch column in one pass; only then are the flat columns split into windows
+and events. Device, boot and label columns come out dictionary-encoded (codes into one dictionary per
+column for the whole table), so splitting them moves codes, not strings, and the store interns them
+from the dictionary. A row is refused, with its device and the reason, when its frame names another
+schema version, it lacks a label the fleet stratifies by, a count in it is negative, or its key
+(device, boot, seq) is incomplete.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from edgeproof.fleet._phases import Phases
 from edgeproof.fleet._sketch import quantiles
 from edgeproof.telemetry._schema import EVENT_TYPES, LABEL_NAMES, METRICS, SCHEMA_VERSION
 
@@ -38,15 +43,17 @@ WINDOW_METRICS = {
     "confidence_sum": ("edgeproof.inference.confidence", "sum"),
 }
 KEY = ("device_id", "boot_id", "seq")
+# Names the store interns arrive as codes into one dictionary per column.
+CODED = pa.dictionary(pa.int32(), pa.string())
 WINDOW_SCHEMA = pa.schema(
-    [("device_id", pa.string()), ("boot_id", pa.string()), ("seq", pa.int64()), ("start_ns", pa.int64()), ("end_ns", pa.int64())]
-    + [(name, pa.string()) for name in STORED_LABELS]
+    [("device_id", CODED), ("boot_id", CODED), ("seq", pa.int64()), ("start_ns", pa.int64()), ("end_ns", pa.int64())]
+    + [(name, CODED) for name in STORED_LABELS]
     + [(name, pa.float64()) for name in WINDOW_METRICS]
     + [("latency_p95_s", pa.float64())]
 )
 EVENT_SCHEMA = pa.schema(
-    [("device_id", pa.string()), ("boot_id", pa.string()), ("seq", pa.int64()), ("time_ns", pa.int64())]
-    + [(name, pa.string()) for name in STORED_LABELS]
+    [("device_id", CODED), ("boot_id", CODED), ("seq", pa.int64()), ("time_ns", pa.int64())]
+    + [(name, CODED) for name in STORED_LABELS]
     + [("type", pa.string()), ("attributes_json", pa.string())]
 )
 REJECT_SCHEMA = pa.schema(
@@ -61,11 +68,17 @@ REJECT_SCHEMA = pa.schema(
     ]
 )
 _COUNTERS = tuple(name for name, spec in METRICS.items() if spec.aggregation == "counter")
+# Every metric name flatten looks at, each once: the fleet's columns first, then the other counters
+# (checked for negative counts). A name's code is its place here.
+_NAMES = tuple(dict.fromkeys([metric for metric, _ in WINDOW_METRICS.values()] + list(_COUNTERS)))
+_NAME_SET = pa.array(_NAMES, pa.string())
+_COUNTER_CODES = np.array([_NAMES.index(name) for name in _COUNTERS], dtype=np.int64)
+_DURATION = _NAMES.index("edgeproof.inference.duration")
 
 
 @dataclass
 class Flat:
-    """One frame's rows, split: windows and events to store, rows refused."""
+    """Rows of one or more frames, split: windows and events to store, rows refused."""
 
     windows: pa.Table
     events: pa.Table
@@ -75,23 +88,104 @@ class Flat:
 def _column(table: pa.Table, name: str, type_: pa.DataType) -> pa.ChunkedArray:
     if name in table.column_names:
         return table.column(name)
-    return pa.chunked_array([pa.nulls(table.num_rows, type_)])
+    return pa.chunked_array([pa.nulls(table.num_rows, type_)], type_)
+
+
+def _numpy(array: pa.ChunkedArray | pa.Array, fill: object) -> np.ndarray:
+    return np.asarray(pc.fill_null(array, fill).to_numpy(zero_copy_only=False))
 
 
 def _str(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return np.asarray(pc.fill_null(array, "").to_numpy(zero_copy_only=False), dtype=object)
+    return np.asarray(_numpy(array, ""), dtype=object)
 
 
 def _is(array: pa.ChunkedArray | pa.Array, value: str) -> np.ndarray:
     """Where ``array`` equals ``value`` (null: no), as a numpy mask, without a Python object per row."""
-    return np.asarray(pc.fill_null(pc.equal(array, value), False).to_numpy(zero_copy_only=False), dtype=bool)
+    return _numpy(pc.equal(array, value), False).astype(bool, copy=False)
 
 
 def _blank(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return _is(pc.fill_null(array, ""), "")
+    """Where a string is null or empty (its length is read from the offsets; no byte is compared)."""
+    return _numpy(pc.binary_length(array), 0) == 0
 
 
-def _reasons(table: pa.Table, version: str) -> np.ndarray | None:
+def _labels_struct(table: pa.Table) -> pa.ChunkedArray | None:
+    return table.column("labels") if "labels" in table.column_names else None
+
+
+def _numbers(array: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """(values, where valid; None when none is null) of an int64 or float64 array, read where they lie (no copy)."""
+    buffers = array.buffers()
+    dtype = np.float64 if pa.types.is_floating(array.type) else np.int64
+    end = array.offset + len(array)
+    values = np.frombuffer(buffers[1], dtype=dtype, count=end)[array.offset :]
+    if not array.null_count:
+        return values, None
+    bits = np.unpackbits(np.frombuffer(buffers[0], np.uint8), count=end, bitorder="little")[array.offset :]
+    return values, bits.astype(bool)
+
+
+def _pick(numbers: tuple[np.ndarray, np.ndarray | None], at: np.ndarray) -> np.ndarray:
+    values, valid = numbers
+    picked = values[at].astype(float)
+    if valid is not None:
+        picked[~valid[at]] = np.nan
+    return picked
+
+
+_IS_COUNTER = np.zeros(len(_NAMES) + 1, bool)  # by name code + 1 (code -1: a name flatten does not read)
+_IS_COUNTER[_COUNTER_CODES + 1] = True
+
+
+@dataclass
+class _Metrics:
+    """Each fleet metric column for every row (NaN where the row lacks it), and why a row is refused for a negative count ('' if not)."""
+
+    values: dict[str, np.ndarray]
+    negative: np.ndarray | None
+
+
+def _scan_metrics(table: pa.Table, phases: Phases) -> _Metrics:
+    """One pass over the metrics list, a chunk at a time: each entry's name looked up once, values read in place."""
+    n = table.num_rows
+    values = {name: np.full(n, np.nan) for name in (*WINDOW_METRICS, "latency_p95_s")}
+    negative: np.ndarray | None = None
+    if "metrics" not in table.column_names:
+        return _Metrics(values, None)
+    first_row = 0
+    for chunk in table.column("metrics").chunks:
+        flat = pc.list_flatten(chunk)
+        if len(flat):
+            row = pc.list_parent_indices(chunk).to_numpy() + first_row
+            code = _numpy(pc.index_in(pc.struct_field(flat, "name"), _NAME_SET), -1).astype(np.int64, copy=False)
+            # a metric with attributes (one provider of several, one policy) is not the window's total
+            plain = np.diff(pc.struct_field(flat, "attributes").offsets.to_numpy()) == 0
+            fields = {f: _numbers(pc.struct_field(flat, f)) for f in ("value", "count", "sum", "max")}
+            (value, value_ok), (count, count_ok) = fields["value"], fields["count"]
+            bad = _IS_COUNTER[code + 1] & (value < 0)
+            if value_ok is not None:
+                bad &= value_ok
+            bad |= (count < 0) & (True if count_ok is None else count_ok)
+            if bad.any():
+                negative = np.full(n, "", dtype=object) if negative is None else negative
+                names = _str(pc.struct_field(flat, "name"))
+                for i in np.flatnonzero(bad)[::-1]:  # the first negative metric of a row has the last word
+                    negative[row[i]] = f"negative count in {names[i]}"
+            at_of: dict[str, np.ndarray] = {}
+            for column, (metric, field) in WINDOW_METRICS.items():
+                if metric not in at_of:
+                    at_of[metric] = np.flatnonzero((code == _NAMES.index(metric)) & plain)
+                at = at_of[metric]
+                values[column][row[at]] = _pick(fields[field], at)
+            at = at_of[_NAMES[_DURATION]]
+            if at.size:
+                with phases("sketch_p95"):
+                    values["latency_p95_s"][row[at]] = quantiles(pc.struct_field(flat, "sketch"), 0.95, rows=at)
+        first_row += len(chunk)
+    return _Metrics(values, negative)
+
+
+def _reasons(table: pa.Table, version: str, metrics: _Metrics) -> np.ndarray | None:
     """Why each row is refused ('' where it is kept), the first reason found; None when every row is kept."""
     n = table.num_rows
     checks: list[tuple[np.ndarray, str | np.ndarray]] = []
@@ -103,35 +197,25 @@ def _reasons(table: pa.Table, version: str) -> np.ndarray | None:
     checks.append((_blank(_column(table, "device_id", pa.string())), "missing device_id"))
     checks.append((_blank(_column(table, "boot_id", pa.string())), "missing boot_id"))
     seq = _column(table, "seq", pa.int64())
-    checks.append((np.asarray(pc.fill_null(pc.less(seq, 0), True).to_numpy(zero_copy_only=False), dtype=bool), "missing or negative seq"))
-    labels = table.column("labels") if "labels" in table.column_names else None
+    checks.append((_numpy(pc.less(seq, 0), True).astype(bool, copy=False), "missing or negative seq"))
+    labels = _labels_struct(table)
     empty = {
         name: _blank(pc.struct_field(labels, name)) if labels is not None and labels.type.get_field_index(name) >= 0 else np.ones(n, bool)
         for name in REQUIRED_LABELS
     }
     lacking = np.logical_or.reduce(list(empty.values()))
     if lacking.any():
-        names_missing = [", ".join(name for name in REQUIRED_LABELS if empty[name][i]) for i in range(n)]
-        checks.append((lacking, np.array(["missing labels: " + w for w in names_missing], dtype=object)))
+        why = np.full(n, "", dtype=object)
+        for i in np.flatnonzero(lacking):
+            why[i] = "missing labels: " + ", ".join(name for name in REQUIRED_LABELS if empty[name][i])
+        checks.append((lacking, why))
     if is_event.any():
         types = _column(table, "event_type", pa.string())
-        unknown = is_event & ~np.asarray(pc.fill_null(pc.is_in(types, pa.array(EVENT_TYPES)), False).to_numpy(zero_copy_only=False), bool)
+        unknown = is_event & ~_numpy(pc.is_in(types, pa.array(EVENT_TYPES)), False).astype(bool, copy=False)
         if unknown.any():
             checks.append((unknown, np.array([f"unknown event type {t!r}" for t in _str(types)], dtype=object)))
-    if "metrics" in table.column_names:
-        metrics = table.column("metrics")
-        flat = pc.list_flatten(metrics)
-        if len(flat):
-            counter = pc.is_in(pc.struct_field(flat, "name"), pa.array(_COUNTERS))
-            negative = pc.or_(pc.and_(counter, pc.less(pc.struct_field(flat, "value"), 0)), pc.less(pc.struct_field(flat, "count"), 0))
-            negative_np = np.asarray(pc.fill_null(negative, False).to_numpy(zero_copy_only=False), bool)
-            if negative_np.any():
-                parent = pc.list_parent_indices(metrics).to_numpy()
-                names = _str(pc.struct_field(flat, "name"))
-                why = np.full(n, "", dtype=object)
-                for i in np.flatnonzero(negative_np)[::-1]:
-                    why[parent[i]] = f"negative count in {names[i]}"
-                checks.append((why != "", why))
+    if metrics.negative is not None:
+        checks.append((metrics.negative != "", metrics.negative))
     if not any(mask.any() for mask, _ in checks):
         return None
     reason = np.full(n, "", dtype=object)
@@ -141,97 +225,105 @@ def _reasons(table: pa.Table, version: str) -> np.ndarray | None:
     return reason
 
 
-def _metric_columns(windows: pa.Table) -> dict[str, np.ndarray]:
-    n = windows.num_rows
-    out = {name: np.full(n, np.nan) for name in WINDOW_METRICS}
-    out["latency_p95_s"] = np.full(n, np.nan)
-    metrics = windows.column("metrics")
-    flat = pc.list_flatten(metrics)
-    if not len(flat):
-        return out
-    parent = pc.list_parent_indices(metrics).to_numpy()
-    names = pc.struct_field(flat, "name")
-    attributes = pc.struct_field(flat, "attributes")
-    as_list = attributes.cast(pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())])))
-    plain = pc.fill_null(pc.list_value_length(as_list), 0).to_numpy() == 0
-    fields = {f: pc.struct_field(flat, f).to_numpy(zero_copy_only=False).astype(float) for f in ("value", "count", "sum", "max")}
-    masks: dict[str, np.ndarray] = {}
-    for column, (metric, field) in WINDOW_METRICS.items():
-        if metric not in masks:
-            masks[metric] = _is(names, metric) & plain
-        at = np.flatnonzero(masks[metric])
-        out[column][parent[at]] = fields[field][at]
-    at = np.flatnonzero(masks["edgeproof.inference.duration"])
-    if at.size:
-        out["latency_p95_s"][parent[at]] = quantiles(pc.struct_field(flat, "sketch").take(pa.array(at)), 0.95)
-    return out
+@dataclass
+class _Coded:
+    """A string column as a code per row into one dictionary of its distinct values."""
+
+    codes: np.ndarray
+    dictionary: pa.Array
+
+    def at(self, rows: np.ndarray | None) -> pa.DictionaryArray:
+        codes = self.codes if rows is None else self.codes[rows]
+        return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), self.dictionary)
 
 
-def _labels(table: pa.Table) -> dict[str, pa.Array]:
-    labels = table.column("labels")
-    return {name: pc.fill_null(pc.struct_field(labels, name), "") for name in STORED_LABELS}
+def _coded(array: pa.ChunkedArray) -> _Coded:
+    """A string column's codes (null: ''), read from one dictionary encoding of every chunk at once."""
+    encoded = pc.dictionary_encode(pc.fill_null(array, ""))
+    chunks = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
+    if not chunks:
+        return _Coded(np.zeros(0, np.int32), pa.array([], pa.string()))
+    dictionary = chunks[-1].dictionary
+    if not all(c.dictionary.equals(dictionary) for c in chunks[:-1]):
+        combined = pa.chunked_array(chunks).combine_chunks()
+        return _Coded(combined.indices.to_numpy(), combined.dictionary)
+    return _Coded(np.concatenate([c.indices.to_numpy() for c in chunks]), dictionary)
 
 
-def flatten(table: pa.Table, file: str, frame_offset: int) -> Flat:
-    """Split one frame's rows into stored windows, stored events and refused rows."""
+def _ints(table: pa.Table, name: str, rows: np.ndarray | None) -> pa.Array:
+    """An integer column (of ``rows``), by numpy: the chunks' buffers are read where they lie, then picked."""
+    column = table.column(name)
+    if column.null_count:
+        return column.combine_chunks() if rows is None else _take(column, rows)
+    values = np.concatenate([c.to_numpy() for c in column.chunks]) if column.num_chunks else np.zeros(0, np.int64)
+    return pa.array(values if rows is None else values[rows])
+
+
+def _take(array: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pa.Array | pa.ChunkedArray:
+    return array.take(pa.array(rows, pa.int64()))
+
+
+def flatten(table: pa.Table, file: str, frame_offset: int | np.ndarray, phases: Phases | None = None) -> Flat:
+    """Split rows (one frame, or frames of one schema concatenated) into stored windows, stored events and refused rows.
+
+    ``frame_offset`` is where the rows' frame starts in ``file``: one offset, or one per row. ``phases``,
+    when given, gains the time spent reading latency p95s from sketches (``sketch_p95``).
+    """
+    n = table.num_rows
     version = (table.schema.metadata or {}).get(b"schema", b"").decode(errors="replace")
-    reason = _reasons(table, version)
+    metrics = _scan_metrics(table, phases or Phases())
+    reason = _reasons(table, version, metrics)
     kind = _column(table, "kind", pa.string())
+    is_window = _is(kind, "window")
     if reason is None:
-        kept = np.ones(table.num_rows, bool)
+        kept = np.ones(n, bool)
         rejects = REJECT_SCHEMA.empty_table()
     else:
         kept = reason == ""
-        rejected = pa.array(np.flatnonzero(~kept), pa.int64())
+        refused = np.flatnonzero(~kept)
+        offsets = np.broadcast_to(np.asarray(frame_offset, dtype=np.int64), (n,))[refused]
         rejects = pa.table(
             {
-                "file": pa.array([file] * len(rejected), pa.string()),
-                "frame_offset": pa.array(np.full(len(rejected), frame_offset, dtype=np.int64)),
-                "device_id": _column(table, "device_id", pa.string()).take(rejected),
-                "boot_id": _column(table, "boot_id", pa.string()).take(rejected),
-                "seq": _column(table, "seq", pa.int64()).take(rejected),
-                "kind": kind.take(rejected),
+                "file": pa.array([file] * len(refused), pa.string()),
+                "frame_offset": pa.array(offsets),
+                "device_id": _take(_column(table, "device_id", pa.string()), refused),
+                "boot_id": _take(_column(table, "boot_id", pa.string()), refused),
+                "seq": _take(_column(table, "seq", pa.int64()), refused),
+                "kind": _take(kind, refused),
                 "reason": pa.array(reason[~kept].tolist(), pa.string()),
             },
             schema=REJECT_SCHEMA,
         )
-    is_window = _is(kind, "window")
-    if kept.all() and is_window.all():
-        return Flat(_windows(table), EVENT_SCHEMA.empty_table(), rejects)
-    windows = table.take(pa.array(np.flatnonzero(kept & is_window), pa.int64()))
-    events = table.take(pa.array(np.flatnonzero(kept & ~is_window), pa.int64()))
-    return Flat(_windows(windows), _events(events), rejects)
+    window_rows = np.flatnonzero(kept & is_window)
+    event_rows = np.flatnonzero(kept & ~is_window)
+    if not window_rows.size and not event_rows.size:
+        return Flat(WINDOW_SCHEMA.empty_table(), EVENT_SCHEMA.empty_table(), rejects)
+    labels = table.column("labels")
+    names = {"device_id": _coded(table.column("device_id")), "boot_id": _coded(table.column("boot_id"))}
+    names.update({name: _coded(pc.struct_field(labels, name)) for name in STORED_LABELS})
+    windows = _windows(table, window_rows, names, metrics.values)
+    events = _events(table, event_rows, names)
+    return Flat(windows, events, rejects)
 
 
-def _windows(rows: pa.Table) -> pa.Table:
-    if rows.num_rows == 0:
+def _windows(table: pa.Table, rows: np.ndarray, names: dict[str, _Coded], values: dict[str, np.ndarray]) -> pa.Table:
+    if rows.size == 0:
         return WINDOW_SCHEMA.empty_table()
-    columns: dict[str, pa.Array | pa.ChunkedArray | np.ndarray] = {
-        "device_id": rows.column("device_id"),
-        "boot_id": rows.column("boot_id"),
-        "seq": rows.column("seq"),
-        "start_ns": rows.column("start_unix_ns"),
-        "end_ns": rows.column("end_unix_ns"),
-        **_labels(rows),
-        **_metric_columns(rows),
-    }
+    pick = None if rows.size == table.num_rows else rows
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {name: coded.at(pick) for name, coded in names.items()}
+    for name, source in (("seq", "seq"), ("start_ns", "start_unix_ns"), ("end_ns", "end_unix_ns")):
+        columns[name] = _ints(table, source, pick)
     # NaN (the window lacks the metric) becomes NULL, so SQL sums skip it instead of turning NaN
-    return pa.table(
-        {f.name: pa.array(c, f.type, from_pandas=True) if isinstance(c := columns[f.name], np.ndarray) else c for f in WINDOW_SCHEMA},
-        schema=WINDOW_SCHEMA,
-    )
+    for name, column in values.items():
+        columns[name] = pa.array(column if pick is None else column[pick], pa.float64(), from_pandas=True)
+    return pa.table({f.name: columns[f.name] for f in WINDOW_SCHEMA}, schema=WINDOW_SCHEMA)
 
 
-def _events(rows: pa.Table) -> pa.Table:
-    if rows.num_rows == 0:
+def _events(table: pa.Table, rows: np.ndarray, names: dict[str, _Coded]) -> pa.Table:
+    if rows.size == 0:
         return EVENT_SCHEMA.empty_table()
-    columns = {
-        "device_id": rows.column("device_id"),
-        "boot_id": rows.column("boot_id"),
-        "seq": rows.column("seq"),
-        "time_ns": rows.column("start_unix_ns"),
-        **_labels(rows),
-        "type": rows.column("event_type"),
-        "attributes_json": rows.column("event_attributes_json"),
-    }
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {name: coded.at(rows) for name, coded in names.items()}
+    columns["seq"], columns["time_ns"] = _ints(table, "seq", rows), _ints(table, "start_unix_ns", rows)
+    columns["type"] = _take(table.column("event_type"), rows)
+    columns["attributes_json"] = _take(table.column("event_attributes_json"), rows)
     return pa.table({f.name: columns[f.name] for f in EVENT_SCHEMA}, schema=EVENT_SCHEMA)

@@ -3,11 +3,15 @@
 The device's segment format (``edgeproof.telemetry._segments``): ``EPTSEG1\\n`` then frames of
 ``b"EPFR" | u32 length | u32 crc32 | Arrow IPC stream``. Ingest reads a file from the offset its journal
 committed, frame by frame; a frame that does not check out is reported with its file and offset and
-skipped; a torn tail (a frame still being written) is left for the next run.
+skipped; a torn tail (a frame still being written) is left for the next run. The file is memory-mapped
+and each frame's table points into the mapping: no copy of the bytes is made (reading a 240 MiB file
+into a ``bytes`` object cost more than checking and decoding it), and the mapping lives as long as a
+table does.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import zlib
 from collections.abc import Iterator
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from edgeproof.fleet._phases import Phases
 from edgeproof.telemetry._segments import _FRAME_HEAD, ARROW_SCHEMA, FILE_MAGIC, FRAME_MAGIC, MAX_FRAME_BYTES, SUFFIX, SegmentProblem
 
 
@@ -32,13 +37,16 @@ class Frame:
 FrameProblem = SegmentProblem
 
 
-def read_frames(path: Path, start: int = 0) -> Iterator[Frame | FrameProblem]:
-    """Frames of ``path`` from byte ``start`` (0: the file's beginning); a torn tail ends the scan without a problem."""
-    with path.open("rb") as f:
-        data = f.read()
+def read_frames(path: Path, start: int = 0, phases: Phases | None = None) -> Iterator[Frame | FrameProblem]:
+    """Frames of ``path`` from byte ``start`` (0: the file's beginning); a torn tail ends the scan without a problem.
+
+    ``phases``, when given, gains the time spent checking CRCs (``crc``) and decoding Arrow (``ipc_decode``).
+    """
+    clock = Phases() if phases is None else phases
+    data = _map(path)
     if start <= 0:
-        if not data.startswith(FILE_MAGIC):
-            if len(data) >= len(FILE_MAGIC) or not FILE_MAGIC.startswith(data):
+        if data[: len(FILE_MAGIC)] != FILE_MAGIC:
+            if len(data) >= len(FILE_MAGIC) or not FILE_MAGIC.startswith(data[:]):
                 yield SegmentProblem(path, 0, "not an edgeproof telemetry segment (bad file magic)")
             return
         start = len(FILE_MAGIC)
@@ -55,16 +63,27 @@ def read_frames(path: Path, start: int = 0) -> Iterator[Frame | FrameProblem]:
         if end > len(data):
             return
         payload = memoryview(data)[begin:end]
-        if zlib.crc32(payload) != crc:
+        with clock("crc"):
+            sound = zlib.crc32(payload) == crc
+        if not sound:
             yield SegmentProblem(path, pos, "checksum mismatch; frame skipped")
         else:
             try:
-                table = pa.ipc.open_stream(payload).read_all()
+                with clock("ipc_decode"):
+                    table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
             except (pa.ArrowInvalid, OSError) as exc:
                 yield SegmentProblem(path, pos, f"not an Arrow IPC stream: {exc}; frame skipped")
             else:
                 yield Frame(table, pos, end)
         pos = end
+
+
+def _map(path: Path) -> mmap.mmap | bytes:
+    """The file's bytes, mapped read-only (an empty file: no bytes; a map of nothing is refused)."""
+    with path.open("rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def encode_table_frame(table: pa.Table) -> bytes:

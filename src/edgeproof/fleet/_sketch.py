@@ -68,21 +68,28 @@ def _read_varints(data: np.ndarray, pos: np.ndarray, ok: np.ndarray) -> tuple[np
     return value, after
 
 
-def quantiles(sketches: pa.Array | pa.ChunkedArray, q: float) -> np.ndarray:
-    """The ``q`` quantile (0..1) of each serialized sketch in a binary column; NaN where empty or null."""
+def quantiles(sketches: pa.Array | pa.ChunkedArray, q: float, rows: np.ndarray | None = None) -> np.ndarray:
+    """The ``q`` quantile (0..1) of each serialized sketch in a binary column (of its ``rows``); NaN where empty or null.
+
+    ``rows`` reads some sketches where they lie, without copying them out of the column first.
+    """
     if isinstance(sketches, pa.ChunkedArray):
-        parts = [quantiles(chunk, q) for chunk in sketches.chunks]
-        return np.concatenate(parts) if parts else np.zeros(0)
+        if rows is not None:
+            sketches = sketches.combine_chunks()
+        else:
+            parts = [quantiles(chunk, q) for chunk in sketches.chunks]
+            return np.concatenate(parts) if parts else np.zeros(0)
     arr = sketches.cast(pa.large_binary())
-    n = len(arr)
+    at = np.arange(len(arr)) if rows is None else np.asarray(rows, dtype=np.int64)
+    n = at.size
     out = np.full(n, np.nan)
     if n == 0:
         return out
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
     buf = arr.buffers()[2]
     data = np.frombuffer(buf, dtype=np.uint8) if buf is not None else np.zeros(0, np.uint8)
-    start, end = offsets[:-1], offsets[1:]
-    valid = np.asarray(arr.is_valid()) if arr.null_count else np.ones(n, bool)
+    start, end = offsets[at], offsets[at + 1]
+    valid = np.asarray(arr.is_valid())[at] if arr.null_count else np.ones(n, bool)
     ok = valid & (end - start >= 14)
     if data.size < 16:
         ok[:] = False
@@ -111,19 +118,23 @@ def quantiles(sketches: pa.Array | pa.ChunkedArray, q: float) -> np.ndarray:
     tail = end - store_end
     empty_neg = (tail == 2) & (pad[np.minimum(store_end, data.size)] == 0x1A) & (pad[np.minimum(store_end + 1, data.size)] == 0)
     ok &= (tail == 0) | empty_neg
-    rows = np.flatnonzero(ok)
-    if rows.size:
-        nbins = bins_len[rows] // 8
-        rel = ds[rows] - start[rows]
+    parsed = np.flatnonzero(ok)
+    if parsed.size:
+        nbins = bins_len[parsed] // 8
+        rel = ds[parsed] - start[parsed]
         # Rows written by the same library share the bins' place and count (128-bin chunks): slice each such
         # group out in one Arrow call and read it as a matrix of doubles.
         group_key = (rel << 32) | nbins
-        for key in np.unique(group_key).tolist():
-            at, m = key >> 32, key & 0xFFFFFFFF
-            members = rows[group_key == key]
+        order = np.argsort(group_key, kind="stable")
+        parsed, group_key = parsed[order], group_key[order]
+        bounds = np.flatnonzero(np.diff(group_key)) + 1
+        for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), group_key.size]):
+            place, m = int(group_key[lo]) >> 32, int(group_key[lo]) & 0xFFFFFFFF
+            members = parsed[lo:hi]
             if m == 0:
                 continue
-            part = pc.binary_slice(arr if members.size == n else arr.take(pa.array(members)), at, at + 8 * m)
+            taken = arr if rows is None and members.size == len(arr) else arr.take(pa.array(at[members]))
+            part = pc.binary_slice(taken, place, place + 8 * m)
             counts = np.frombuffer(part.buffers()[2], dtype="<f8", count=members.size * m).reshape(members.size, m)
             cum = np.cumsum(counts, axis=1)
             totals = cum[:, -1]
@@ -131,7 +142,7 @@ def quantiles(sketches: pa.Array | pa.ChunkedArray, q: float) -> np.ndarray:
             out[members] = np.where(totals > 0, value_of(first_key[members] + index), np.nan)
     for i in np.flatnonzero(valid & ~ok):
         try:
-            value = sketch_from_bytes(arr[int(i)].as_py()).get_quantile_value(q)
+            value = sketch_from_bytes(arr[int(at[i])].as_py()).get_quantile_value(q)
         except ValueError:
             continue
         out[i] = np.nan if value is None else float(value)
