@@ -239,3 +239,19 @@ def test_the_systemd_unit_runs_boot_check_once_before_the_application():
     assert unit["Service"]["Type"] == "oneshot"
     assert " boot-check --state " in unit["Service"]["ExecStart"]
     assert "multi-user.target" in unit["Unit"]["Before"]
+
+
+def test_old_intents_are_forgotten_oldest_first_across_a_save(tmp_path, agent_main):
+    from edgeproof_agent._slots import _KEPT_INTENTS, Slots
+
+    slots = Slots(tmp_path / "state")
+    state = slots.load()
+    # names that sort in the opposite order to the one they ended in
+    names = [f"intent-{999 - i:03d}" for i in range(_KEPT_INTENTS + 3)]
+    for name in names:
+        state["intent"] = name
+        slots._ended(state, "committed", None, None)
+        slots.save(state)
+        state = slots.load()  # the file is written with sorted keys
+    slots.forget_old_intents(state)
+    assert sorted(state["intents"]) == sorted(names[3:])

@@ -140,6 +140,267 @@ class WatchField(_Record):
     why: str
 
 
+class GateEvidence(_Record):
+    """One alarm in one stratum as the rollout controller journalled it at a gate (the cohort's side only)."""
+
+    alarm: str
+    stratum: str
+    verdict: str
+    n_devices: int
+    n_samples: float
+    samples_unit: str
+    statistic: str
+    estimate: float | None
+    interval: list[float] | None
+    threshold: float
+    threshold_source: str
+    provenance: str
+
+
+class GateDecision(_Record):
+    """One decision at a wave's gate: pass, fail, hold or abort, who took it, why, and the evidence behind it."""
+
+    wave: int
+    at_s: float
+    outcome: str
+    actor: str
+    reason: str
+    strata: list[str] = []
+    evidence: list[GateEvidence] = []
+
+
+class RolloutWave(_Record):
+    """A wave: the devices it selected at submit, when its release was sent and confirmed, and how its gate ended."""
+
+    index: int
+    name: str  # the cohort label the wave's devices carry; "wave <k>" for a wave the rollout never reached
+    devices: int
+    sent_at_s: float | None
+    reconciled_at_s: float | None
+    outcome: str  # not reached | soaking | holding | escalated | pass | fail | abort
+    decided_at_s: float | None
+    holds: int
+
+
+class RolloutRollback(_Record):
+    """A rollback (a halt on a failing gate, or an abort): which strata, which devices, and whether they re-reported the known-good pair."""
+
+    wave: int
+    at_s: float
+    ends: str  # halted | aborted
+    strata: list[str]  # ["all"] when every updated device went back
+    devices: list[str]
+    verified: bool  # every device re-reported the known-good model and firmware
+    reported_model_sha256: str | None
+    verified_at_s: float | None
+
+
+class RolloutEvent(_Record):
+    """An operator command or an escalation, as journalled."""
+
+    at_s: float
+    kind: str
+    wave: int
+    actor: str
+    reason: str
+
+
+class RolloutSummary(_Record):
+    """A staged rollout as its journal tells it: the plan's digests, each wave, each gate decision, each rollback."""
+
+    journal: str
+    simulated: bool  # the fleet behind it is the fleet simulator: its times are simulated hours
+    phase: str
+    paused: bool
+    plan_sha256: str
+    release_bom_sha256: str
+    release_model_sha256: str
+    known_good_bom_sha256: str
+    known_good_model_sha256: str
+    waves: list[RolloutWave]
+    decisions: list[GateDecision]  # every pass, fail and abort, and the last hold of each wave
+    rollbacks: list[RolloutRollback]
+    events: list[RolloutEvent]
+
+
+def _fields(record: type[_Record], entry: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a journal entry that ``record`` holds (the controller may journal more than the change record keeps)."""
+    return {k: entry[k] for k in record.model_fields if k in entry}
+
+
+def _event_reason(e: dict[str, Any]) -> str:
+    """Why an event was journalled; a device's own revert also says what the device re-reports since."""
+    reason = str(e.get("reason") or "")
+    if e["kind"] != "self-revert":
+        return reason
+    pair = "the known-good pair" if e.get("on_known_good") else "NOT the known-good pair"
+    return f"{reason}; re-reports slot {e.get('slot')}, model {str(e.get('model_sha256'))[:12]}…, {e.get('firmware_version')} ({pair})"
+
+
+def summarize_rollout(folder: str | Path) -> RolloutSummary:
+    """Read a rollout's journal (read-only, through ``rollout.Journal`` and ``rollout.fold``) into a ``RolloutSummary``.
+
+    Raises DataError when ``folder`` holds no journal with a started rollout.
+    """
+    from edgeproof.errors import DataError
+    from edgeproof.rollout import Journal, fold
+    from edgeproof.rollout._transport import SNAPSHOT_NAME
+
+    journal = Journal(folder)
+    started = journal.of_kind("start")
+    if not started:
+        raise DataError(
+            f"{journal.path}: no rollout journal with a start entry here (`edgeproof rollout start PLAN --journal DIR` writes one)"
+        )
+    state, start = fold(journal.entries), started[0]
+    sends = journal.of_kind("send")
+    when = {kind: {e["intent"]: e for e in journal.of_kind(kind)} for kind in ("sent", "reconciled")}
+    decisions = [
+        GateDecision.model_validate({**_fields(GateDecision, d), "evidence": [_fields(GateEvidence, x) for x in d.get("evidence", [])]})
+        for d in state.decisions
+    ]
+    waves = []
+    for k, devices in enumerate(state.wave_devices):
+        send = next((e for e in sends if e["purpose"] == "wave" and e["wave"] == k), None)
+        of_wave = [d for d in decisions if d.wave == k]
+        final = next((d for d in reversed(of_wave) if d.outcome != "hold"), None)
+        holds = sum(d.outcome == "hold" for d in of_wave)
+        outcome = (
+            final.outcome
+            if final
+            else ("not reached" if send is None else "escalated" if k in state.escalated else "holding" if holds else "soaking")
+        )
+        sent = when["sent"].get(send["id"]) if send else None
+        reconciled = when["reconciled"].get(send["id"]) if send else None
+        waves.append(
+            RolloutWave(
+                index=k,
+                name=send["cohort"] if send else f"wave {k}",
+                devices=len(devices),
+                sent_at_s=sent["at_s"] if sent else None,
+                reconciled_at_s=reconciled["at_s"] if reconciled else None,
+                outcome=outcome,
+                decided_at_s=final.at_s if final else None,
+                holds=holds,
+            )
+        )
+    rollbacks = []
+    for e in sends:
+        if e["purpose"] != "rollback":
+            continue
+        done = when["reconciled"].get(e["id"])
+        reported = done.get("model_sha256") if done else None
+        rollbacks.append(
+            RolloutRollback(
+                wave=e["wave"],
+                at_s=e["at_s"],
+                ends=e["ends"],
+                strata=e["strata"] if isinstance(e["strata"], list) else [str(e["strata"])],
+                devices=e["devices"],
+                verified=done is not None and reported == start["known_good_model_sha256"],
+                reported_model_sha256=reported,
+                verified_at_s=done["at_s"] if done else None,
+            )
+        )
+    last_holds = {d.wave: d for d in decisions if d.outcome == "hold"}
+    kept = [d for d in decisions if d.outcome != "hold" or last_holds[d.wave] is d]
+    events = [
+        RolloutEvent(at_s=e["at_s"], kind=e["kind"], wave=e.get("wave", -1), actor=e.get("actor", "controller"), reason=_event_reason(e))
+        for e in journal.entries
+        if e["kind"] in ("escalate", "approve", "pause", "resume", "abort-request", "self-revert")
+    ]
+    evidence = [x.provenance for d in decisions for x in d.evidence]
+    return RolloutSummary(
+        journal=str(journal.path),
+        simulated=(journal.folder / SNAPSHOT_NAME).exists() or any(p.startswith("simulated:") for p in evidence),
+        phase=state.phase,
+        paused=state.paused,
+        plan_sha256=start["plan_sha256"],
+        release_bom_sha256=start["release_bom_sha256"],
+        release_model_sha256=start["release_model_sha256"],
+        known_good_bom_sha256=start["known_good_bom_sha256"],
+        known_good_model_sha256=start["known_good_model_sha256"],
+        waves=waves,
+        decisions=kept,
+        rollbacks=rollbacks,
+        events=events,
+    )
+
+
+def at_hours(at_s: float | None) -> str:
+    """A journal time (seconds on the controller's clock) as the hours a reader compares."""
+    return "—" if at_s is None else f"t={at_s / 3600:.1f} h"
+
+
+def alarm_unit(alarm: str) -> str:
+    """The unit a fleet alarm's estimate, interval and threshold are in."""
+    from edgeproof.fleet._alarms import ALARMS
+
+    return next((a.unit for a in ALARMS if a.name == alarm), "")
+
+
+def evidence_text(x: GateEvidence) -> str:
+    """One line of a gate's evidence: verdict, estimate and interval, threshold, the cohort's devices and samples, provenance."""
+    from edgeproof.fleet._text import _fmt as value_text
+
+    unit = alarm_unit(x.alarm)
+    interval = f" (interval {value_text(x.interval[0], unit)} to {value_text(x.interval[1], unit)})" if x.interval else ""
+    return (
+        f"{x.alarm} in {x.stratum}: {x.verdict}, {value_text(x.estimate, unit)}{interval} vs threshold {value_text(x.threshold, unit)} "
+        f"({x.threshold_source}); cohort {x.n_devices} devices / {x.n_samples:,.0f} {x.samples_unit}; {x.statistic}; {x.provenance}"
+    )
+
+
+def rollback_verification(rollback: RolloutRollback, known_good_model_sha256: str) -> str:
+    """Whether the rolled-back devices re-reported the known-good pair, in words."""
+    n = len(rollback.devices)
+    if rollback.verified:
+        return (
+            f"verified {at_hours(rollback.verified_at_s)}: all {n} devices re-report the known-good model {known_good_model_sha256[:12]}…"
+        )
+    if rollback.reported_model_sha256 is None:
+        return f"not verified yet: not every one of the {n} devices has re-reported the known-good pair"
+    return f"NOT verified: the devices re-report model {rollback.reported_model_sha256[:12]}…, not the known-good {known_good_model_sha256[:12]}…"
+
+
+def rollout_markdown(r: RolloutSummary, candidate_bom_sha256: str | None = None) -> list[str]:
+    """The rollout section of the change record: waves, gate decisions with their evidence, rollbacks, operator events."""
+    clock = "simulated hours of the fleet simulator" if r.simulated else "hours on the controller's clock"
+    lines = [
+        f"Journal `{r.journal}` ({'simulated fleet' if r.simulated else 'fleet'}; times are {clock}): **{r.phase}**"
+        f"{' (paused)' if r.paused else ''}. Plan sha256 `{r.plan_sha256[:12]}…`; release BOM `{r.release_bom_sha256[:12]}…` "
+        f"(model `{r.release_model_sha256[:12]}…`); known good BOM `{r.known_good_bom_sha256[:12]}…` (model `{r.known_good_model_sha256[:12]}…`).",
+    ]
+    if candidate_bom_sha256 and r.release_bom_sha256 != candidate_bom_sha256:
+        lines.append(
+            f"**Caution:** this rollout shipped BOM `{r.release_bom_sha256[:12]}…`, not this record's candidate `{candidate_bom_sha256[:12]}…`."
+        )
+    lines += ["", "| wave | devices | sent | outcome | decided | holds |", "|---|---|---|---|---|---|"]
+    lines += [
+        f"| {w.index} {w.name} | {w.devices} | {at_hours(w.sent_at_s)} | {w.outcome} | {at_hours(w.decided_at_s)} | {w.holds} |"
+        for w in r.waves
+    ]
+    lines += ["", "Gate decisions (every pass, fail and abort; the last hold of a wave):", ""]
+    for d in r.decisions:
+        lines.append(f"- {at_hours(d.at_s)} wave {d.wave}: **{d.outcome}** by {d.actor}: {d.reason}")
+        lines += [f"  - {evidence_text(x)}" for x in d.evidence if x.verdict != "pass"]
+        passing = sum(x.verdict == "pass" for x in d.evidence)
+        if passing:
+            lines.append(f"  - {passing} alarm × stratum verdict(s) pass")
+    if not r.decisions:
+        lines.append("- none yet")
+    lines += ["", "Rollbacks:", ""]
+    lines += [
+        f"- {at_hours(b.at_s)} {b.ends} at wave {b.wave}; strata {', '.join(b.strata)}; {len(b.devices)} devices sent the known-good pair; "
+        + rollback_verification(b, r.known_good_model_sha256)
+        for b in r.rollbacks
+    ] or ["- none"]
+    if r.events:
+        lines += ["", "Operator commands, escalations and devices that reverted by themselves:", ""]
+        lines += [f"- {at_hours(e.at_s)} {e.kind} (wave {e.wave}) by {e.actor}{': ' + e.reason if e.reason else ''}" for e in r.events]
+    return lines
+
+
 class ChangeRecord(_Record):
     """The change from the release in the field (``previous``, the rollback target) to the ``candidate``."""
 
@@ -155,6 +416,7 @@ class ChangeRecord(_Record):
     rollback: Rollback
     telemetry_to_watch: list[WatchField]
     hardware_caveats: list[str]
+    rollout: RolloutSummary | None = None  # the staged rollout of the candidate, when its journal was given
 
     @model_validator(mode="before")
     @classmethod
@@ -436,11 +698,14 @@ def _side(facts: BomFacts, base: Path) -> ReleaseSide:
     )
 
 
-def build_change_record(a: BomFacts, b: BomFacts, why: str | None = None, base: str | Path | None = None) -> ChangeRecord:
+def build_change_record(
+    a: BomFacts, b: BomFacts, why: str | None = None, base: str | Path | None = None, rollout: RolloutSummary | None = None
+) -> ChangeRecord:
     """The change record from BOM ``a`` (the release in the field) to BOM ``b`` (the candidate).
 
     ``base`` is the folder the record is written to (default: the working directory); the files
-    it names are relative to it, and the model by file name and sha256.
+    it names are relative to it, and the model by file name and sha256. ``rollout``: the candidate's
+    staged rollout (``summarize_rollout``), shown in its own section.
     """
     folder = Path.cwd() if base is None else Path(base)
     changes, same = what_changed(a, b)
@@ -465,6 +730,7 @@ def build_change_record(a: BomFacts, b: BomFacts, why: str | None = None, base: 
         ),
         telemetry_to_watch=telemetry_to_watch(changes, deltas),
         hardware_caveats=hardware_caveats(a, b, deltas),
+        rollout=rollout.model_copy(update={"journal": _relative(Path(rollout.journal), folder)}) if rollout else None,
     )
 
 
@@ -525,22 +791,26 @@ def render_markdown(record: ChangeRecord) -> str:
     ]
     lines += ["", "## Hardware caveats", ""]
     lines += [f"- {c}" for c in record.hardware_caveats] or ["- none"]
+    if record.rollout is not None:
+        lines += ["", "## Rollout", "", *rollout_markdown(record.rollout, dst.bom_sha256)]
     return "\n".join(lines) + "\n"
 
 
 def write_change_record(
-    from_bom: str | Path, to_bom: str | Path, why: str | None = None, out: str | Path | None = None
+    from_bom: str | Path, to_bom: str | Path, why: str | None = None, out: str | Path | None = None, rollout: str | Path | None = None
 ) -> tuple[str, ChangeRecord, list[Path]]:
     """Build the change record of two BOM files; with ``out``, write ``OUT.md`` and ``OUT.json``.
 
     Returns the Markdown, the record and the files written. The files the record names are
-    relative to ``out``'s folder (else to the working directory).
+    relative to ``out``'s folder (else to the working directory). ``rollout``: the folder of the
+    candidate's rollout journal, read into the record's rollout section.
     """
     stem = None
     if out is not None:
         out = Path(out)
         stem = out.with_suffix("") if out.suffix in (".md", ".json") else out
-    record = build_change_record(read_bom(from_bom), read_bom(to_bom), why, stem.parent if stem is not None else None)
+    summary = summarize_rollout(rollout) if rollout is not None else None
+    record = build_change_record(read_bom(from_bom), read_bom(to_bom), why, stem.parent if stem is not None else None, summary)
     markdown = render_markdown(record)
     written: list[Path] = []
     if stem is not None:

@@ -200,7 +200,8 @@ def steps(out: Path) -> list[tuple[str, list[str], tuple[int, ...]]]:
             ["fleet", "demo", "--out", str(out / "fleet")],
             (0,),
         ),
-        ("Write the report", ["report", str(out), "-o", str(out / "report.html")], (0,)),
+        # the report finds the fleet demo's store at OUT/fleet/fleet.duckdb and adds the fleet page
+        ("Write the report, with the simulated fleet's page", ["report", str(out), "-o", str(out / "report.html")], (0,)),
     ]
 
 

@@ -76,8 +76,21 @@ def main(argv: list[str] | None = None) -> int:
         help="write each profile job's latency window and events as edgeproof.telemetry/1 segments into DIR "
         "(needs edgeproof.telemetry installed on the board)",
     )
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label the fleet selects this board by (cohort, region, chip_revision), sent in hello; repeatable",
+    )
     parser.add_argument("--version", action="version", version=f"edgeproof-agent {__version__} (protocol {PROTOCOL})")
     args = parser.parse_args(argv)
+    labels: dict[str, str] = {}
+    for label in args.label:
+        key, eq, value = label.partition("=")
+        if not (key and eq and value):
+            parser.error(f"--label {label!r}: expected KEY=VALUE, both non-empty")
+        labels[key] = value
 
     from edgeproof_agent._serve import Agent, serve
 
@@ -85,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     # prints (onnxruntime's native logs) cannot corrupt the stream.
     protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
-    agent = Agent(args.device_id, args.state_dir, int(args.cache_mib * 2**20), int(args.max_model_mib * 2**20), args.board, args.telemetry)
+    agent = Agent(
+        args.device_id, args.state_dir, int(args.cache_mib * 2**20), int(args.max_model_mib * 2**20), args.board, args.telemetry, labels
+    )
     return serve(agent, sys.stdin.buffer, protocol_out, args.max_line_bytes)
 
 

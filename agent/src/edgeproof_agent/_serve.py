@@ -49,9 +49,11 @@ class Agent:
         max_model_bytes: int,
         board: str | None = None,
         telemetry_dir: Path | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
         self.device_id = device_id
         self.board = board
+        self.labels = dict(labels or {})
         self.state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self.cache = ModelCache(state_dir / "models", cache_bytes, max_model_bytes)
@@ -73,6 +75,7 @@ class Agent:
             "protocol": PROTOCOL,
             "device_id": self.device_id,
             "fingerprint": self.fingerprint(),
+            "labels": self.labels,
             "busy": self.lock.busy(),
             "cache": self.cache.usage(),
             "telemetry": self.telemetry.status(),

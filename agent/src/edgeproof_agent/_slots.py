@@ -96,6 +96,7 @@ def _fresh_state() -> dict[str, Any]:
         "intent": None,  # the intent that installed the active slot
         "intents": {},  # intent id → its outcome, so a repeated intent is not installed twice
         "last_revert": None,
+        "last_update": None,  # the last intent that ran to an end: its outcome, reason and model
         "last_boot": None,
     }
 
@@ -158,6 +159,10 @@ class Slots:
         except SlotStateError as exc:
             return {"error": str(exc)}
         meta = self.slot_meta(state["active"])
+        contents = {}
+        for slot in SLOTS:
+            held = self.slot_meta(slot) if (self.root / slot).is_dir() else {}
+            contents[slot] = {key: held.get(key) for key in ("model_sha256", "firmware_version", "intent")}
         return {
             "active": state["active"],
             "model_sha256": meta.get("model_sha256"),
@@ -168,17 +173,28 @@ class Slots:
             "boot_count": state["boot_count"],
             "intent": state["intent"],
             "last_revert": state["last_revert"],
+            "last_update": state.get("last_update"),  # absent from a state file an older agent wrote
+            "contents": contents,
         }
 
     # -- install, check, commit, revert ---------------------------------------------------------
 
+    def _ended(self, state: dict[str, Any], outcome: str, reason: str | None, slot: str | None) -> None:
+        """Remember how the active intent ended: answered again if it is repeated, reported as the last update."""
+        intent = state["intent"]
+        if intent is None:
+            return
+        ended = {"outcome": outcome, "reason": reason, "model_sha256": self.slot_meta(slot).get("model_sha256")}
+        # the order intents ended in: the state file is written with sorted keys, so it is not the dict's
+        order = 1 + max((int(v.get("order", 0)) for v in state["intents"].values()), default=0)
+        state["intents"][intent] = {**ended, "order": order}
+        state["last_update"] = {"intent": intent, "slot": slot, **ended, "at_utc": _now()}
+
     def revert(self, state: dict[str, Any], reason: str) -> dict[str, Any]:
         """Back to the last committed slot (none when the first install failed); the reason is kept."""
         failed = state["active"]
-        intent = state["intent"]
-        state["last_revert"] = {"intent": intent, "slot": failed, "reason": reason, "at_utc": _now()}
-        if intent is not None:
-            state["intents"][intent] = {"outcome": "reverted", "reason": reason, "model_sha256": self.slot_meta(failed).get("model_sha256")}
+        state["last_revert"] = {"intent": state["intent"], "slot": failed, "reason": reason, "at_utc": _now()}
+        self._ended(state, "reverted", reason, failed)
         back = state["known_good"]
         state.update(active=back, pending=None, committed=back is not None, boot_count=0)
         state["intent"] = self.slot_meta(back).get("intent")
@@ -187,8 +203,7 @@ class Slots:
 
     def commit(self, state: dict[str, Any]) -> dict[str, Any]:
         state.update(pending=None, committed=True, known_good=state["active"], boot_count=0)
-        model_sha256 = self.slot_meta(state["active"]).get("model_sha256")
-        state["intents"][state["intent"]] = {"outcome": "committed", "reason": None, "model_sha256": model_sha256}
+        self._ended(state, "committed", None, state["active"])
         self.save(state)
         return state
 
@@ -214,7 +229,8 @@ class Slots:
 
     def forget_old_intents(self, state: dict[str, Any]) -> None:
         intents = state["intents"]
-        for old in list(intents)[: max(0, len(intents) - _KEPT_INTENTS)]:
+        oldest_first = sorted(intents, key=lambda k: int(intents[k].get("order", 0)))
+        for old in oldest_first[: max(0, len(intents) - _KEPT_INTENTS)]:
             del intents[old]
 
     # -- boot -------------------------------------------------------------------------------------

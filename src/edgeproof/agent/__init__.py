@@ -10,12 +10,24 @@ import os
 import shlex
 from pathlib import Path
 
-from edgeproof.agent._client import PROTOCOL, AgentClient, Hello
+from edgeproof.agent._client import PROTOCOL, AgentClient, Hello, SlotReport, UpdateOutcome
 from edgeproof.agent._errors import AgentError, BoardLost
 from edgeproof.agent._link import MAX_LINE_BYTES, Link, LocalLink, local_agent_argv
 from edgeproof.farm.inventory import DEFAULT_AGENT, Device
 
-__all__ = ["PROTOCOL", "AgentClient", "AgentError", "BoardLost", "Hello", "Link", "connect", "local_state_dir", "open_link"]
+__all__ = [
+    "PROTOCOL",
+    "AgentClient",
+    "AgentError",
+    "BoardLost",
+    "Hello",
+    "Link",
+    "SlotReport",
+    "UpdateOutcome",
+    "connect",
+    "local_state_dir",
+    "open_link",
+]
 
 
 def local_state_dir(device: Device) -> Path:

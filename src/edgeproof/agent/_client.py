@@ -6,7 +6,7 @@ import base64
 import hashlib
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,89 @@ _HELLO_TIMEOUT_S = 60.0
 CHUNK_BYTES = 2**20
 
 
+@dataclass(frozen=True)
+class UpdateOutcome:
+    """How the board's last ``update`` intent ended: committed after its health check, or reverted by the board itself."""
+
+    intent: str
+    outcome: str  # committed | reverted
+    reason: str | None  # why it was reverted (the failed health check, the boot counter, a newer intent)
+    model_sha256: str | None  # the model that intent installed
+    slot: str | None
+
+    @property
+    def self_reverted(self) -> bool:
+        return self.outcome == "reverted"
+
+
+@dataclass(frozen=True)
+class SlotReport:
+    """The board's A/B slots as its agent re-reports them: what runs, what each slot holds, how the last update ended.
+
+    ``error`` says why the agent could not read its slot state (then the rest is empty)."""
+
+    active: str | None
+    model_sha256: dict[str, str | None]  # slot -> the model it holds
+    firmware_version: str | None  # of the active slot
+    committed: bool
+    pending: str | None
+    intent: str | None  # the intent that installed the active slot
+    last_update: UpdateOutcome | None
+    error: str | None = None
+
+    @property
+    def active_model_sha256(self) -> str | None:
+        return self.model_sha256.get(self.active) if self.active is not None else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def parse_slots(raw: object) -> SlotReport | None:
+    """The ``slots`` object of a hello; None from an agent that has no A/B slots (it does not send one)."""
+    if not isinstance(raw, dict):
+        return None
+    if "error" in raw:
+        return SlotReport(None, {}, None, False, None, None, None, error=str(raw["error"]))
+    active = _text(raw.get("active"))
+    contents = raw.get("contents")
+    if isinstance(contents, dict):
+        models = {str(k): _text(v.get("model_sha256")) if isinstance(v, dict) else None for k, v in contents.items()}
+    else:  # an agent before per-slot contents reported the active slot's model only
+        models = {active: _text(raw.get("model_sha256"))} if active is not None else {}
+    last = raw.get("last_update")
+    last_update = None
+    if isinstance(last, dict) and isinstance(last.get("intent"), str):
+        last_update = UpdateOutcome(
+            intent=last["intent"],
+            outcome=str(last.get("outcome")),
+            reason=_text(last.get("reason")),
+            model_sha256=_text(last.get("model_sha256")),
+            slot=_text(last.get("slot")),
+        )
+    return SlotReport(
+        active=active,
+        model_sha256=models,
+        firmware_version=_text(raw.get("firmware_version")),
+        committed=raw.get("committed") is True,
+        pending=_text(raw.get("pending")),
+        intent=_text(raw.get("intent")),
+        last_update=last_update,
+    )
+
+
 @dataclass
 class Hello:
-    """What the agent said at ``hello``: its protocol, the board's fingerprint, who holds the board."""
+    """What the agent said at ``hello``: its protocol, the board's fingerprint, who holds the board, its labels and slots."""
 
     device_id: str
     protocol: int
     fingerprint: dict[str, Any]
     busy: dict[str, Any] | None
     cache: dict[str, Any]
+    labels: dict[str, str] = field(default_factory=dict)  # what its owner configured (``--label``): cohort, region, …
+    slots: SlotReport | None = None  # None: an agent without A/B slots
 
 
 class AgentClient:
@@ -81,6 +155,8 @@ class AgentClient:
             fingerprint=dict(result.get("fingerprint") or {}),
             busy=result.get("busy"),
             cache=dict(result.get("cache") or {}),
+            labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels := result.get("labels"), dict) else {},
+            slots=parse_slots(result.get("slots")),
         )
 
     def put(self, data: bytes, sha256: str | None = None) -> str:

@@ -122,9 +122,12 @@ def change_record(
     to_bom: Annotated[Path, typer.Option("--to", help="BOM of the candidate release.")],
     why: Annotated[str | None, typer.Option("--why", help="Why the change is made (else a placeholder to fill in).")] = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Write OUT.md and OUT.json (else print the Markdown).")] = None,
+    rollout: Annotated[
+        Path | None, typer.Option("--rollout", help="The candidate's rollout journal folder: adds its waves, gate verdicts and rollbacks.")
+    ] = None,
 ) -> None:
-    """Write the change record a release board reviews: BOM diff, why, budgets, tests, rollback, telemetry, caveats."""
-    markdown, _, written = write_change_record(from_bom, to_bom, why, out)
+    """Write the change record a release board reviews: BOM diff, why, budgets, tests, rollback, telemetry, caveats (and the rollout)."""
+    markdown, _, written = write_change_record(from_bom, to_bom, why, out, rollout)
     if written:
         console.print(f"wrote {', '.join(str(p) for p in written)}")
     else:

@@ -29,9 +29,10 @@ def plan_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and list what each wave selects; send nothing.")] = False,
     show_devices: Annotated[bool, typer.Option("--devices", help="List every selected device id.")] = False,
 ) -> None:
-    """Validate a plan against its fleet (signatures, selectors, minimums per stratum, 100% reach) and list each wave's devices."""
+    """Validate a plan against its fleet (signatures, selectors, minimums per stratum, 100% reach, a passing verdict in the
+    release's BOM for each board and firmware) and list each wave's devices."""
     from edgeproof.rollout import load_plan, simulated_fleet, validate_plan
-    from edgeproof.rollout._plan import effective_minimum, stratum_of
+    from edgeproof.rollout._plan import effective_minimum, hardware_classes, stratum_of
 
     loaded = load_plan(plan)
     with tempfile.TemporaryDirectory(prefix="edgeproof-rollout-") as tmp:
@@ -47,6 +48,12 @@ def plan_cmd(
     )
     _say(
         f"fleet: {total} devices (simulated: fleet simulator, seed {loaded.target.get('seed', 0)}); rollback policy: {checked.rollback_policy}"
+    )
+    classes = hardware_classes(checked.release, [d for w in waves for d in w])
+    _say(
+        "hardware classes: "
+        + ", ".join(f"{board} on {firmware} ({n} devices)" for (board, firmware), n in sorted(classes.items()))
+        + f"; the release's signed BOM states a passing gate verdict for each ({checked.release.bom})"
     )
     reached = 0
     for i, (wave, devices) in enumerate(zip(checked.waves, waves)):

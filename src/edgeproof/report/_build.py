@@ -10,13 +10,27 @@ from pathlib import Path
 import edgeproof
 from edgeproof.errors import RecordError
 from edgeproof.records import write_atomic
-from edgeproof.report import _accuracy, _decision, _gate, _latency, _pareto, _placement, _release, _telemetry, _thermal, _verdicts
+from edgeproof.report import (
+    _accuracy,
+    _decision,
+    _fleet,
+    _gate,
+    _latency,
+    _pareto,
+    _placement,
+    _release,
+    _rollout,
+    _telemetry,
+    _thermal,
+    _verdicts,
+)
 from edgeproof.report._collect import Inputs, collect
 from edgeproof.report._html import CSS, Section, esc, kind_badges, render_section, source, table
 from edgeproof.report._plots import plotly_script
 
 # The order a release board reads in: the decision first, the evidence behind it next, the paperwork last.
-SECTIONS: tuple[Callable[[Inputs], Section], ...] = (
+# A section that returns None has nothing to show unless the report is given its input (a fleet store, a rollout).
+SECTIONS: tuple[Callable[[Inputs], Section | None], ...] = (
     _decision.section,
     _verdicts.section,
     _latency.section,
@@ -25,6 +39,8 @@ SECTIONS: tuple[Callable[[Inputs], Section], ...] = (
     _placement.section,
     _thermal.section,
     _telemetry.section,
+    _fleet.section,
+    _rollout.section,
     _gate.section,
     _release.bom_section,
     _release.change_section,
@@ -91,14 +107,14 @@ def sources_section(inputs: Inputs) -> Section:
 def render_report(inputs: Inputs, generated_at: str | None = None) -> str:
     """The whole report as one HTML document: plotly.js and every figure inline, no network needed."""
     generated_at = generated_at or datetime.now(UTC).isoformat(timespec="seconds")
-    sections = [build(inputs) for build in SECTIONS]
+    sections = [s for s in (build(inputs) for build in SECTIONS) if s is not None]
     model = subject_model(inputs)
     title = f"edgeproof report — {model[0]}" if model else "edgeproof report"
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{CSS}</style>{plotly_script()}</head><body>"
+        f"<title>{esc(title)}</title><style>{CSS}{_fleet.CSS}</style>{plotly_script()}</head><body>"
         f"{header_html(inputs, generated_at)}"
         '<main class="wrap">'
         + render_section(sections[0])
@@ -112,12 +128,14 @@ def render_report(inputs: Inputs, generated_at: str | None = None) -> str:
     )
 
 
-def build_report(outdir: str | Path, out_html: str | Path) -> Path:
+def build_report(outdir: str | Path, out_html: str | Path, fleet: str | Path | None = None, rollout: str | Path | None = None) -> Path:
     """Read every record under ``outdir`` and write the self-contained HTML report to ``out_html``.
 
+    ``fleet`` (a fleet store) and ``rollout`` (a rollout's journal folder) add the fleet page and the rollout
+    section; by default they are looked for in ``outdir`` (see ``_collect.FLEET_STORE_PLACES``, ``ROLLOUT_PLACE``).
     Raises RecordError when ``outdir`` is not a folder or holds no edgeproof record at all.
     """
-    inputs = collect(outdir)
+    inputs = collect(outdir, fleet, rollout)
     if inputs.empty:
         skipped = (
             f"; {len(inputs.skipped)} file(s) could not be read, first: {inputs.skipped[0][0]}: {inputs.skipped[0][1]}"

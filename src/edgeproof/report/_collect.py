@@ -16,6 +16,11 @@ from edgeproof.errors import EdgeproofError, RecordError, first_line
 from edgeproof.records import RUN_SCHEMA, VERDICT_SCHEMA, RunRecord, Verdict, load_record
 
 SEARCH_PREFIX = "edgeproof.search/"
+# Where the report finds a fleet store and a rollout journal in the folder when none is given: where
+# `edgeproof fleet demo --out OUTDIR/fleet` and `edgeproof rollout start --journal OUTDIR/rollout` put them.
+# A rollout's folder holds the store its gates read: it is the last place looked.
+FLEET_STORE_PLACES = ("fleet.duckdb", "fleet/fleet.duckdb")
+ROLLOUT_PLACE = "rollout"
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class Inputs:
     change_records: list[Found] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    fleet_store: Path | None = None  # a fleet's DuckDB store, for the fleet page
+    rollout: Path | None = None  # a rollout's journal folder, for the rollout section
 
     @property
     def read(self) -> list[tuple[str, str]]:
@@ -61,7 +68,18 @@ class Inputs:
             ("BOM signature", self.signatures),
             ("change record", self.change_records),
         )
-        return sorted((f.rel, kind) for kind, found in kinds for f in found)
+        found = [(f.rel, kind) for kind, items in kinds for f in items]
+        if self.fleet_store is not None:
+            found.append((self.shown(self.fleet_store), "fleet store (DuckDB, opened read-only)"))
+        if self.rollout is not None:
+            from edgeproof.rollout._journal import JOURNAL_NAME
+
+            found.append((self.shown(self.rollout / JOURNAL_NAME), "rollout journal"))
+        return sorted(found)
+
+    def shown(self, path: Path) -> str:
+        """A path beside the records as the report names them: relative to the folder when inside it."""
+        return path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else str(path)
 
     @property
     def empty(self) -> bool:
@@ -77,12 +95,17 @@ def record_files(root: Path) -> list[Path]:
     return found
 
 
-def collect(root: str | Path) -> Inputs:
-    """Read every record under ``root``; a file that cannot be read is listed in ``skipped``, never fatal."""
+def collect(root: str | Path, fleet: str | Path | None = None, rollout: str | Path | None = None) -> Inputs:
+    """Read every record under ``root``; a file that cannot be read is listed in ``skipped``, never fatal.
+
+    ``fleet`` (a fleet store) and ``rollout`` (a rollout's journal folder) default to the places in
+    ``FLEET_STORE_PLACES`` and ``ROLLOUT_PLACE`` under ``root``; one given that is not there raises RecordError.
+    """
     root = Path(root)
     if not root.is_dir():
         raise RecordError(f"{root}: no such folder (give the folder a profile / optimize / simulate / gate run wrote to)")
-    inputs = Inputs(root=root)
+    inputs = Inputs(root=root, rollout=_rollout_folder(root, rollout))
+    inputs.fleet_store = _fleet_store(root, fleet, inputs.rollout)
     seen_runs: set[str] = set()
     for path in record_files(root):
         rel = path.relative_to(root).as_posix()
@@ -128,6 +151,25 @@ def _classify(inputs: Inputs, path: Path, rel: str, doc: Any, seen_runs: set[str
         inputs.signatures.append(Found(rel, load_signature(path)))
     else:
         inputs.ignored.append(rel)
+
+
+def _rollout_folder(root: Path, given: str | Path | None) -> Path | None:
+    from edgeproof.rollout._journal import JOURNAL_NAME
+
+    if given is not None:
+        if not (Path(given) / JOURNAL_NAME).is_file():
+            raise RecordError(f"{given}: no rollout journal ({JOURNAL_NAME}) in this folder (give the folder of `rollout start --journal`)")
+        return Path(given)
+    return root / ROLLOUT_PLACE if (root / ROLLOUT_PLACE / JOURNAL_NAME).is_file() else None
+
+
+def _fleet_store(root: Path, given: str | Path | None, rollout: Path | None) -> Path | None:
+    if given is not None:
+        if not Path(given).is_file():
+            raise RecordError(f"{given}: no such fleet store (give the DuckDB file `edgeproof fleet ingest --store` wrote)")
+        return Path(given)
+    places = [root / place for place in FLEET_STORE_PLACES] + ([rollout / "fleet.duckdb"] if rollout is not None else [])
+    return next((p for p in places if p.is_file()), None)
 
 
 def _search_result(path: Path) -> Any:

@@ -10,6 +10,7 @@
     run_simulated(ctl, fleet, step_h=1.0, max_h=72)
 """
 
+from edgeproof.rollout._agents import AgentFleet, golden_path, latency_limit_ms
 from edgeproof.rollout._controller import OPERATOR_VERBS, TERMINAL, Controller, State, fold, operator_command
 from edgeproof.rollout._journal import Journal
 from edgeproof.rollout._plan import Device, Gates, Plan, ReleaseRef, Wave, load_plan, select_waves, validate_plan
@@ -18,6 +19,7 @@ from edgeproof.rollout._transport import FleetTransport, Reported, SimulatedFlee
 
 __all__ = [
     "OPERATOR_VERBS",
+    "AgentFleet",
     "TERMINAL",
     "Controller",
     "Device",
@@ -33,6 +35,8 @@ __all__ = [
     "drive",
     "fold",
     "gate_thresholds",
+    "golden_path",
+    "latency_limit_ms",
     "load_plan",
     "operator_command",
     "run_simulated",

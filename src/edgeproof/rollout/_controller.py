@@ -16,7 +16,7 @@ from edgeproof.errors import DataError
 from edgeproof.fleet._alarms import AlarmReport, AlarmVerdict, evaluate_alarms
 from edgeproof.rollout._journal import Journal
 from edgeproof.rollout._plan import Device, Plan, ReleaseRef, stratum_of
-from edgeproof.rollout._transport import FleetTransport
+from edgeproof.rollout._transport import FleetTransport, Reported
 
 if TYPE_CHECKING:
     from edgeproof.contract import Rollback
@@ -41,6 +41,7 @@ class State:
     approved: set[int] = field(default_factory=set)
     escalated: set[int] = field(default_factory=set)
     rolled_back: set[str] = field(default_factory=set)
+    self_reverts: list[dict[str, Any]] = field(default_factory=list)  # devices that reverted an intent by themselves
     abort_requested: str = ""  # the actor who asked
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
@@ -61,6 +62,8 @@ def fold(entries: list[dict[str, Any]]) -> State:
             s.sent_at_s[e["intent"]] = e["at_s"]
         elif kind == "reconciled":
             sends.pop(e["intent"], None)
+        elif kind == "self-revert":
+            s.self_reverts.append(e)
         elif kind == "decision":
             s.decisions.append(e)
             if e["outcome"] == "hold":
@@ -193,16 +196,58 @@ class Controller:
         self._record(j, "sent", f"sent:{intent['id']}", intent=intent["id"], devices_sent=len(todo))
 
     def _reconcile(self, j: Journal, intent: dict[str, Any], rolled_back: set[str]) -> None:
-        """Devices re-report what they run; the intent is done when every one reports the intended model and firmware."""
+        """Devices re-report what they run; the intent is done when every one reports the intended model and firmware, committed.
+
+        A device that reverted the intent by itself (its health check failed) is journalled with what it re-reports
+        instead; it no longer owes a wave the release (the wave's judgement fails its stratum), but it still owes a
+        rollback the known-good pair."""
         rel = self._release(intent["release"])
         reported = self.transport.reported(intent["devices"])
-        # a device a rollback moved on no longer owes the wave its release
-        owed = [d for d in intent["devices"] if intent["purpose"] == "rollback" or d not in rolled_back]
-        wrong = [d for d in owed if (reported[d].model_sha256, reported[d].firmware_version) != (rel.model_sha256, rel.firmware_version)]
+        reverted = [d for d in intent["devices"] if reported[d].intent == intent["id"] and reported[d].reverted is not None]
+        if reverted:
+            labels = {d.device_id: d.labels for d in self.transport.inventory()}
+            for d in reverted:
+                self._record_self_revert(j, intent, d, reported[d], stratum_of(labels.get(d, {})))
+        # a device a rollback moved on, or that went back by itself, no longer owes the wave its release
+        owed = [d for d in intent["devices"] if intent["purpose"] == "rollback" or (d not in rolled_back and d not in reverted)]
+        wrong = [
+            d
+            for d in owed
+            if not reported[d].committed
+            or (reported[d].model_sha256, reported[d].firmware_version) != (rel.model_sha256, rel.firmware_version)
+        ]
         if not wrong:
             self._record(
-                j, "reconciled", f"reconciled:{intent['id']}", intent=intent["id"], devices=len(owed), model_sha256=rel.model_sha256
+                j,
+                "reconciled",
+                f"reconciled:{intent['id']}",
+                intent=intent["id"],
+                devices=len(owed),
+                model_sha256=rel.model_sha256,
+                self_reverted=len(reverted),
             )
+
+    def _record_self_revert(self, j: Journal, intent: dict[str, Any], device: str, r: Reported, stratum: str) -> None:
+        """Journal a device's own revert of ``intent``: why, and the slot, model and firmware it re-reports since."""
+        good = self.plan.known_good
+        self._record(
+            j,
+            "self-revert",
+            f"self-revert:{intent['id']}:{device}",
+            intent=intent["id"],
+            wave=intent["wave"],
+            device=device,
+            stratum=stratum,
+            actor=f"device:{device}",
+            reason=r.reverted,
+            slot=r.slot,
+            model_sha256=r.model_sha256,
+            firmware_version=r.firmware_version,
+            committed=r.committed,
+            on_known_good=r.committed and (r.model_sha256, r.firmware_version) == (good.model_sha256, good.firmware_version),
+            intended_model_sha256=self._release(intent["release"]).model_sha256,
+            known_good_model_sha256=good.model_sha256,
+        )
 
     def _judge(self, j: Journal, s: State) -> None:
         k = s.wave
@@ -210,12 +255,19 @@ class Controller:
         intent = f"wave:{k}:{wave.name}:{self.plan.release.name}"
         now = self.clock()
         soaked_h = (now - s.sent_at_s[intent]) / 3600.0
-        if soaked_h < wave.soak_h:
-            return
         # a decision journalled before a crash stands: finish it rather than judge again on newer data
         taken = {d["outcome"]: d for d in s.decisions if d["wave"] == k and d["outcome"] in ("pass", "fail")}
         if "fail" in taken:
             self._roll_back(j, k, s, taken["fail"]["strata"])
+            return
+        reverted = [e for e in s.self_reverts if e["intent"] == intent]
+        if reverted and "pass" not in taken:  # a device's own failed health check needs no soak and no statistics
+            reason = f"{len(reverted)} device(s) reverted the release by themselves: " + "; ".join(
+                f"{e['device']} ({e['stratum']}): {e['reason']}" for e in reverted[:3]
+            )
+            self._fail(j, k, s, sorted({e["stratum"] for e in reverted}), reason, [_self_revert_evidence(e) for e in reverted])
+            return
+        if soaked_h < wave.soak_h:
             return
         if "pass" in taken:
             if k == len(self.plan.waves) - 1:
@@ -250,19 +302,7 @@ class Controller:
         failing = sorted(st for st, (verdict, _) in strata.items() if verdict == "fail")
         evidence = [_evidence(v) for v in report.verdicts if v.verdict != "pass"] or [_evidence(v) for v in report.verdicts[:1]]
         if failing:
-            self._record(
-                j,
-                "decision",
-                f"decision:{k}:fail",
-                wave=k,
-                outcome="fail",
-                actor="controller",
-                strata=failing,
-                reason=f"{len(failing)} stratum/strata fail: {', '.join(failing)}",
-                evidence=[_evidence(v) for v in report.firing],
-                **self.digests(),
-            )
-            self._roll_back(j, k, s, failing)
+            self._fail(j, k, s, failing, f"{len(failing)} stratum/strata fail: {', '.join(failing)}", [_evidence(v) for v in report.firing])
             return
         undecided = {st: why for st, (verdict, why) in strata.items() if verdict != "pass"}
         if not undecided or k in s.approved:
@@ -298,6 +338,22 @@ class Controller:
                 j, "escalate", f"escalate:{k}", wave=k, reason=f"undecided {soaked_h - wave.soak_h:.1f} h after soak; approve or abort"
             )
 
+    def _fail(self, j: Journal, k: int, s: State, failing: list[str], reason: str, evidence: list[dict[str, Any]]) -> None:
+        """Journal wave ``k``'s fail decision with its evidence, then roll the failing strata back."""
+        self._record(
+            j,
+            "decision",
+            f"decision:{k}:fail",
+            wave=k,
+            outcome="fail",
+            actor="controller",
+            strata=failing,
+            reason=reason,
+            evidence=evidence,
+            **self.digests(),
+        )
+        self._roll_back(j, k, s, failing)
+
     def _strata(self, report: AlarmReport, devices: list[str], min_devices: int) -> dict[str, tuple[str, str]]:
         """Per chip revision × region of the wave: fail if any gate fails, pass if all pass with enough devices, else why not."""
         labels = {d.device_id: d.labels for d in self.transport.inventory()}
@@ -320,7 +376,9 @@ class Controller:
         """Send the known-good pair to the release's devices in ``failing`` strata (all of them when None or policy is all)."""
         labels = {d.device_id: d.labels for d in self.transport.inventory()}
         # the devices the release was sent to (journalled wave intents), not those a wave had only selected
-        on_release = [d for e in j.of_kind("send") if e["purpose"] == "wave" for d in e["devices"] if d not in s.rolled_back]
+        # a device that went back to the known-good pair by itself (and re-reported it) needs no rollback sent
+        done = s.rolled_back | {e["device"] for e in s.self_reverts if e["on_known_good"]}
+        on_release = [d for e in j.of_kind("send") if e["purpose"] == "wave" for d in e["devices"] if d not in done]
         if failing is not None and self.plan.rollback_policy == "stratum":
             on_release = [d for d in on_release if stratum_of(labels[d]) in failing]
         ends = "halted" if failing is not None else "aborted"
@@ -368,6 +426,23 @@ def operator_command(folder: str | Path, verb: str, actor: str, at_s: float | No
 
 def _entry(j: Journal, id_: str) -> dict[str, Any]:
     return next(e for e in j.entries if e["id"] == id_)
+
+
+def _self_revert_evidence(e: dict[str, Any]) -> dict[str, Any]:
+    """A device's self-revert as a decision's evidence: n = 1 device, its own health check as the statistic."""
+    return {
+        "alarm": "device-health-check",
+        "stratum": e["stratum"],
+        "verdict": "fail",
+        "n_devices": 1,
+        "device": e["device"],
+        "statistic": e["reason"],
+        "reported_slot": e["slot"],
+        "reported_model_sha256": e["model_sha256"],
+        "reported_firmware": e["firmware_version"],
+        "on_known_good": e["on_known_good"],
+        "provenance": f"reported:{e['actor']} (its A/B slot state, re-read after intent {e['intent']})",
+    }
 
 
 def _evidence(v: AlarmVerdict) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """A rollout plan (TOML): the signed release, the known-good pair to return to, waves with selectors, caps, soak and minimums, and the gates.
 
 Loading checks the file's own shape (each problem one line naming ``file:line: field``); ``validate_plan``
-checks it against the world at submit time: signatures, a fleet inventory, the strata each wave selects.
+checks it against the world at submit time: signatures, a fleet inventory, the strata each wave selects, and the
+release's compatibility with each hardware class (board × firmware) the waves reach.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeproof.contract._locate import key_lines, line_of
 from edgeproof.errors import DataError
 from edgeproof.fleet._alarms import ALARM_NAMES
+
+if TYPE_CHECKING:
+    from edgeproof.bom import BomFacts
 
 WAVE_KINDS = ("internal", "canary", "regional", "global")
 SELECTOR_LABELS = ("cohort", "region", "chip_revision")
@@ -235,12 +239,14 @@ def stratum_of(labels: dict[str, str]) -> str:
 
 def validate_plan(plan: Plan, inventory: Sequence[Device]) -> tuple[Plan, list[list[Device]]]:
     """Check the plan at submit: both releases' signatures verify, every wave selects devices and meets its minimum per
-    stratum, and the waves reach the whole fleet. Returns the plan with verified digests and each wave's devices."""
+    stratum, the waves reach the whole fleet, and the release's BOM passes on every (board, firmware) they reach.
+    Returns the plan with verified digests and each wave's devices."""
     from dataclasses import replace
 
-    from edgeproof.bom import load_signature, signature_path, verify_bom
+    from edgeproof.bom import load_signature, read_bom, signature_path, verify_bom
 
     verified: dict[str, ReleaseRef] = {}
+    boms: dict[str, BomFacts] = {}
     for key, ref in (("release", plan.release), ("known_good", plan.known_good)):
         where = f"{plan.path}:{_line(plan, (key, 'bom'))}: {key}.bom"
         if not signature_path(ref.bom).exists():
@@ -249,6 +255,9 @@ def validate_plan(plan: Plan, inventory: Sequence[Device]) -> tuple[Plan, list[l
         if not result.ok:
             raise DataError(f"{where}: signature does not verify: {result.message}")
         sig = load_signature(signature_path(ref.bom))
+        boms[key] = read_bom(ref.bom)
+        if boms[key].sha256 != sig.bom_sha256:  # what is judged below must be what was verified
+            raise DataError(f"{where}: {ref.bom} changed while it was being checked; submit the plan again")
         verified[key] = replace(ref, model_sha256=sig.model_sha256, bom_sha256=sig.bom_sha256)
     plan = replace(plan, release=verified["release"], known_good=verified["known_good"])
     waves = select_waves(plan, inventory)
@@ -274,7 +283,33 @@ def validate_plan(plan: Plan, inventory: Sequence[Device]) -> tuple[Plan, list[l
             f"{plan.path}:{last.line}: wave[{len(plan.waves) - 1}]: the waves reach {reached} of {len(inventory)} devices "
             f"({100.0 * reached / max(1, len(inventory)):.1f}%), not 100%"
         )
+    _check_compatible(plan, boms["release"], [d for w in waves for d in w])
     return plan, waves
+
+
+def hardware_classes(release: ReleaseRef, devices: Sequence[Device]) -> Counter[tuple[str, str]]:
+    """(board, firmware) of each device once it runs the release, counted: the board from its inventory label, the
+    firmware the release's own (model and firmware go to a device as one coupled pair)."""
+    missing = next((d for d in devices if not d.labels.get("board")), None)
+    if missing is not None:
+        raise DataError(f"fleet inventory: device {missing.device_id} has no board label; a release's compatibility cannot be checked")
+    return Counter((d.labels["board"], release.firmware_version) for d in devices)
+
+
+def _check_compatible(plan: Plan, bom: BomFacts, devices: Sequence[Device]) -> None:
+    """Every hardware class the waves reach needs a passing gate verdict for that board and firmware in the release's signed BOM."""
+    stated = {t.id: (t.verdict, t.props.get("firmware.version", "not stated")) for t in bom.targets.values()}
+    classes = hardware_classes(plan.release, devices)
+    missing = sorted(c for c in classes if stated.get(c[0]) != ("pass", c[1]))
+    if missing:
+        board, firmware = missing[0]
+        verdict, on = stated.get(board, ("", ""))
+        has = f"its {board} target: verdict {verdict!r}, firmware {on!r}" if board in stated else f"it has no {board} target"
+        raise DataError(
+            f"{plan.path}:{_line(plan, ('release', 'bom'))}: release.bom: {plan.release.bom} carries no passing verdict for "
+            f"board {board} with firmware {firmware} ({classes[missing[0]]} devices of the waves; {has}); "
+            f"{len(missing)} of {len(classes)} hardware classes uncovered"
+        )
 
 
 def _check_control(plan: Plan, i: int, inventory: Sequence[Device], so_far: list[list[Device]], minimum: int) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeproof.errors import DataError
+from edgeproof.errors import DataError, EdgeproofError
 from edgeproof.fleet._simulate import Fault, FleetSpec
 from edgeproof.rollout._controller import TERMINAL, Controller, State
 from edgeproof.rollout._journal import Journal
@@ -62,11 +63,28 @@ def drive(folder: Path, plan_path: Path | None = None, actor: str = "cli", step_
     elif started:
         raise DataError(f"{journal.path}: a rollout is already journalled here; `edgeproof rollout run` goes on with it")
     plan = load_plan(plan_path)
+    fresh = not started
+    before = set(folder.iterdir()) if folder.exists() else None
     fleet = simulated_fleet(plan, folder)
     try:
-        checked, waves = validate_plan(plan, fleet.inventory())
-        controller = Controller(checked, fleet, fleet.store, folder, fleet.now_s, gate_thresholds(checked))
-        controller.start(waves, actor)
+        try:
+            checked, waves = validate_plan(plan, fleet.inventory())
+            controller = Controller(checked, fleet, fleet.store, folder, fleet.now_s, gate_thresholds(checked))
+            controller.start(waves, actor)
+        except EdgeproofError:
+            if fresh:  # refused at submit: leave no fleet behind that a later start would take for this one's
+                fleet.close()
+                _remove_new(folder, before)
+            raise
         return run_simulated(controller, fleet, step_h, max_h)
     finally:
         fleet.close()
+
+
+def _remove_new(folder: Path, before: set[Path] | None) -> None:
+    """Remove what appeared in ``folder`` since ``before`` was listed (None: the folder itself was new)."""
+    if before is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for path in set(folder.iterdir()) - before:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()

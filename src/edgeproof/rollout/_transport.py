@@ -23,11 +23,18 @@ SEND_LOG_NAME = "fleet-sends.jsonl"
 
 @dataclass(frozen=True)
 class Reported:
-    """What a device says it runs: model hash, firmware version and the intent that put it there."""
+    """What a device says it runs: model hash, firmware version and the last intent it handled.
+
+    A device with A/B slots also names its active slot and whether that slot is committed (passed its health
+    check), and ``reverted`` says why it reverted ``intent`` by itself (its health check failed, or it did not
+    boot): it then runs what it ran before, not what ``intent`` sent."""
 
     model_sha256: str
     firmware_version: str
     intent: str
+    slot: str | None = None
+    committed: bool = True
+    reverted: str | None = None
 
 
 class FleetTransport(Protocol):
@@ -71,6 +78,7 @@ class SimulatedFleet:
                     "cohort": "internal" if internal[i] else "field",
                     "region": str(self.sim.region_name[i]),
                     "chip_revision": str(self.sim.chip[i]),
+                    "board": self.sim.spec.boards[int(self.sim.board[i])].target,
                 },
             )
             for i in range(n)

@@ -1,0 +1,165 @@
+"""The rollout controller over real local agents (separate processes, real files in their A/B slots): one device's
+health check fails on a golden-output mismatch, it reverts by itself, and the controller records and acts on it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from conftest import DIGITS_MODEL
+from edgeproof.agent import local_state_dir
+from edgeproof.agent._client import parse_slots
+from edgeproof.bom import canonical_bytes, generate_keypair, sign_bom
+from edgeproof.farm.inventory import Device as Board
+from edgeproof.fleet import FleetStore
+from edgeproof.rollout import AgentFleet, Controller, Journal, load_plan, validate_plan
+from edgeproof.rollout._plan import stratum_of
+
+V1_BOM = Path(__file__).resolve().parent / "data" / "release_v1" / "a.bom.json"
+NO_FIRMWARE = "unavailable:no firmware profile in the run record"
+
+PLAN = """\
+[release]
+name = "candidate"
+bom = "candidate.bom.json"
+model = "candidate.onnx"
+firmware_version = "fw-2"
+public_key = "keys/edgeproof-ed25519.pub.pem"
+
+[known_good]
+name = "baseline"
+bom = "baseline.bom.json"
+model = "baseline.onnx"
+firmware_version = "fw-1"
+public_key = "keys/edgeproof-ed25519.pub.pem"
+
+[[wave]]
+kind = "global"
+soak_h = 0
+min_devices = 1
+"""
+
+
+def _record_golden(model: Path, out: Path) -> None:
+    """Golden inputs and the outputs ``model`` gives for them, as the agent's ``update`` reads them."""
+    x = np.random.default_rng(7).random((2, 1, 32, 32), dtype=np.float32)
+    (logits,) = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(["logits"], {"input": x})
+    np.savez(out, input__input=x, output__logits=logits)
+
+
+@pytest.fixture
+def releases(tmp_path: Path) -> Path:
+    """Two signed releases: the digits model (known good) and a candidate with a retrained head bias, each with its
+    golden file; the r2 boards' own golden file was recorded from the baseline and not re-recorded for the candidate."""
+    work = tmp_path / "releases"
+    work.mkdir()
+    private, _ = generate_keypair(work / "keys")
+    model = onnx.load(str(DIGITS_MODEL))
+    onnx.save(model, str(work / "baseline.onnx"))
+    bias = next(t for t in model.graph.initializer if t.name == "head.bias")
+    shifted = numpy_helper.to_array(bias).copy()
+    shifted[3] += 0.5
+    bias.CopyFrom(numpy_helper.from_array(shifted, "head.bias"))
+    onnx.save(model, str(work / "candidate.onnx"))
+    old = json.loads(V1_BOM.read_text())["metadata"]["component"]["hashes"][0]["content"]
+    for name, firmware in (("baseline", "fw-1"), ("candidate", "fw-2")):
+        onnx_path = work / f"{name}.onnx"
+        sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+        # the BOM's passing host target, gated on the firmware the release pairs the model with
+        text = V1_BOM.read_text().replace(old, sha).replace(str(DIGITS_MODEL), str(onnx_path)).replace(NO_FIRMWARE, firmware)
+        (work / f"{name}.bom.json").write_bytes(canonical_bytes(json.loads(text)))
+        sign_bom(work / f"{name}.bom.json", private, onnx_path)
+        _record_golden(onnx_path, work / f"{name}.golden.npz")
+    _record_golden(work / "baseline.onnx", work / "candidate.golden.r2.npz")  # stale: the baseline's outputs
+    (work / "rollout.toml").write_text(PLAN)
+    return work
+
+
+@pytest.fixture
+def fleet():
+    """Two local agents, each its own process and state dir, labelled as their owners configured them."""
+    boards = [
+        Board(id=f"cam-{rev}", chip_revision=rev, extra_args=("--label", "cohort=field", "--label", f"region={region}"))
+        for rev, region in (("r1", "eu-north"), ("r2", "us-west"))
+    ]
+    agents = AgentFleet(boards)
+    yield agents
+    agents.close()
+
+
+def test_a_device_that_fails_its_health_check_reverts_by_itself_and_the_controller_records_it(releases, tmp_path, fleet):
+    plan = load_plan(releases / "rollout.toml")
+    inventory = {d.device_id: d.labels for d in fleet.inventory()}
+    # the agent's labels, the inventory's chip revision, the host as board; no firmware label: nothing installed yet
+    assert inventory["cam-r2"] == {"cohort": "field", "region": "us-west", "chip_revision": "r2", "board": "host"}
+    plan, waves = validate_plan(plan, fleet.inventory())
+    good, new = plan.known_good, plan.release
+    ids = sorted(inventory)
+    fleet.send(ids, good, "provision:baseline", "field")  # both boards start on the known-good pair, committed
+    assert {r.model_sha256 for r in fleet.reported(ids).values()} == {good.model_sha256}
+
+    clock = [0.0]
+    with FleetStore(tmp_path / "fleet.duckdb") as store:
+        ctl = Controller(plan, fleet, store, tmp_path / "run", lambda: clock[0])
+        ctl.start(waves, actor="test")
+        ctl.step()  # sends the wave: each agent writes its inactive slot and health-checks it
+        clock[0] += 60.0
+        state = ctl.step()  # reconciles what they re-report, judges the wave
+        clock[0] += 60.0
+        state = ctl.step()  # reconciles the rollback
+    intent = f"wave:0:global:{new.name}"
+
+    # the healthy board committed the candidate and re-reports it
+    healthy = fleet.reported(["cam-r1"])["cam-r1"]
+    assert (healthy.model_sha256, healthy.firmware_version, healthy.slot, healthy.committed) == (new.model_sha256, "fw-2", "b", True)
+    assert healthy.intent == intent and healthy.reverted is None
+    # the other went back to its known-good slot by itself; its hello says so, typed
+    hello = fleet.clients["cam-r2"].hello()
+    assert hello.slots is not None and hello.slots.last_update is not None
+    assert hello.slots.active == "a" and hello.slots.committed and hello.slots.firmware_version == "fw-1"
+    assert hello.slots.model_sha256 == {"a": good.model_sha256, "b": new.model_sha256}  # the tried model is still in b
+    assert hello.slots.last_update.self_reverted and hello.slots.last_update.intent == intent
+    assert hello.slots.last_update.reason.startswith("health check failed: golden output logits differs from the recorded one")
+    slot_dir = local_state_dir(Board(id="cam-r2")) / "slots"
+    assert hashlib.sha256((slot_dir / "a" / "model.onnx").read_bytes()).hexdigest() == good.model_sha256
+
+    entries = Journal(tmp_path / "run").entries
+    (revert,) = [e for e in entries if e["kind"] == "self-revert"]
+    assert revert["device"] == "cam-r2" and revert["intent"] == intent and revert["actor"] == "device:cam-r2"
+    assert (revert["model_sha256"], revert["firmware_version"], revert["slot"]) == (good.model_sha256, "fw-1", "a")
+    assert revert["on_known_good"] is True and revert["reason"] == hello.slots.last_update.reason
+    wave_reconciled = next(e for e in entries if e["id"] == f"reconciled:{intent}")
+    assert wave_reconciled["devices"] == 1 and wave_reconciled["self_reverted"] == 1
+
+    # the controller halts the wave and rolls back the failing stratum: the device already runs known-good, nothing is sent
+    r2 = stratum_of(inventory["cam-r2"])
+    fail = next(d for d in state.decisions if d["outcome"] == "fail")
+    assert fail["strata"] == [r2] and "cam-r2" in fail["reason"]
+    assert fail["evidence"][0]["alarm"] == "device-health-check" and fail["evidence"][0]["reported_model_sha256"] == good.model_sha256
+    assert state.phase == "halted" and not state.pending and not state.unreconciled
+    rollback = next(e for e in entries if e["kind"] == "send" and e["purpose"] == "rollback")
+    assert rollback["devices"] == [] and rollback["strata"] == [r2]
+    assert {intent for (_, intent) in fleet.sends} == {"provision:baseline", intent} and max(fleet.sends.values()) == 1
+    assert fleet.updates["cam-r2"]["outcome"] == "reverted" and fleet.updates["cam-r1"]["outcome"] == "committed"
+    healthy_check = fleet.updates["cam-r1"]
+    assert (
+        healthy_check["health"]["p50_limit_ms"] == 1000.0
+        and healthy_check["p50_limit_source"] == "budgets.p95_ms budget in candidate.bom.json"
+    )
+    assert healthy_check["health"]["p50_ms"] <= 1000.0 and "measured by perf_counter_ns" in healthy_check["health"]["p50_provenance"]
+
+
+def test_an_agent_without_slots_says_hello_without_them():
+    """An older agent's hello has no ``slots`` object; one before per-slot contents names the active slot's model only."""
+    assert parse_slots(None) is None
+    older = parse_slots({"active": "a", "model_sha256": "ab" * 32, "firmware_version": "fw-1", "committed": True, "intent": "r1"})
+    assert older is not None and older.active_model_sha256 == "ab" * 32 and older.last_update is None
+    broken = parse_slots({"error": "state.json: not readable slot state"})
+    assert broken is not None and broken.error == "state.json: not readable slot state" and broken.active_model_sha256 is None
