@@ -38,15 +38,23 @@ LINT = rc=0; \
 lint: $(STAMP)
 	@$(LINT)
 
+# pytest runs on one pytest-xdist worker per CPU this machine gives us (nproc, which would also obey
+# OMP_NUM_THREADS, hence env -u), at most 4: past that the longest test file, which one worker runs alone,
+# sets the wall time. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= $(shell n=$$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
+# Whole files per worker: a module-scoped fixture (a measured release, the demo folder) is built once.
+# (Not loadgroup: with pytest 9.2 its xdist_group marks are silently ignored, pytest-xdist issue #1386.)
+PYTEST_XDIST = -n $(PYTEST_WORKERS) --dist loadfile
+
 # Lint first, then pytest whatever lint said; fails if either failed.
 test: $(STAMP) chromium
 	@lint=0; ($(LINT)) || lint=1; \
-	$(BIN)/python -m pytest --durations=15 || exit $$?; \
+	$(BIN)/python -m pytest $(PYTEST_XDIST) --durations=15 || exit $$?; \
 	if [ $$lint -ne 0 ]; then echo "make test: the tests passed but lint failed (see above)"; exit 1; fi
 
 # Without the tests marked @pytest.mark.slow (each takes more than ~4 s here), and without lint.
 test-fast: $(STAMP) chromium
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(PYTEST_XDIST) -m "not slow"
 
 # Re-resolve after a change to pyproject.toml, keeping every pin that still fits; the bench lock is
 # constrained by the test lock so the two never disagree on a shared package.

@@ -55,6 +55,15 @@ def pytest_make_collect_report(collector: pytest.Collector):
     return report
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session_home(tmp_path_factory):
+    """Module-scoped fixtures are set up before any test's own home below: give them one per worker
+    (with xdist, one per process), never the checkout's .edgeproof/ or ~/.cache/edgeproof."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEPROOF_HOME", str(tmp_path_factory.mktemp("session-home") / ".edgeproof"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_history(tmp_path, monkeypatch):
     """Every test writes its run history into its own folder, never the developer's .edgeproof/."""

@@ -160,10 +160,14 @@ def offline_page(html: Path, work: Path, width: int = SCREEN[0], height: int = S
     """``html`` loaded in headless Chromium with the network emulated off, in a ``width`` × ``height`` window, its plots drawn."""
     log = work / "chromium.log"
     profile = work / "chromium-profile"
+    # Chromium keeps its crash reports and dconf settings under the home folder whatever --user-data-dir says:
+    # give it one in ``work``, so it never writes to the user's, nor shares one with a browser another test opened.
+    home = work / "chromium-home"
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache")}
     assert CHROMIUM is not None
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"], stdout=subprocess.DEVNULL, stderr=err
+            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"], stdout=subprocess.DEVNULL, stderr=err, env=env
         )
     try:
         tools = _DevTools(_WebSocket(_devtools_url(log, proc)))
