@@ -37,7 +37,10 @@ def amdsmi_shim() -> str | None:
     except Exception as exc:  # the KeyError (or OSError) of a library that is not there
         shim = Path(tempfile.gettempdir()) / "edgeproof-amdsmi-shim"
         (shim / "amdsmi").mkdir(parents=True, exist_ok=True)
-        (shim / "amdsmi" / "__init__.py").write_text(f"raise ImportError({f'amdsmi cannot load here: {exc!r}'!r})\n")
+        # written beside and renamed into place: another process may import it at the same moment
+        part = shim / "amdsmi" / f"__init__.py.{os.getpid()}.part"
+        part.write_text(f"raise ImportError({f'amdsmi cannot load here: {exc!r}'!r})\n")
+        os.replace(part, shim / "amdsmi" / "__init__.py")
         return str(shim)
     return None
 
