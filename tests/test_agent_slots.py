@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -19,6 +20,7 @@ import pytest
 
 from conftest import DIGITS_MODEL
 from edgeproof.agent import AgentClient, AgentError, local_state_dir, open_link
+from edgeproof.agent._client import parse_slots
 from edgeproof.farm.inventory import Device
 
 AGENT_SRC = str(Path(__file__).resolve().parents[1] / "agent" / "src")
@@ -44,8 +46,8 @@ def golden(model: bytes, shift: float = 0.0) -> bytes:
     return buffer.getvalue()
 
 
-def update(client: AgentClient, model: bytes, checks: bytes, intent: str, **extra: object) -> dict:
-    limits: dict[str, object] = {"p50_limit_ms": GENEROUS_P50_MS, **extra}
+def update(client: AgentClient, model: bytes, checks: bytes, intent: str, **extra: Any) -> dict:
+    limits: dict[str, Any] = {"p50_limit_ms": GENEROUS_P50_MS, **extra}
     return client.request("update", model=client.put(model), golden=client.put(checks), intent=intent, **limits)
 
 
@@ -53,9 +55,9 @@ def slots_of(client: AgentClient) -> dict:
     return client.request("hello", protocol=1)["slots"]
 
 
-def started(*names: str) -> list[AgentClient]:
+def started(*names: str, extra_args: tuple[str, ...] = ()) -> list[AgentClient]:
     """Local agents (real processes, each with its own state dir), started together, each having said hello."""
-    clients = [AgentClient(open_link(Device(id=name)), name) for name in names]
+    clients = [AgentClient(open_link(Device(id=name, extra_args=extra_args)), name) for name in names]
     for client in clients:
         client.hello()
     return clients
@@ -255,3 +257,84 @@ def test_old_intents_are_forgotten_oldest_first_across_a_save(tmp_path, agent_ma
         state = slots.load()  # the file is written with sorted keys
     slots.forget_old_intents(state)
     assert sorted(state["intents"]) == sorted(names[3:])
+
+
+HOOK = """\
+import hashlib, pathlib, sys
+slot, image = map(pathlib.Path, sys.argv[1:3])
+if {fail}:
+    print("flash verify: CRC mismatch at block 7", file=sys.stderr)
+    sys.exit(3)
+(slot / "applied.txt").write_text(hashlib.sha256(image.read_bytes()).hexdigest())
+"""
+
+
+def hooked_agent(tmp_path: Path, fail: bool) -> AgentClient:
+    """A local agent whose firmware hook (a script, as a board's RAUC/U-Boot step would be) passes or fails."""
+    hook = tmp_path / ("failing-hook.py" if fail else "hook.py")
+    hook.write_text(HOOK.format(fail=fail))
+    (client,) = started("cam-fw", extra_args=("--firmware-hook", f"{sys.executable} {hook}"))
+    return client
+
+
+def test_a_firmware_image_that_does_not_hash_to_its_sha256_is_refused(tmp_path, agent):
+    model = release(tmp_path, "1")
+    first = update(agent, model, golden(model), "release-1", firmware="fw-1.0")
+    image = b"firmware fw-1.1 image " * 64
+    sha = hashlib.sha256(image).hexdigest()
+    with pytest.raises(AgentError, match="hash-mismatch"):
+        agent.put(image, hashlib.sha256(b"another image").hexdigest())  # sent under a sha256 it does not have: not stored
+    agent.put(image, sha)
+    blob = local_state_dir(Device(id="cam-a")) / "models" / f"{sha}.blob"
+    blob.write_bytes(image[:-1] + b"!")  # the stored image rots before the update writes it into the slot
+    with pytest.raises(AgentError, match=r"hash-mismatch.*firmware image written hashes to"):
+        update(agent, release(tmp_path, "2"), golden(model), "release-2", firmware="fw-1.1", firmware_image=sha)
+    now = slots_of(agent)  # nothing switched: the committed slot runs on
+    assert first["outcome"] == "committed"
+    assert (now["active"], now["committed"], now["pending"], now["firmware_version"], now["firmware_sha256"]) == (
+        "a",
+        True,
+        None,
+        "fw-1.0",
+        None,
+    )
+
+
+def test_a_failing_firmware_hook_reverts_the_update(tmp_path):
+    client = hooked_agent(tmp_path, fail=True)
+    try:
+        model = release(tmp_path, "1")
+        update(client, model, golden(model), "release-1", firmware="fw-1.0")
+        image = b"firmware fw-1.1 image"
+        result = update(client, model, golden(model), "release-2", firmware="fw-1.1", firmware_image=client.put(image))
+        assert result["outcome"] == "reverted" and result["installed"] is True
+        assert result["reason"] == "health check failed: firmware hook exited 3: flash verify: CRC mismatch at block 7"
+        back = slots_of(client)
+        assert (back["active"], back["committed"], back["firmware_version"], back["firmware_sha256"]) == ("a", True, "fw-1.0", None)
+        assert (
+            back["last_update"]["outcome"] == "reverted" and back["contents"]["b"]["firmware_sha256"] == hashlib.sha256(image).hexdigest()
+        )
+    finally:
+        client.link.close()
+
+
+def test_a_passing_firmware_hook_commits_and_the_slot_re_reports_the_image(tmp_path):
+    client = hooked_agent(tmp_path, fail=False)
+    try:
+        model = release(tmp_path, "1")
+        image = b"firmware fw-2.0 image " * 1000
+        sha = hashlib.sha256(image).hexdigest()
+        result = update(client, model, golden(model), "release-1", firmware="fw-2.0", firmware_image=client.put(image))
+        assert result["outcome"] == "committed", result["reason"]
+        now = slots_of(client)
+        assert (now["active"], now["committed"], now["firmware_version"], now["firmware_sha256"]) == ("a", True, "fw-2.0", sha)
+        slot = local_state_dir(Device(id="cam-fw")) / "slots" / "a"
+        assert (slot / "firmware.bin").read_bytes() == image and (slot / "applied.txt").read_text() == sha  # the hook saw the image
+        hello = parse_slots(now)
+        assert hello is not None and hello.firmware_sha256 == sha and hello.firmware_version == "fw-2.0"
+        # a later model-only release keeps the running firmware, image and all, in its new slot
+        kept = update(client, release(tmp_path, "2"), golden(model), "release-2")
+        assert kept["outcome"] == "committed" and slots_of(client)["firmware_sha256"] == sha
+        assert (slot.parent / "b" / "firmware.bin").read_bytes() == image
+    finally:
+        client.link.close()

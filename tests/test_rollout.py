@@ -259,6 +259,10 @@ def test_a_controller_killed_mid_rollout_resumes_to_the_same_end_state_without_d
             f"no passing verdict for board {BOARDS[1]} with firmware fw-1 (",
         ),
         (lambda t: t.replace('firmware_version = "fw-1"', 'firmware_version = "fw-2"', 1), "2 of 2 hardware classes uncovered"),
+        (
+            lambda t: t.replace('bom = "baseline.bom.json"', 'bom = "baseline-fails-one.bom.json"'),
+            f"known_good.bom: {{tmp}}/baseline-fails-one.bom.json carries no passing verdict for board {BOARDS[1]} with firmware fw-1 (",
+        ),
     ],
     ids=[
         "model-swapped",
@@ -271,6 +275,7 @@ def test_a_controller_killed_mid_rollout_resumes_to_the_same_end_state_without_d
         "bom-lacks-a-board",
         "bom-fails-a-board",
         "bom-not-on-the-firmware",
+        "rollback-target-fails-a-board",
     ],
 )
 @pytest.mark.parametrize("verb", ["plan", "start"])
@@ -286,12 +291,15 @@ def test_bad_plans_are_refused_at_submit_with_one_line(releases, tmp_path, edit,
     private = releases / "keys" / PRIVATE_KEY_NAME
     for name, verdicts in (("candidate-one-board", {BOARDS[0]: "pass"}), ("candidate-fails-one", {BOARDS[0]: "pass", BOARDS[1]: "fail"})):
         _signed_bom(tmp_path, name, releases / "candidate.onnx", verdicts, private)  # signed, but not for every board
+    # the known-good pair is the rollback target: its BOM must pass on every board the waves reach too
+    _signed_bom(tmp_path, "baseline-fails-one", releases / "baseline.onnx", {BOARDS[0]: "pass", BOARDS[1]: "fail"}, private)
     plan = _plan(releases, tmp_path, edit=edit)
     folder = tmp_path / "run"
     args = ["plan", "--dry-run", str(plan)] if verb == "plan" else ["start", str(plan), "--journal", str(folder)]
     result = CliRunner().invoke(app, ["rollout", *args])
     err = result.stderr if result.stderr_bytes is not None else result.output
     assert result.exit_code == 2, result.output
+    message = message.replace("{tmp}", str(tmp_path))
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert f"{plan}:" in err and "Traceback" not in result.output
     assert not folder.exists()  # a refused start leaves nothing behind

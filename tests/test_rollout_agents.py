@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from edgeproof.farm.inventory import Device as Board
 from edgeproof.fleet import FleetStore
 from edgeproof.rollout import AgentFleet, Controller, Journal, load_plan, validate_plan
 from edgeproof.rollout._plan import stratum_of
+from edgeproof.rollout._run import agent_fleet
 
 V1_BOM = Path(__file__).resolve().parent / "data" / "release_v1" / "a.bom.json"
 NO_FIRMWARE = "unavailable:no firmware profile in the run record"
@@ -163,3 +165,135 @@ def test_an_agent_without_slots_says_hello_without_them():
     assert older is not None and older.active_model_sha256 == "ab" * 32 and older.last_update is None
     broken = parse_slots({"error": "state.json: not readable slot state"})
     assert broken is not None and broken.error == "state.json: not readable slot state" and broken.active_model_sha256 is None
+
+
+BOARDS_TOML = """\
+[devices.cam-r1]
+transport = "local"
+chip_revision = "r1"
+agent = {r1}
+
+[devices.cam-r2]
+transport = "local"
+chip_revision = "r2"
+agent = {r2}
+"""
+
+
+def test_the_cli_drives_a_fleet_of_agents_from_the_plan_and_status_shows_the_self_revert(releases, tmp_path):
+    """``[target] kind = "agents"``: `rollout start` sends the wave to the inventory's agents in real time, the r2 board's
+    golden check fails and it reverts by itself; the rollout halts, `rollout run` finds nothing left to send, and
+    `rollout status` prints the self-revert as the device re-reported it."""
+    from typer.testing import CliRunner
+
+    from edgeproof.cli._app import app
+
+    agent = {  # the agent started as its owner configured it: this interpreter, its labels
+        rev: json.dumps(f"{sys.executable} -m edgeproof_agent --label cohort=field --label region={region}")
+        for rev, region in (("r1", "eu-north"), ("r2", "us-west"))
+    }
+    (releases / "boards.toml").write_text(BOARDS_TOML.format(**agent))
+    image = b"fw-2 image for the host stand-in " * 256  # the release's firmware: written into each board's inactive slot
+    (releases / "fw-2.bin").write_bytes(image)
+    pinned = f'firmware_image = "fw-2.bin"\nfirmware_sha256 = "{hashlib.sha256(image).hexdigest()}"\n'
+    text = PLAN.replace('firmware_version = "fw-2"\n', 'firmware_version = "fw-2"\n' + pinned)
+    (releases / "rollout.toml").write_text(text + '\n[target]\nkind = "agents"\nboards = "boards.toml"\n')
+    plan = load_plan(releases / "rollout.toml")
+    provision = agent_fleet(plan)  # both boards start on the known-good pair, committed
+    try:
+        checked, _ = validate_plan(plan, provision.inventory())
+        provision.send(sorted(d.device_id for d in provision.inventory()), checked.known_good, "provision:baseline", "field")
+    finally:
+        provision.close()
+
+    runner = CliRunner()
+    dry = runner.invoke(app, ["rollout", "plan", "--dry-run", str(releases / "rollout.toml")])
+    assert dry.exit_code == 0, dry.output
+    assert "fleet: 2 devices (agents of " in dry.output and "rollback target: host on fw-1 (2 devices)" in dry.output
+    assert f"firmware image {releases / 'fw-2.bin'} sha256 {hashlib.sha256(image).hexdigest()[:12]}… matches" in dry.output
+    folder = tmp_path / "run"
+    args = ["--journal", str(folder), "--poll-s", "0.05", "--max-h", "0.05"]
+    started = runner.invoke(app, ["rollout", "start", str(releases / "rollout.toml"), *args])
+    assert started.exit_code == 1, started.output  # halted
+    assert "halted" in started.output.splitlines()[0] and "wall-clock hours since the start" in started.output
+    again = runner.invoke(app, ["rollout", "run", *args])
+    assert again.exit_code == 1 and "halted" in again.output.splitlines()[0], again.output
+
+    entries = Journal(folder).entries
+    sends = [e for e in entries if e["kind"] == "sent"]
+    assert [e["devices_sent"] for e in sends] == [2, 0]  # the wave to both boards; the rollback owes nothing
+    good = checked.known_good
+    status = runner.invoke(app, ["rollout", "status", "--journal", str(folder)])
+    assert status.exit_code == 0, status.output
+    (line,) = [s for s in status.output.splitlines() if "self-revert:" in s]
+    assert "device cam-r2 (r2 × us-west) reverted wave:0:global:candidate by itself: health check failed: golden output logits" in line
+    assert f"re-reports slot a, model {good.model_sha256[:12]}…, firmware fw-1, committed; on the known-good pair: yes" in line
+    assert "1 self-reverted" in status.output and "fail by controller: 1 device(s) reverted the release by themselves" in status.output
+    after = AgentFleet([Board(id="cam-r1")])
+    try:
+        r1 = after.reported(["cam-r1"])["cam-r1"]
+        slots = after.clients["cam-r1"].hello().slots
+    finally:
+        after.close()
+    assert (r1.model_sha256, r1.firmware_version, r1.committed) == (checked.release.model_sha256, "fw-2", True)
+    assert slots is not None and slots.firmware_sha256 == hashlib.sha256(image).hexdigest()  # the image re-reported with the version
+    assert (local_state_dir(Board(id="cam-r1")) / "slots" / "b" / "firmware.bin").read_bytes() == image
+
+
+def test_a_firmware_image_is_refused_at_submit_unless_it_matches_its_pin_and_its_bom(releases):
+    """The plan pins the image's sha256; a signed BOM that states one for a firmware component must agree with it."""
+    from edgeproof.bom._sign import PRIVATE_KEY_NAME
+    from edgeproof.errors import DataError
+    from edgeproof.rollout import Device
+
+    image = releases / "fw-2.bin"
+    image.write_bytes(b"fw-2 image")
+    sha = hashlib.sha256(image.read_bytes()).hexdigest()
+    fleet = [Device("cam-1", {"board": "host", "chip_revision": "r1", "region": "eu-north", "cohort": "field"})]
+    path = releases / "rollout.toml"
+
+    def submit(pin: str, bom: str = "candidate.bom.json") -> None:
+        pinned = f'firmware_image = "fw-2.bin"\nfirmware_sha256 = "{pin}"\n'
+        path.write_text(
+            PLAN.replace('firmware_version = "fw-2"\n', 'firmware_version = "fw-2"\n' + pinned).replace("candidate.bom.json", bom)
+        )
+        validate_plan(load_plan(path), fleet)
+
+    submit(sha)  # matches its pin; the BOM states no image hash (the builder records firmware versions only)
+    with pytest.raises(
+        DataError, match=r"rollout.toml:6: release.firmware_image: fw-2.bin hashes to [0-9a-f]{12}…, the plan pins 000000000000…"
+    ):
+        submit("0" * 64)
+    doc = json.loads((releases / "candidate.bom.json").read_text())
+    other = hashlib.sha256(b"another build").hexdigest()
+    doc["components"].append(
+        {
+            "type": "firmware",
+            "bom-ref": "firmware:host",
+            "name": "host firmware",
+            "version": "fw-2",
+            "hashes": [{"alg": "SHA-256", "content": other}],
+        }
+    )
+    (releases / "stated.bom.json").write_bytes(canonical_bytes(doc))
+    sign_bom(releases / "stated.bom.json", releases / "keys" / PRIVATE_KEY_NAME, releases / "candidate.onnx")
+    with pytest.raises(DataError, match=f"its signed BOM states {other[:12]}… for firmware:host"):
+        submit(sha, "stated.bom.json")
+    with pytest.raises(DataError, match=r"release.firmware_sha256: must be 64 lowercase hex digits"):
+        submit("ABC")
+
+
+def test_an_agents_target_that_names_no_board_of_its_inventory_is_one_line(releases):
+    from edgeproof.errors import DataError
+
+    (releases / "boards.toml").write_text('[devices.cam-1]\ntransport = "local"\n')
+    path = releases / "rollout.toml"
+    path.write_text(PLAN + '\n[target]\nkind = "agents"\nboards = "boards.toml"\ndevices = ["cam-9"]\n')
+    with pytest.raises(DataError, match=r"target.devices: 'cam-9' is not a board of .*boards.toml \(it has cam-1, local\)"):
+        agent_fleet(load_plan(path))
+    path.write_text(PLAN + '\n[target]\nkind = "cloud"\n')
+    with pytest.raises(DataError, match=r"rollout.toml:2[0-9]: target.kind: must be one of simulated, agents, got 'cloud'"):
+        load_plan(path)
+    path.write_text(PLAN + '\n[target]\nkind = "agents"\n')
+    with pytest.raises(DataError, match=r"target: missing 'boards'"):
+        load_plan(path)

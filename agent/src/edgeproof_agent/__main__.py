@@ -83,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a label the fleet selects this board by (cohort, region, chip_revision), sent in hello; repeatable",
     )
+    parser.add_argument(
+        "--firmware-hook",
+        default=None,
+        metavar="CMD",
+        help="run as `CMD SLOT_DIR IMAGE` when an update sends a firmware image, before the model's health check: it applies "
+        "or verifies the image for this board (e.g. a RAUC/Mender install or a U-Boot env switch); a non-zero exit reverts",
+    )
     parser.add_argument("--version", action="version", version=f"edgeproof-agent {__version__} (protocol {PROTOCOL})")
     args = parser.parse_args(argv)
     labels: dict[str, str] = {}
@@ -99,7 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     agent = Agent(
-        args.device_id, args.state_dir, int(args.cache_mib * 2**20), int(args.max_model_mib * 2**20), args.board, args.telemetry, labels
+        args.device_id,
+        args.state_dir,
+        int(args.cache_mib * 2**20),
+        int(args.max_model_mib * 2**20),
+        args.board,
+        args.telemetry,
+        labels,
+        args.firmware_hook,
     )
     return serve(agent, sys.stdin.buffer, protocol_out, args.max_line_bytes)
 

@@ -1,7 +1,8 @@
 """The agent's verbs over JSON-lines: hello, put-model, profile, update, meters, bring-up, bye. Nothing else runs.
 
-``update`` installs a put model into the inactive A/B slot and commits it only after a health check
-(``_slots.py``); ``hello`` reports the slot state so a controller can reconcile it with its intent.
+``update`` installs a put model (and optionally a put firmware image) into the inactive A/B slot and commits it
+only after a health check (``_slots.py``; the board's ``--firmware-hook`` is part of it when an image is sent);
+``hello`` reports the slot state so a controller can reconcile it with its intent.
 
 A model with external weights names its data files in ``external`` (``{"<location>": "<sha256>"}``,
 each put like the model): the profile links them beside the model under the names the model uses.
@@ -30,7 +31,7 @@ from edgeproof_agent._board import EnergyCounter, bring_up, fingerprint, meters,
 from edgeproof_agent._cache import ModelCache
 from edgeproof_agent._fault import Fault
 from edgeproof_agent._lock import BoardLock
-from edgeproof_agent._slots import HealthLimits, Slots, SlotStateError, health_check
+from edgeproof_agent._slots import HealthLimits, Slots, SlotStateError, health_check, run_firmware_hook
 from edgeproof_agent._telemetry import JobTelemetry
 from edgeproof_agent._timing import TimingFault, cold_starts, node_trace, time_interleaved, time_sessions
 from edgeproof_agent._wire import MAX_LINE_BYTES, WireError, read_message, write_message
@@ -50,8 +51,10 @@ class Agent:
         board: str | None = None,
         telemetry_dir: Path | None = None,
         labels: dict[str, str] | None = None,
+        firmware_hook: str | None = None,
     ) -> None:
         self.device_id = device_id
+        self.firmware_hook = firmware_hook
         self.board = board
         self.labels = dict(labels or {})
         self.state_dir = state_dir
@@ -234,10 +237,14 @@ class Agent:
         firmware = request.get("firmware")
         if firmware is not None and not isinstance(firmware, str):
             raise Fault("bad-request", f"firmware must be a version string, got {firmware!r}")
+        image_sha = request.get("firmware_image")
+        if image_sha is not None and not isinstance(image_sha, str):
+            raise Fault("bad-request", f"firmware_image must be the sha256 of a put image, got {image_sha!r}")
         limits, wait_s = _health_limits(request)
         with self._job():
             model_sha = str(request.get("model"))
             model = self.cache.blob(model_sha)
+            image = (self.cache.blob(image_sha), image_sha) if image_sha is not None else None
             golden = self._golden(str(request.get("golden")))
             self.lock.acquire(f"update {intent}", wait_s)
             installed = False
@@ -245,12 +252,21 @@ class Agent:
                 state = self.slots.revert(state, f"superseded by intent {intent} before its health check ended")
             if state["pending"] is None:
                 notify("writing the inactive slot")
-                state = self.slots.install(state, model, model_sha, firmware, intent)
+                state = self.slots.install(state, model, model_sha, firmware, intent, image)
                 installed = True
             elif self.slots.slot_meta(state["pending"]).get("model_sha256") != model_sha:
                 raise Fault("bad-request", f"intent {intent} is pending with another model in slot {state['pending']}")
-            notify(f"health check of slot {state['active']}")
-            reason, measured = health_check(self.slots.root / state["active"] / "model.onnx", golden, limits)
+            slot_dir = self.slots.root / state["active"]
+            reason = None
+            if image is not None and self.firmware_hook is not None:
+                notify(f"firmware hook on slot {state['active']}")
+                reason = run_firmware_hook(self.firmware_hook, slot_dir)
+            if reason is None:
+                notify(f"health check of slot {state['active']}")
+                reason, measured = health_check(slot_dir / "model.onnx", golden, limits)
+            else:
+                measured = {"p50_ms": None, "p50_limit_ms": limits.p50_limit_ms, "max_abs_diff": {}}
+            measured["firmware_hook"] = self.firmware_hook if image is not None else None
             self.slots.forget_old_intents(state)
             if reason is None:
                 self.slots.commit(state)

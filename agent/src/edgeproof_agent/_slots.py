@@ -1,8 +1,9 @@
-"""A/B slots for the board's model and firmware version: install into the inactive slot, health-check, commit or revert.
+"""A/B slots for the board's model and firmware: install into the inactive slot, health-check, commit or revert.
 
 Layout under the agent's state dir::
 
     slots/a/model.onnx, slots/a/firmware.txt, slots/a/meta.json   (one slot's payload)
+    slots/a/firmware.bin                                            (the firmware image, when a release carries one)
     slots/b/...                                                     (the other slot)
     slots/state.json          active / pending slot, boot counter, committed flag, intents seen
     slots/reboot-intended     written before an intended reboot; ``boot-check`` consumes it
@@ -11,6 +12,9 @@ Every file is written to a temporary name, fsynced and renamed (and the director
 power cut leaves either the old or the new file, never half of one. An install switches to the new
 slot as *pending*; only a passed health check commits it. A failed check, or a pending slot that does
 not come up within ``BOOT_LIMIT`` unintended boots, reverts to the last committed slot and records why.
+
+A firmware image is verified by its sha256 as written; the device's firmware hook (``serve --firmware-hook``) then
+applies or verifies it for the board, and its non-zero exit fails the health check like a golden mismatch does.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +38,8 @@ SCHEMA = "edgeproof-agent.slots/1"
 SLOTS = ("a", "b")
 BOOT_LIMIT = 3
 _KEPT_INTENTS = 64  # outcomes remembered so that a repeated intent is answered, not reinstalled
+FIRMWARE_IMAGE = "firmware.bin"
+FIRMWARE_HOOK_TIMEOUT_S = 600.0  # a board's flash-and-verify can be slow; a hook that hangs past this fails the check
 
 
 class SlotStateError(Exception):
@@ -162,11 +170,12 @@ class Slots:
         contents = {}
         for slot in SLOTS:
             held = self.slot_meta(slot) if (self.root / slot).is_dir() else {}
-            contents[slot] = {key: held.get(key) for key in ("model_sha256", "firmware_version", "intent")}
+            contents[slot] = {key: held.get(key) for key in ("model_sha256", "firmware_version", "firmware_sha256", "intent")}
         return {
             "active": state["active"],
             "model_sha256": meta.get("model_sha256"),
             "firmware_version": meta.get("firmware_version"),
+            "firmware_sha256": meta.get("firmware_sha256"),  # of the active slot's firmware image; None without one
             "committed": state["committed"],
             "pending": state["pending"],
             "known_good": state["known_good"],
@@ -207,11 +216,25 @@ class Slots:
         self.save(state)
         return state
 
-    def install(self, state: dict[str, Any], model: Path, model_sha256: str, firmware_version: str | None, intent: str) -> dict[str, Any]:
-        """Write the inactive slot durably and switch to it as pending (not yet committed)."""
+    def install(
+        self,
+        state: dict[str, Any],
+        model: Path,
+        model_sha256: str,
+        firmware_version: str | None,
+        intent: str,
+        firmware_image: tuple[Path, str] | None = None,
+    ) -> dict[str, Any]:
+        """Write the inactive slot durably and switch to it as pending (not yet committed).
+
+        ``firmware_image`` is (a file, the sha256 it must have): written as the slot's ``firmware.bin`` and refused
+        (``hash-mismatch``, nothing switched) when the bytes written hash otherwise. Without one, the running slot's
+        firmware (version and image) is kept; a new version without an image keeps no image."""
         target = "b" if state["active"] == "a" else "a"
+        running = self.slot_meta(state["active"])
         if firmware_version is None:  # a release that does not change the firmware keeps the running one
-            firmware_version = self.slot_meta(state["active"]).get("firmware_version")
+            firmware_version = running.get("firmware_version")
+        same_firmware = firmware_version == running.get("firmware_version")
         slot_dir = self.root / target
         if slot_dir.exists():
             shutil.rmtree(slot_dir)
@@ -219,8 +242,23 @@ class Slots:
         written = _copy_atomic(model, slot_dir / "model.onnx")
         if written != model_sha256:
             raise Fault("hash-mismatch", f"slot {target}: the model copied hashes to {written[:12]}, not {model_sha256[:12]}")
+        image_source, image_sha256 = firmware_image or (None, None)
+        if image_source is None and same_firmware and running.get("firmware_sha256") and state["active"] is not None:
+            image_source, image_sha256 = self.root / state["active"] / FIRMWARE_IMAGE, running["firmware_sha256"]
+        if image_source is not None:
+            written = _copy_atomic(image_source, slot_dir / FIRMWARE_IMAGE)
+            if written != image_sha256:
+                raise Fault(
+                    "hash-mismatch", f"slot {target}: the firmware image written hashes to {written[:12]}, not {str(image_sha256)[:12]}"
+                )
         _write_atomic(slot_dir / "firmware.txt", (firmware_version or "").encode())
-        meta = {"model_sha256": model_sha256, "firmware_version": firmware_version, "intent": intent, "written_utc": _now()}
+        meta = {
+            "model_sha256": model_sha256,
+            "firmware_version": firmware_version,
+            "firmware_sha256": image_sha256,
+            "intent": intent,
+            "written_utc": _now(),
+        }
         _write_atomic(slot_dir / "meta.json", json.dumps(meta, sort_keys=True).encode())
         _fsync_dir(self.root)
         state.update(active=target, pending=target, committed=False, boot_count=0, intent=intent)
@@ -261,6 +299,23 @@ class Slots:
             return state, f"reverted slot {failed} to {state['active'] or 'no slot'}: {reason}"
         self.save(state)
         return state, f"pending slot {state['pending']}: boot {state['boot_count']}/{limit} (not an intended reboot)"
+
+
+def run_firmware_hook(command: str, slot_dir: Path, timeout_s: float = FIRMWARE_HOOK_TIMEOUT_S) -> str | None:
+    """Run the device's firmware hook as ``COMMAND SLOT_DIR IMAGE``; why it failed (None when it exits 0)."""
+    image = slot_dir / FIRMWARE_IMAGE
+    try:
+        done = subprocess.run(
+            [*shlex.split(command), str(slot_dir), str(image)], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except (OSError, ValueError) as exc:
+        return f"firmware hook {command!r} did not start ({exc})"
+    except subprocess.TimeoutExpired:
+        return f"firmware hook {command!r} ran past {timeout_s:g} s"
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["no output"])[-1][:200]
+        return f"firmware hook exited {done.returncode}: {said}"
+    return None
 
 
 def health_check(model: Path, golden: dict[str, dict[str, np.ndarray]], limits: HealthLimits) -> tuple[str | None, dict[str, Any]]:

@@ -51,6 +51,7 @@ class SlotReport:
     intent: str | None  # the intent that installed the active slot
     last_update: UpdateOutcome | None
     error: str | None = None
+    firmware_sha256: str | None = None  # of the active slot's firmware image; None where it holds a version only
 
     @property
     def active_model_sha256(self) -> str | None:
@@ -91,6 +92,7 @@ def parse_slots(raw: object) -> SlotReport | None:
         pending=_text(raw.get("pending")),
         intent=_text(raw.get("intent")),
         last_update=last_update,
+        firmware_sha256=_text(raw.get("firmware_sha256")),
     )
 
 

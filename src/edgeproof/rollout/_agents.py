@@ -149,18 +149,22 @@ class AgentFleet:
         AgentError names the ones that refused (they do not report the intent, so the controller asks them again)."""
         checks = {d: self.health_check(release, d) for d in device_ids}  # a missing golden file stops the send before any device
         model = release.model.read_bytes()
+        image = release.firmware_image.read_bytes() if release.firmware_image is not None else None
         goldens = {path: path.read_bytes() for path in {c.golden for c in checks.values()}}
         refused: list[str] = []
         for d in device_ids:
             client, check = self.clients[d], checks[d]
             self.sends[(d, intent)] += 1
             try:
+                # the image goes up under the sha256 the plan pins: the agent stores nothing that hashes otherwise
+                firmware_image = client.put(image, release.firmware_sha256 or None) if image is not None else None
                 reply = client.request(
                     "update",
                     intent=intent,
                     model=client.put(model, release.model_sha256 or None),
                     golden=client.put(goldens[check.golden]),
                     firmware=release.firmware_version,
+                    firmware_image=firmware_image,
                     p50_limit_ms=check.p50_limit_ms,
                 )
             except AgentError as exc:
@@ -174,7 +178,8 @@ class AgentFleet:
         return {d: _reported(d, self.clients[d].hello()) for d in device_ids}
 
     def close(self) -> None:
-        for client in self.clients.values():
+        clients, self.clients = self.clients, {}  # closing twice closes nothing twice
+        for client in clients.values():
             try:
                 client.bye()
             except AgentError:

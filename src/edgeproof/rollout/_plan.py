@@ -2,12 +2,19 @@
 
 Loading checks the file's own shape (each problem one line naming ``file:line: field``); ``validate_plan``
 checks it against the world at submit time: signatures, a fleet inventory, the strata each wave selects, and the
-release's compatibility with each hardware class (board × firmware) the waves reach.
+compatibility of both the release and the known-good pair (the rollback target) with each hardware class (board ×
+firmware) the waves reach.
+
+A release may carry a firmware image (``firmware_image`` with its ``firmware_sha256`` pinned in the plan): devices
+write it into the inactive slot beside the model. Where the signed BOM states a SHA-256 for the board's firmware
+component, the image must match it; the BOM builder records firmware versions only, so the plan's pin is what binds
+the image otherwise.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from collections import Counter
 from collections.abc import Sequence
@@ -25,6 +32,8 @@ if TYPE_CHECKING:
 WAVE_KINDS = ("internal", "canary", "regional", "global")
 SELECTOR_LABELS = ("cohort", "region", "chip_revision")
 POLICIES = ("stratum", "all")
+FLEET_KINDS = ("simulated", "agents")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,8 @@ class ReleaseRef:
     public_key: Path
     model_sha256: str = ""  # filled in by validation, from the verified signature
     bom_sha256: str = ""
+    firmware_image: Path | None = None  # the firmware a device writes into its inactive slot, when the release carries one
+    firmware_sha256: str = ""  # the image's sha256 as the plan pins it (checked against the file at submit)
 
 
 @dataclass(frozen=True)
@@ -121,12 +132,22 @@ class _Reader:
 
 def _release(r: _Reader, data: dict[str, Any], key: str) -> ReleaseRef:
     t = r.get(data, (key,), dict)
+    image = r.path_of(t, (key, "firmware_image")) if "firmware_image" in t else None
+    image_sha = r.get(t, (key, "firmware_sha256"), str, "")
+    if image is not None and not image_sha:
+        raise r.fail((key, "firmware_image"), "needs firmware_sha256 beside it: the plan pins the image a device is sent")
+    if image_sha and image is None:
+        raise r.fail((key, "firmware_sha256"), "pins no image: name it with firmware_image")
+    if image_sha and not _SHA256.match(image_sha):
+        raise r.fail((key, "firmware_sha256"), f"must be 64 lowercase hex digits, got {image_sha!r}")
     return ReleaseRef(
         name=r.get(t, (key, "name"), str),
         bom=r.path_of(t, (key, "bom")),
         model=r.path_of(t, (key, "model")),
         firmware_version=r.get(t, (key, "firmware_version"), str),
         public_key=r.path_of(t, (key, "public_key")),
+        firmware_image=image,
+        firmware_sha256=image_sha,
     )
 
 
@@ -202,6 +223,14 @@ def load_plan(path: str | Path) -> Plan:
     if policy not in POLICIES:
         raise r.fail(("policy", "rollback"), f"must be one of {', '.join(POLICIES)}, got {policy!r}")
     target = r.get(data, ("target",), dict, {})
+    kind = r.get(target, ("target", "kind"), str, "simulated")
+    if kind not in FLEET_KINDS:
+        raise r.fail(("target", "kind"), f"must be one of {', '.join(FLEET_KINDS)}, got {kind!r}")
+    if kind == "agents":
+        target = {**target, "boards": str(r.path_of(target, ("target", "boards")))}
+        only = r.get(target, ("target", "devices"), list, [])
+        if not all(isinstance(d, str) and d for d in only):
+            raise r.fail(("target", "devices"), "must be a list of device ids of the boards inventory")
     return Plan(path, hashlib.sha256(raw).hexdigest(), release, known_good, waves, gates, policy, target)
 
 
@@ -239,7 +268,8 @@ def stratum_of(labels: dict[str, str]) -> str:
 
 def validate_plan(plan: Plan, inventory: Sequence[Device]) -> tuple[Plan, list[list[Device]]]:
     """Check the plan at submit: both releases' signatures verify, every wave selects devices and meets its minimum per
-    stratum, the waves reach the whole fleet, and the release's BOM passes on every (board, firmware) they reach.
+    stratum, the waves reach the whole fleet, and the BOMs of the release and of the known-good pair (the rollback
+    target) each pass on every (board, firmware) they would run on; a firmware image matches its pin and its BOM.
     Returns the plan with verified digests and each wave's devices."""
     from dataclasses import replace
 
@@ -259,6 +289,7 @@ def validate_plan(plan: Plan, inventory: Sequence[Device]) -> tuple[Plan, list[l
         if boms[key].sha256 != sig.bom_sha256:  # what is judged below must be what was verified
             raise DataError(f"{where}: {ref.bom} changed while it was being checked; submit the plan again")
         verified[key] = replace(ref, model_sha256=sig.model_sha256, bom_sha256=sig.bom_sha256)
+        _check_firmware_image(plan, key, ref, boms[key])
     plan = replace(plan, release=verified["release"], known_good=verified["known_good"])
     waves = select_waves(plan, inventory)
     for i, (wave, devices) in enumerate(zip(plan.waves, waves)):
@@ -283,7 +314,9 @@ def validate_plan(plan: Plan, inventory: Sequence[Device]) -> tuple[Plan, list[l
             f"{plan.path}:{last.line}: wave[{len(plan.waves) - 1}]: the waves reach {reached} of {len(inventory)} devices "
             f"({100.0 * reached / max(1, len(inventory)):.1f}%), not 100%"
         )
-    _check_compatible(plan, boms["release"], [d for w in waves for d in w])
+    reached_devices = [d for w in waves for d in w]
+    _check_compatible(plan, "release", boms["release"], reached_devices)
+    _check_compatible(plan, "known_good", boms["known_good"], reached_devices)
     return plan, waves
 
 
@@ -296,20 +329,51 @@ def hardware_classes(release: ReleaseRef, devices: Sequence[Device]) -> Counter[
     return Counter((d.labels["board"], release.firmware_version) for d in devices)
 
 
-def _check_compatible(plan: Plan, bom: BomFacts, devices: Sequence[Device]) -> None:
-    """Every hardware class the waves reach needs a passing gate verdict for that board and firmware in the release's signed BOM."""
+def _check_compatible(plan: Plan, key: str, bom: BomFacts, devices: Sequence[Device]) -> None:
+    """Every hardware class the waves reach needs a passing gate verdict for that board and firmware in the signed BOM of
+    ``key`` (the release, or the known-good pair: a rollback sends it to the same devices)."""
+    ref: ReleaseRef = getattr(plan, key)
     stated = {t.id: (t.verdict, t.props.get("firmware.version", "not stated")) for t in bom.targets.values()}
-    classes = hardware_classes(plan.release, devices)
+    classes = hardware_classes(ref, devices)
     missing = sorted(c for c in classes if stated.get(c[0]) != ("pass", c[1]))
     if missing:
         board, firmware = missing[0]
         verdict, on = stated.get(board, ("", ""))
         has = f"its {board} target: verdict {verdict!r}, firmware {on!r}" if board in stated else f"it has no {board} target"
         raise DataError(
-            f"{plan.path}:{_line(plan, ('release', 'bom'))}: release.bom: {plan.release.bom} carries no passing verdict for "
+            f"{plan.path}:{_line(plan, (key, 'bom'))}: {key}.bom: {ref.bom} carries no passing verdict for "
             f"board {board} with firmware {firmware} ({classes[missing[0]]} devices of the waves; {has}); "
             f"{len(missing)} of {len(classes)} hardware classes uncovered"
         )
+
+
+def firmware_hashes(bom: BomFacts) -> dict[str, str]:
+    """The SHA-256 each firmware component of a BOM states (``firmware:<target>`` → hex), where it states one."""
+    out: dict[str, str] = {}
+    for c in bom.doc.get("components", []):
+        if not isinstance(c, dict) or c.get("type") != "firmware" or not str(c.get("bom-ref", "")).startswith("firmware:"):
+            continue
+        for h in c.get("hashes") or []:
+            if isinstance(h, dict) and h.get("alg") == "SHA-256" and isinstance(h.get("content"), str):
+                out[c["bom-ref"].removeprefix("firmware:")] = h["content"].lower()
+    return out
+
+
+def _check_firmware_image(plan: Plan, key: str, ref: ReleaseRef, bom: BomFacts) -> None:
+    """A firmware image hashes to the sha256 the plan pins, and to the one its signed BOM states where it states one."""
+    if ref.firmware_image is None:
+        return
+    where = f"{plan.path}:{_line(plan, (key, 'firmware_image'))}: {key}.firmware_image"
+    try:
+        got = hashlib.sha256(ref.firmware_image.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise DataError(f"{where}: {ref.firmware_image}: cannot read ({exc.strerror or exc})") from None
+    if got != ref.firmware_sha256:
+        raise DataError(f"{where}: {ref.firmware_image.name} hashes to {got[:12]}…, the plan pins {ref.firmware_sha256[:12]}…")
+    stated = {t: h for t, h in firmware_hashes(bom).items() if h != got}
+    if stated:
+        target, h = sorted(stated.items())[0]
+        raise DataError(f"{where}: {ref.firmware_image.name} hashes to {got[:12]}…, its signed BOM states {h[:12]}… for firmware:{target}")
 
 
 def _check_control(plan: Plan, i: int, inventory: Sequence[Device], so_far: list[list[Device]], minimum: int) -> None:

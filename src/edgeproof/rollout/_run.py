@@ -1,20 +1,36 @@
-"""Running a plan against the fleet simulator: the plan's ``[target]`` table, the gates' thresholds, the simulated-time loop."""
+"""Running a plan against the fleet its ``[target]`` table names: the fleet simulator (simulated time) or the boards of an
+inventory through their agents (wall-clock time); the gates' thresholds; the loops that step the controller.
+
+::
+
+    [target]                       [target]
+    kind = "simulated"             kind = "agents"
+    devices = 2000                 boards = "boards.toml"      # a farm inventory; its agents' --label give cohort, region
+    seed = 3                       devices = ["cam-1", "cam-2"]  # optional: these boards only (default: all of them)
+"""
 
 from __future__ import annotations
 
 import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeproof.errors import DataError, EdgeproofError
 from edgeproof.fleet._simulate import Fault, FleetSpec
+from edgeproof.fleet._store import FleetStore
 from edgeproof.rollout._controller import TERMINAL, Controller, State
 from edgeproof.rollout._journal import Journal
 from edgeproof.rollout._plan import Plan, load_plan, validate_plan
-from edgeproof.rollout._transport import SimulatedFleet
+from edgeproof.rollout._transport import FleetTransport, SimulatedFleet
 
 if TYPE_CHECKING:
     from edgeproof.contract import Rollback
+    from edgeproof.rollout._agents import AgentFleet
+
+STORE_NAME = "fleet.duckdb"
 
 
 def gate_thresholds(plan: Plan) -> Rollback:
@@ -32,13 +48,80 @@ def simulated_fleet(plan: Plan, folder: Path) -> SimulatedFleet:
     """The fleet simulator the plan's ``[target]`` describes: ``kind = "simulated"``, devices, seed, internal_frac, faults."""
     t = plan.target
     if t.get("kind", "simulated") != "simulated":
-        raise DataError(f"{plan.path}: target.kind: only 'simulated' fleets can be driven yet, got {t.get('kind')!r}")
+        raise DataError(f"{plan.path}: target.kind: {t.get('kind')!r}, not a simulated fleet")
     try:
         faults = tuple(Fault(**f) for f in t.get("fault", []))
         spec = FleetSpec(devices=int(t.get("devices", 2000)), seed=int(t.get("seed", 0)), faults=faults)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{plan.path}: target: {exc}") from None
     return SimulatedFleet(spec, folder, float(t.get("internal_frac", 0.1)))
+
+
+def agent_fleet(plan: Plan) -> AgentFleet:
+    """The boards of the plan's ``[target] boards`` inventory (those ``devices`` names, else all), each connected through its agent."""
+    from edgeproof.farm.inventory import LOCAL_ID, load_inventory
+    from edgeproof.rollout._agents import AgentFleet
+
+    t = plan.target
+    boards = load_inventory(t["boards"])
+    wanted = list(t.get("devices") or [b for b in boards if b != LOCAL_ID])
+    unknown = [d for d in wanted if d not in boards]
+    if unknown:
+        raise DataError(f"{plan.path}: target.devices: {unknown[0]!r} is not a board of {t['boards']} (it has {', '.join(sorted(boards))})")
+    if not wanted:
+        raise DataError(f"{plan.path}: target.boards: {t['boards']} lists no boards to roll out to")
+    return AgentFleet([boards[d] for d in wanted])
+
+
+@dataclass
+class Fleet:
+    """The fleet a plan's ``[target]`` names, opened: its kind, its transport, the store its gates read and its clock."""
+
+    kind: str
+    transport: FleetTransport
+    store: FleetStore
+    clock: Callable[[], float]
+    close: Callable[[], None]
+
+
+def open_fleet(plan: Plan, folder: Path) -> Fleet:
+    """Open the plan's fleet with its state in ``folder``: the simulator (which persists there) or the inventory's agents
+    (whose slots persist on the boards; the gates' store is ``folder/fleet.duckdb``)."""
+    if plan.target.get("kind", "simulated") == "simulated":
+        sim = simulated_fleet(plan, folder)
+        return Fleet("simulated", sim, sim.store, sim.now_s, sim.close)
+    agents = agent_fleet(plan)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        store = FleetStore(folder / STORE_NAME)
+    except BaseException:
+        agents.close()
+        raise
+
+    def close() -> None:
+        agents.close()
+        store.close()
+
+    return Fleet("agents", agents, store, time.time, close)
+
+
+def run_agents(
+    controller: Controller,
+    poll_s: float = 10.0,
+    max_h: float = 240.0,
+    sleep: Callable[[float], None] = time.sleep,
+    elapsed_s: Callable[[], float] = time.monotonic,
+) -> State:
+    """Step the controller every ``poll_s`` wall-clock seconds (the plan's soak times are real hours here) until the rollout
+    ends with its last sends reconciled, pauses, or ``max_h`` hours pass."""
+    began = elapsed_s()
+    state = controller.step()
+    while (state.phase not in TERMINAL or state.pending or state.unreconciled) and not state.paused:
+        if elapsed_s() - began + poll_s > max_h * 3600.0:
+            break
+        sleep(poll_s)
+        state = controller.step()
+    return state
 
 
 def run_simulated(controller: Controller, fleet: SimulatedFleet, step_h: float = 1.0, max_h: float = 240.0) -> State:
@@ -51,9 +134,13 @@ def run_simulated(controller: Controller, fleet: SimulatedFleet, step_h: float =
     return state
 
 
-def drive(folder: Path, plan_path: Path | None = None, actor: str = "cli", step_h: float = 1.0, max_h: float = 240.0) -> State:
+def drive(
+    folder: Path, plan_path: Path | None = None, actor: str = "cli", step_h: float = 1.0, max_h: float = 240.0, poll_s: float = 10.0
+) -> State:
     """Start the plan at ``plan_path`` in ``folder`` (None: go on with the one journalled there, e.g. after the
-    controller's process was killed) and drive it over the plan's simulated fleet, which persists in ``folder``."""
+    controller's process was killed) and drive it over the plan's fleet: the simulator (persisting in ``folder``,
+    ``step_h`` simulated hours a step) or the inventory's agents (real time, a step every ``poll_s`` seconds).
+    ``max_h`` bounds the run in the fleet's own hours."""
     journal = Journal(folder)
     started = journal.of_kind("start")
     if plan_path is None:
@@ -65,18 +152,25 @@ def drive(folder: Path, plan_path: Path | None = None, actor: str = "cli", step_
     plan = load_plan(plan_path)
     fresh = not started
     before = set(folder.iterdir()) if folder.exists() else None
-    fleet = simulated_fleet(plan, folder)
+    try:
+        fleet = open_fleet(plan, folder)
+    except EdgeproofError:
+        if fresh:
+            _remove_new(folder, before)
+        raise
     try:
         try:
-            checked, waves = validate_plan(plan, fleet.inventory())
-            controller = Controller(checked, fleet, fleet.store, folder, fleet.now_s, gate_thresholds(checked))
+            checked, waves = validate_plan(plan, fleet.transport.inventory())
+            controller = Controller(checked, fleet.transport, fleet.store, folder, fleet.clock, gate_thresholds(checked))
             controller.start(waves, actor)
         except EdgeproofError:
             if fresh:  # refused at submit: leave no fleet behind that a later start would take for this one's
                 fleet.close()
                 _remove_new(folder, before)
             raise
-        return run_simulated(controller, fleet, step_h, max_h)
+        if isinstance(fleet.transport, SimulatedFleet):
+            return run_simulated(controller, fleet.transport, step_h, max_h)
+        return run_agents(controller, poll_s, max_h)
     finally:
         fleet.close()
 
