@@ -31,7 +31,7 @@ from edgeproof.telemetry import (
     read_segments,
     segment_files,
 )
-from edgeproof.telemetry._segments import ARROW_SCHEMA, FILE_MAGIC, encode_frame
+from edgeproof.telemetry._segments import ARROW_SCHEMA, FILE_MAGIC, encode_nested_frame
 
 LABELS = Labels(device_id="cam-0042", model_sha256="ab" * 32, firmware_version="36.3", accelerator="cpu", cohort="canary", region="eu")
 
@@ -234,7 +234,7 @@ def test_malformed_segments_are_reported_with_file_and_offset_and_skipped(tmp_pa
     (d / "00000000000000000002-truncated.eptseg").write_bytes(data[:-7])
     (d / "00000000000000000003-garbage.eptseg").write_bytes(b"not a segment at all")
     wrong = ARROW_SCHEMA.with_metadata({"schema": "edgeproof.telemetry/0"})
-    (d / "00000000000000000004-oldschema.eptseg").write_bytes(FILE_MAGIC + encode_frame(read_segments(d).windows[:1], wrong))
+    (d / "00000000000000000004-oldschema.eptseg").write_bytes(FILE_MAGIC + encode_nested_frame(read_segments(d).windows[:1], wrong))
     read = read_segments(d)
     problems = {p.path.name: p for p in read.problems}
     assert problems["00000000000000000001-flipped.eptseg"].offset == second

@@ -1,6 +1,10 @@
-"""Segment rows (nested, one per window or event) into the fleet's flat columns, and the rows refused with why.
+"""Segment rows (one per window or event, either layout) into the fleet's flat columns, and the rows refused with why.
 
-All column-at-a-time, and nothing nested is copied: the metrics list is flattened once, each metric's
+A frame in the flat layout (``layout=flat-1``) already holds what the fleet stores as columns: names
+dictionary-encoded, each metric's fields, the latency p95 the device computed when it wrote the frame.
+Flattening it selects and casts columns and takes rows; nothing is decoded per row.
+
+A frame in the nested layout is read column-at-a-time too, and nothing nested is copied: the metrics list is flattened once, each metric's
 name looked up once, each metric the fleet reads scattered back to its row by parent index, and the
 latency p95 read from the sketch column in one pass; only then are the flat columns split into windows
 and events. Device, boot and label columns come out dictionary-encoded (codes into one dictionary per
@@ -12,6 +16,7 @@ schema version, it lacks a label the fleet stratifies by, a count in it is negat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +26,7 @@ import pyarrow.compute as pc
 from edgeproof.fleet._phases import Phases
 from edgeproof.fleet._sketch import quantiles
 from edgeproof.telemetry._schema import EVENT_TYPES, LABEL_NAMES, METRICS, SCHEMA_VERSION
+from edgeproof.telemetry._segments import FLAT_LAYOUT, QUANTILE_METRIC, frame_problem, layout_of, metric_column
 
 # Labels every record must carry: the stratum (chip revision × firmware × model × region) and the cohort.
 REQUIRED_LABELS = ("chip_revision", "firmware_version", "model_sha256", "region", "cohort")
@@ -99,18 +105,46 @@ def _str(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(_numpy(array, ""), dtype=object)
 
 
+def _by_code(array: pa.ChunkedArray | pa.Array, per_entry: Callable[[pa.Array], np.ndarray], null: bool) -> np.ndarray:
+    """A dictionary-encoded column's mask: ``per_entry`` over each chunk's dictionary, read per row by its code."""
+    parts = []
+    for chunk in array.chunks if isinstance(array, pa.ChunkedArray) else [array]:
+        entries = np.append(np.asarray(per_entry(chunk.dictionary), bool), null)  # code -1 (null): the last entry
+        parts.append(entries[_numpy(chunk.indices, -1).astype(np.int64, copy=False)])
+    return np.concatenate(parts) if parts else np.zeros(0, bool)
+
+
 def _is(array: pa.ChunkedArray | pa.Array, value: str) -> np.ndarray:
     """Where ``array`` equals ``value`` (null: no), as a numpy mask, without a Python object per row."""
+    if pa.types.is_dictionary(array.type):
+        return _by_code(array, lambda d: _is(d, value), False)
     return _numpy(pc.equal(array, value), False).astype(bool, copy=False)
 
 
 def _blank(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Where a string is null or empty (its length is read from the offsets; no byte is compared)."""
+    if pa.types.is_dictionary(array.type):
+        return _by_code(array, _blank, True)
     return _numpy(pc.binary_length(array), 0) == 0
 
 
-def _labels_struct(table: pa.Table) -> pa.ChunkedArray | None:
-    return table.column("labels") if "labels" in table.column_names else None
+def _in(array: pa.ChunkedArray | pa.Array, values: pa.Array) -> np.ndarray:
+    if pa.types.is_dictionary(array.type):
+        return _by_code(array, lambda d: _in(d, values), False)
+    return _numpy(pc.is_in(array, values), False).astype(bool, copy=False)
+
+
+def _plain_str(array: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    return array.cast(pa.string()) if pa.types.is_dictionary(array.type) else array
+
+
+def _nested_label(table: pa.Table) -> Callable[[str], pa.ChunkedArray | None]:
+    labels = table.column("labels") if "labels" in table.column_names else None
+
+    def label(name: str) -> pa.ChunkedArray | None:
+        return pc.struct_field(labels, name) if labels is not None and labels.type.get_field_index(name) >= 0 else None
+
+    return label
 
 
 def _numbers(array: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
@@ -139,21 +173,25 @@ _IS_COUNTER[_COUNTER_CODES + 1] = True
 
 @dataclass
 class _Metrics:
-    """Each fleet metric column for every row (NaN where the row lacks it), and why a row is refused for a negative count ('' if not)."""
+    """Each fleet metric column for every row, and why a row is refused for a negative count ('' if not).
 
-    values: dict[str, np.ndarray]
+    A value is a numpy column (NaN where the row lacks the metric) or, from a flat frame, the frame's
+    own Arrow column (null where the row lacks it); a column no row has is absent.
+    """
+
+    values: dict[str, np.ndarray | pa.ChunkedArray]
     negative: np.ndarray | None
 
 
-def _scan_metrics(table: pa.Table, phases: Phases) -> _Metrics:
-    """One pass over the metrics list, a chunk at a time: each entry's name looked up once, values read in place."""
+def _scan_metrics(table: pa.Table, phases: Phases, column: str = "metrics") -> _Metrics:
+    """One pass over a metrics list, a chunk at a time: each entry's name looked up once, values read in place."""
     n = table.num_rows
-    values = {name: np.full(n, np.nan) for name in (*WINDOW_METRICS, "latency_p95_s")}
+    values: dict[str, np.ndarray | pa.ChunkedArray] = {name: np.full(n, np.nan) for name in (*WINDOW_METRICS, "latency_p95_s")}
     negative: np.ndarray | None = None
-    if "metrics" not in table.column_names:
+    if column not in table.column_names:
         return _Metrics(values, None)
     first_row = 0
-    for chunk in table.column("metrics").chunks:
+    for chunk in table.column(column).chunks:
         flat = pc.list_flatten(chunk)
         if len(flat):
             row = pc.list_parent_indices(chunk).to_numpy() + first_row
@@ -185,7 +223,34 @@ def _scan_metrics(table: pa.Table, phases: Phases) -> _Metrics:
     return _Metrics(values, negative)
 
 
-def _reasons(table: pa.Table, version: str, metrics: _Metrics) -> np.ndarray | None:
+def _flat_metrics(table: pa.Table, phases: Phases) -> _Metrics:
+    """A flat frame's fleet columns as they lie (no copy), and its negative counts (plain columns, then ``extra_metrics``)."""
+    present = set(table.column_names)
+    values: dict[str, np.ndarray | pa.ChunkedArray] = {}
+    for column, (metric, field) in WINDOW_METRICS.items():
+        if metric_column(metric, field) in present:
+            values[column] = table.column(metric_column(metric, field))
+    p95, sketches = metric_column(QUANTILE_METRIC, "p95"), metric_column(QUANTILE_METRIC, "sketch")
+    if p95 in present:
+        values["latency_p95_s"] = table.column(p95)
+    elif sketches in present:  # a writer that left the quantiles out: read them from the sketches
+        with phases("sketch_p95"):
+            values["latency_p95_s"] = pa.chunked_array([pa.array(quantiles(table.column(sketches), 0.95), pa.float64(), from_pandas=True)])
+    negative = _scan_metrics(table, phases, "extra_metrics").negative if "extra_metrics" in present else None
+    # the first negative metric of a row (in the frame's metric order) has the last word
+    for name in reversed(METRICS):
+        aggregation = METRICS[name].aggregation
+        column = metric_column(name, "value" if aggregation == "counter" else "count")
+        if aggregation == "gauge" or column not in present:
+            continue
+        bad = _numpy(pc.less(table.column(column), 0), False).astype(bool, copy=False)
+        if bad.any():
+            negative = np.full(table.num_rows, "", dtype=object) if negative is None else negative
+            negative[bad] = f"negative count in {name}"
+    return _Metrics(values, negative)
+
+
+def _reasons(table: pa.Table, version: str, metrics: _Metrics, label: Callable[[str], pa.ChunkedArray | None]) -> np.ndarray | None:
     """Why each row is refused ('' where it is kept), the first reason found; None when every row is kept."""
     n = table.num_rows
     checks: list[tuple[np.ndarray, str | np.ndarray]] = []
@@ -198,11 +263,8 @@ def _reasons(table: pa.Table, version: str, metrics: _Metrics) -> np.ndarray | N
     checks.append((_blank(_column(table, "boot_id", pa.string())), "missing boot_id"))
     seq = _column(table, "seq", pa.int64())
     checks.append((_numpy(pc.less(seq, 0), True).astype(bool, copy=False), "missing or negative seq"))
-    labels = _labels_struct(table)
-    empty = {
-        name: _blank(pc.struct_field(labels, name)) if labels is not None and labels.type.get_field_index(name) >= 0 else np.ones(n, bool)
-        for name in REQUIRED_LABELS
-    }
+    columns = {name: label(name) for name in REQUIRED_LABELS}
+    empty = {name: np.ones(n, bool) if column is None else _blank(column) for name, column in columns.items()}
     lacking = np.logical_or.reduce(list(empty.values()))
     if lacking.any():
         why = np.full(n, "", dtype=object)
@@ -211,9 +273,9 @@ def _reasons(table: pa.Table, version: str, metrics: _Metrics) -> np.ndarray | N
         checks.append((lacking, why))
     if is_event.any():
         types = _column(table, "event_type", pa.string())
-        unknown = is_event & ~_numpy(pc.is_in(types, pa.array(EVENT_TYPES)), False).astype(bool, copy=False)
+        unknown = is_event & ~_in(types, pa.array(EVENT_TYPES))
         if unknown.any():
-            checks.append((unknown, np.array([f"unknown event type {t!r}" for t in _str(types)], dtype=object)))
+            checks.append((unknown, np.array([f"unknown event type {t!r}" for t in _str(_plain_str(types))], dtype=object)))
     if metrics.negative is not None:
         checks.append((metrics.negative != "", metrics.negative))
     if not any(mask.any() for mask, _ in checks):
@@ -270,9 +332,18 @@ def flatten(table: pa.Table, file: str, frame_offset: int | np.ndarray, phases: 
     when given, gains the time spent reading latency p95s from sketches (``sketch_p95``).
     """
     n = table.num_rows
+    offsets = np.broadcast_to(np.asarray(frame_offset, dtype=np.int64), (n,))
+    problem = frame_problem(table.schema)
+    if problem is not None:  # read_frames skips such frames; rows handed in directly are refused whole
+        return Flat(WINDOW_SCHEMA.empty_table(), EVENT_SCHEMA.empty_table(), _unreadable(file, offsets, problem))
     version = (table.schema.metadata or {}).get(b"schema", b"").decode(errors="replace")
-    metrics = _scan_metrics(table, phases or Phases())
-    reason = _reasons(table, version, metrics)
+    flat = layout_of(table.schema) == FLAT_LAYOUT
+    if flat:
+        metrics = _flat_metrics(table, phases or Phases())
+        reason = _reasons(table, version, metrics, lambda name: table.column(name) if name in table.column_names else None)
+    else:
+        metrics = _scan_metrics(table, phases or Phases())
+        reason = _reasons(table, version, metrics, _nested_label(table))
     kind = _column(table, "kind", pa.string())
     is_window = _is(kind, "window")
     if reason is None:
@@ -281,15 +352,14 @@ def flatten(table: pa.Table, file: str, frame_offset: int | np.ndarray, phases: 
     else:
         kept = reason == ""
         refused = np.flatnonzero(~kept)
-        offsets = np.broadcast_to(np.asarray(frame_offset, dtype=np.int64), (n,))[refused]
         rejects = pa.table(
             {
                 "file": pa.array([file] * len(refused), pa.string()),
-                "frame_offset": pa.array(offsets),
-                "device_id": _take(_column(table, "device_id", pa.string()), refused),
-                "boot_id": _take(_column(table, "boot_id", pa.string()), refused),
+                "frame_offset": pa.array(offsets[refused]),
+                "device_id": _plain_str(_take(_column(table, "device_id", pa.string()), refused)),
+                "boot_id": _plain_str(_take(_column(table, "boot_id", pa.string()), refused)),
                 "seq": _take(_column(table, "seq", pa.int64()), refused),
-                "kind": _take(kind, refused),
+                "kind": _plain_str(_take(kind, refused)),
                 "reason": pa.array(reason[~kept].tolist(), pa.string()),
             },
             schema=REJECT_SCHEMA,
@@ -298,32 +368,71 @@ def flatten(table: pa.Table, file: str, frame_offset: int | np.ndarray, phases: 
     event_rows = np.flatnonzero(kept & ~is_window)
     if not window_rows.size and not event_rows.size:
         return Flat(WINDOW_SCHEMA.empty_table(), EVENT_SCHEMA.empty_table(), rejects)
-    labels = table.column("labels")
-    names = {"device_id": _coded(table.column("device_id")), "boot_id": _coded(table.column("boot_id"))}
-    names.update({name: _coded(pc.struct_field(labels, name)) for name in STORED_LABELS})
+    names: dict[str, _Coded | pa.ChunkedArray]
+    if flat:  # already codes into each frame's dictionary: the store unifies them
+        names = {name: table.column(name) for name in ("device_id", "boot_id", *STORED_LABELS)}
+    else:
+        labels = table.column("labels")
+        names = {"device_id": _coded(table.column("device_id")), "boot_id": _coded(table.column("boot_id"))}
+        names.update({name: _coded(pc.struct_field(labels, name)) for name in STORED_LABELS})
     windows = _windows(table, window_rows, names, metrics.values)
     events = _events(table, event_rows, names)
     return Flat(windows, events, rejects)
 
 
-def _windows(table: pa.Table, rows: np.ndarray, names: dict[str, _Coded], values: dict[str, np.ndarray]) -> pa.Table:
+def _unreadable(file: str, offsets: np.ndarray, problem: str) -> pa.Table:
+    n = offsets.size
+    return pa.table(
+        {
+            "file": pa.array([file] * n, pa.string()),
+            "frame_offset": pa.array(offsets),
+            "device_id": pa.nulls(n, pa.string()),
+            "boot_id": pa.nulls(n, pa.string()),
+            "seq": pa.nulls(n, pa.int64()),
+            "kind": pa.nulls(n, pa.string()),
+            "reason": pa.array([problem] * n, pa.string()),
+        },
+        schema=REJECT_SCHEMA,
+    )
+
+
+def _named(names: _Coded | pa.ChunkedArray, rows: np.ndarray | None) -> pa.Array | pa.ChunkedArray:
+    if isinstance(names, _Coded):
+        return names.at(rows)
+    return names if rows is None else _take(names, rows)
+
+
+def _floats(values: np.ndarray | pa.ChunkedArray | None, rows: np.ndarray | None, n: int) -> pa.Array | pa.ChunkedArray:
+    """A fleet value column of ``rows``: NULL where the row lacks the metric (NaN too, so SQL sums skip it instead of turning NaN)."""
+    if values is None:
+        return pa.nulls(n if rows is None else rows.size, pa.float64())
+    if isinstance(values, np.ndarray):
+        return pa.array(values if rows is None else values[rows], pa.float64(), from_pandas=True)
+    column = (values if rows is None else _take(values, rows)).cast(pa.float64())
+    nan = pc.is_nan(column)
+    return pc.if_else(nan, pa.scalar(None, pa.float64()), column) if pc.any(nan).as_py() else column
+
+
+def _windows(
+    table: pa.Table, rows: np.ndarray, names: dict[str, _Coded | pa.ChunkedArray], values: dict[str, np.ndarray | pa.ChunkedArray]
+) -> pa.Table:
     if rows.size == 0:
         return WINDOW_SCHEMA.empty_table()
     pick = None if rows.size == table.num_rows else rows
-    columns: dict[str, pa.Array | pa.ChunkedArray] = {name: coded.at(pick) for name, coded in names.items()}
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {name: _named(coded, pick) for name, coded in names.items()}
     for name, source in (("seq", "seq"), ("start_ns", "start_unix_ns"), ("end_ns", "end_unix_ns")):
         columns[name] = _ints(table, source, pick)
-    # NaN (the window lacks the metric) becomes NULL, so SQL sums skip it instead of turning NaN
-    for name, column in values.items():
-        columns[name] = pa.array(column if pick is None else column[pick], pa.float64(), from_pandas=True)
+    for name in (*WINDOW_METRICS, "latency_p95_s"):
+        columns[name] = _floats(values.get(name), pick, table.num_rows)
     return pa.table({f.name: columns[f.name] for f in WINDOW_SCHEMA}, schema=WINDOW_SCHEMA)
 
 
-def _events(table: pa.Table, rows: np.ndarray, names: dict[str, _Coded]) -> pa.Table:
+def _events(table: pa.Table, rows: np.ndarray, names: dict[str, _Coded | pa.ChunkedArray]) -> pa.Table:
     if rows.size == 0:
         return EVENT_SCHEMA.empty_table()
-    columns: dict[str, pa.Array | pa.ChunkedArray] = {name: coded.at(rows) for name, coded in names.items()}
-    columns["seq"], columns["time_ns"] = _ints(table, "seq", rows), _ints(table, "start_unix_ns", rows)
-    columns["type"] = _take(table.column("event_type"), rows)
-    columns["attributes_json"] = _take(table.column("event_attributes_json"), rows)
+    pick = None if rows.size == table.num_rows else rows
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {name: _named(coded, pick) for name, coded in names.items()}
+    columns["seq"], columns["time_ns"] = _ints(table, "seq", pick), _ints(table, "start_unix_ns", pick)
+    for name, source in (("type", "event_type"), ("attributes_json", "event_attributes_json")):
+        columns[name] = _plain_str(table.column(source) if pick is None else _take(table.column(source), pick))
     return pa.table({f.name: columns[f.name] for f in EVENT_SCHEMA}, schema=EVENT_SCHEMA)

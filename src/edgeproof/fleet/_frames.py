@@ -3,7 +3,8 @@
 The device's segment format (``edgeproof.telemetry._segments``): ``EPTSEG1\\n`` then frames of
 ``b"EPFR" | u32 length | u32 crc32 | Arrow IPC stream``. Ingest reads a file from the offset its journal
 committed, frame by frame; a frame that does not check out is reported with its file and offset and
-skipped; a torn tail (a frame still being written) is left for the next run. The file is memory-mapped
+skipped (so is a frame whose layout this reader does not know, or a flat frame missing or mistyping a
+column); a torn tail (a frame still being written) is left for the next run. The file is memory-mapped
 and each frame's table points into the mapping: no copy of the bytes is made (reading a 240 MiB file
 into a ``bytes`` object cost more than checking and decoding it), and the mapping lives as long as a
 table does.
@@ -21,7 +22,17 @@ from pathlib import Path
 import pyarrow as pa
 
 from edgeproof.fleet._phases import Phases
-from edgeproof.telemetry._segments import _FRAME_HEAD, ARROW_SCHEMA, FILE_MAGIC, FRAME_MAGIC, MAX_FRAME_BYTES, SUFFIX, SegmentProblem
+from edgeproof.telemetry._segments import (
+    _FRAME_HEAD,
+    ARROW_SCHEMA,
+    FILE_MAGIC,
+    FRAME_MAGIC,
+    MAX_FRAME_BYTES,
+    SUFFIX,
+    SegmentProblem,
+    _framed,
+    frame_problem,
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +85,11 @@ def read_frames(path: Path, start: int = 0, phases: Phases | None = None) -> Ite
             except (pa.ArrowInvalid, OSError) as exc:
                 yield SegmentProblem(path, pos, f"not an Arrow IPC stream: {exc}; frame skipped")
             else:
-                yield Frame(table, pos, end)
+                problem = frame_problem(table.schema)
+                if problem is not None:
+                    yield SegmentProblem(path, pos, f"{problem}; frame skipped")
+                else:
+                    yield Frame(table, pos, end)
         pos = end
 
 
@@ -87,12 +102,8 @@ def _map(path: Path) -> mmap.mmap | bytes:
 
 
 def encode_table_frame(table: pa.Table) -> bytes:
-    """One frame holding ``table`` (rows in the segment schema), as the device's writer frames records."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    payload = sink.getvalue().to_pybytes()
-    return _FRAME_HEAD.pack(FRAME_MAGIC, len(payload), zlib.crc32(payload)) + payload
+    """One frame holding ``table`` (rows in the segment schema, either layout), as the device's writer frames records."""
+    return _framed(table)
 
 
 def write_segment(path: Path, tables: list[pa.Table]) -> None:

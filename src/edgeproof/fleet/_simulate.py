@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from edgeproof.errors import DataError
 from edgeproof.fleet._frames import write_segment
 from edgeproof.fleet._sketch import encode_bins, keys_of
-from edgeproof.telemetry._schema import LABEL_NAMES, METRICS, PROBABILITY_BOUNDS
-from edgeproof.telemetry._segments import ARROW_SCHEMA, SUFFIX
+from edgeproof.telemetry._schema import METRICS, PROBABILITY_BOUNDS
+from edgeproof.telemetry._segments import STORED_LABELS, SUFFIX, flat_schema, latency_quantiles, metric_column
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_MODEL = ROOT / "examples" / "digits" / "model.onnx"
@@ -264,19 +265,17 @@ class FleetSimulator:
 
     def _send(self, tables: list[pa.Table]) -> list[pa.Table]:
         """What reaches the receiver now: each row once, some twice; some batches are held back to arrive late."""
-        if not tables:
-            return []
-        table = pa.concat_tables(tables)
         send = self.spec.sending
-        n = table.num_rows
-        late = self.rng.random(n) < send.late_frac
-        dup = self.rng.random(n) < send.duplicate_frac
-        now = table.take(pa.array(np.flatnonzero(~late)))
-        out = [now]
-        if dup.any():
-            out.append(table.take(pa.array(np.flatnonzero(dup))))
-        if late.any():
-            self._late.append(table.take(pa.array(np.flatnonzero(late))))
+        out = []
+        for table in _by_columns(tables):  # windows, then events
+            n = table.num_rows
+            late = self.rng.random(n) < send.late_frac
+            dup = self.rng.random(n) < send.duplicate_frac
+            out.append(table.take(pa.array(np.flatnonzero(~late))))
+            if dup.any():
+                out.append(table.take(pa.array(np.flatnonzero(dup))))
+            if late.any():
+                self._late.append(table.take(pa.array(np.flatnonzero(late))))
         return out
 
     def _window_period(self, t_h: float) -> list[pa.Table]:
@@ -397,12 +396,27 @@ class FleetSimulator:
         }
 
 
-_METRIC_STRUCT = ARROW_SCHEMA.field("metrics").type.value_type
-_LABEL_STRUCT = ARROW_SCHEMA.field("labels").type
+_DURATION = "edgeproof.inference.duration"
+_CONFIDENCE = "edgeproof.inference.confidence"
 
 
-def _labels_array(labels: dict[str, np.ndarray]) -> pa.StructArray:
-    return pa.StructArray.from_arrays([pa.array(labels[name].tolist(), pa.string()) for name in LABEL_NAMES], fields=list(_LABEL_STRUCT))
+def _constant(value: str, m: int) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(m, np.int8)), pa.array([value]))
+
+
+def _key_columns(
+    kind: str, device: np.ndarray, boot: np.ndarray, seq: np.ndarray, start: np.ndarray, end: np.ndarray, labels: dict[str, np.ndarray]
+) -> dict[str, pa.Array]:
+    """The columns every flat-layout row has (names as plain strings until ``_frames`` encodes them per frame)."""
+    return {
+        "kind": _constant(kind, device.size),
+        "device_id": pa.array(device.tolist(), pa.string()),
+        "boot_id": pa.array(boot.tolist(), pa.string()),
+        "seq": pa.array(seq, pa.int64()),
+        "start_unix_ns": pa.array(start, pa.int64()),
+        "end_unix_ns": pa.array(end, pa.int64()),
+        **{name: pa.array(labels[name].tolist(), pa.string()) for name in STORED_LABELS},
+    }
 
 
 def _window_table(
@@ -420,63 +434,26 @@ def _window_table(
     conf_sum: np.ndarray,
     buckets: np.ndarray,
 ) -> pa.Table:
-    """Windows in the segment schema, the metrics list built column-wise (no Python object per metric)."""
+    """Windows in the flat segment layout, a column per metric field (the latency quantiles read once from the sketches)."""
+    assert all(name in METRICS for name in counters)
     m = device.size
-    names = list(counters) + ["edgeproof.inference.duration", "edgeproof.inference.confidence"]
-    k = len(names)
-    value = np.full((m, k), np.nan)
-    for j, name in enumerate(counters):
-        value[:, j] = counters[name]
-    count = np.zeros((m, k), dtype=np.int64)
-    total = np.zeros((m, k))
-    count[:, -2], total[:, -2] = inferences, mean_s * inferences
-    count[:, -1], total[:, -1] = conf_n, conf_sum
-    sketch_col: list[bytes | None] = [None] * (m * k)
-    sketch_col[k - 2 :: k] = sketches
-    hist_offsets = np.zeros(m * k + 1, dtype=np.int32)
-    nb = len(PROBABILITY_BOUNDS)
-    per_row = np.zeros(m * k, dtype=np.int32)
-    per_row[k - 1 :: k] = 1
-    hist_offsets[1:] = np.cumsum(per_row)
-    bounds_values = pa.array(np.tile(np.array(PROBABILITY_BOUNDS), m))
-    bucket_values = pa.array(buckets.ravel())
-    bounds = pa.ListArray.from_arrays(pa.array(hist_offsets * nb), bounds_values, mask=pa.array(per_row == 0))
-    bucket_counts = pa.ListArray.from_arrays(pa.array(hist_offsets * (nb + 1)), bucket_values, mask=pa.array(per_row == 0))
-    nonempty = inferences > 0
-    struct = pa.StructArray.from_arrays(
-        [
-            pa.array(np.tile(np.array(names, dtype=object), m).tolist(), pa.string()),
-            pa.array(value.ravel(), pa.float64(), from_pandas=True),
-            pa.array(count.ravel()),
-            pa.array(total.ravel()),
-            pa.array(np.where(np.arange(m * k) % k == k - 2, np.repeat(np.where(nonempty, mean_s, np.nan), k), np.nan), from_pandas=True),
-            pa.array(np.full(m * k, np.nan), from_pandas=True),
-            pa.array(sketch_col, pa.binary()),
-            bounds,
-            bucket_counts,
-            pa.nulls(m * k, _METRIC_STRUCT.field("attributes").type),
-        ],
-        fields=list(_METRIC_STRUCT),
-    )
-    assert all(name in METRICS for name in names)
-    metrics = pa.ListArray.from_arrays(pa.array(np.arange(0, m * k + 1, k, dtype=np.int32)), struct)
-    return pa.table(
-        {
-            "kind": pa.array(["window"] * m, pa.string()),
-            "device_id": pa.array(device.tolist(), pa.string()),
-            "boot_id": pa.array(boot.tolist(), pa.string()),
-            "seq": pa.array(seq, pa.int64()),
-            "start_unix_ns": pa.array(start, pa.int64()),
-            "end_unix_ns": pa.array(end, pa.int64()),
-            "labels": _labels_array(labels),
-            "event_type": pa.nulls(m, pa.string()),
-            "event_attributes_json": pa.nulls(m, pa.string()),
-            "metrics": metrics,
-            "raw_latency_ns": pa.nulls(m, pa.list_(pa.int64())),
-            "raw_confidence": pa.nulls(m, pa.list_(pa.float64())),
-        },
-        schema=ARROW_SCHEMA,
-    )
+    sketch_column = pa.array(sketches, pa.binary())
+    per_row = buckets.shape[1]
+    columns = {
+        **_key_columns("window", device, boot, seq, start, end, labels),
+        **{metric_column(name, "value"): pa.array(values, pa.float64()) for name, values in counters.items()},
+        metric_column(_DURATION, "count"): pa.array(inferences, pa.int64()),
+        metric_column(_DURATION, "sum"): pa.array(mean_s * inferences, pa.float64()),
+        metric_column(_DURATION, "min"): pa.array(np.where(inferences > 0, mean_s, np.nan), pa.float64(), from_pandas=True),
+        metric_column(_DURATION, "sketch"): sketch_column,
+        **latency_quantiles(sketch_column),
+        metric_column(_CONFIDENCE, "count"): pa.array(conf_n, pa.int64()),
+        metric_column(_CONFIDENCE, "sum"): pa.array(conf_sum, pa.float64()),
+        metric_column(_CONFIDENCE, "bucket_counts"): pa.ListArray.from_arrays(
+            pa.array(np.arange(0, (m + 1) * per_row, per_row, dtype=np.int32)), pa.array(buckets.ravel(), pa.int64())
+        ),
+    }
+    return _unencoded(columns)
 
 
 def _event_table(
@@ -484,30 +461,48 @@ def _event_table(
 ) -> pa.Table:
     m = device.size
     attributes = json.dumps({"simulated": True}, sort_keys=True)
-    return pa.table(
-        {
-            "kind": pa.array(["event"] * m, pa.string()),
-            "device_id": pa.array(device.tolist(), pa.string()),
-            "boot_id": pa.array(boot.tolist(), pa.string()),
-            "seq": pa.array(seq, pa.int64()),
-            "start_unix_ns": pa.array(at, pa.int64()),
-            "end_unix_ns": pa.array(at, pa.int64()),
-            "labels": _labels_array(labels),
-            "event_type": pa.array([kind] * m, pa.string()),
-            "event_attributes_json": pa.array([attributes] * m, pa.string()),
-            "metrics": pa.nulls(m, ARROW_SCHEMA.field("metrics").type),
-            "raw_latency_ns": pa.nulls(m, pa.list_(pa.int64())),
-            "raw_confidence": pa.nulls(m, pa.list_(pa.float64())),
-        },
-        schema=ARROW_SCHEMA,
-    )
+    columns = {
+        **_key_columns("event", device, boot, seq, at, at, labels),
+        "event_type": _constant(kind, m),
+        "event_attributes_json": pa.array([attributes] * m, pa.string()),
+    }
+    return _unencoded(columns)
+
+
+def _unencoded(columns: dict[str, pa.Array]) -> pa.Table:
+    """The columns as a table of the flat layout's schema, but with names still plain strings."""
+    schema = flat_schema(list(columns))
+    plain = pa.schema([f.with_type(columns[f.name].type) for f in schema], metadata=schema.metadata)
+    return pa.table({f.name: columns[f.name] for f in plain}, schema=plain)
+
+
+def _by_columns(tables: list[pa.Table]) -> list[pa.Table]:
+    """Tables of the same columns concatenated (windows, events), in the order each kind first came."""
+    groups: dict[tuple[str, ...], list[pa.Table]] = {}
+    for table in tables:
+        groups.setdefault(tuple(table.column_names), []).append(table)
+    return [pa.concat_tables(group) for group in groups.values()]
 
 
 def _frames(tables: list[pa.Table], frame_rows: int) -> list[pa.Table]:
-    if not tables:
-        return []
-    table = pa.concat_tables(tables).combine_chunks()
-    return [table.slice(i, frame_rows) for i in range(0, table.num_rows, frame_rows)]
+    """Frames of at most ``frame_rows`` rows in the flat layout, each with its own dictionaries of names.
+
+    Rows are grouped by device (in arrival order within one), as a receiver appends each device's upload
+    whole: a frame names a few devices, not every device of the fleet.
+    """
+    out = []
+    for table in _by_columns(tables):
+        table = table.combine_chunks()
+        table = table.take(pc.sort_indices(table.column("device_id")))
+        schema = flat_schema(table.column_names)
+        for i in range(0, table.num_rows, frame_rows):
+            part = table.slice(i, frame_rows)
+            columns = [
+                part.column(f.name).dictionary_encode().cast(f.type) if part.schema.field(f.name).type != f.type else part.column(f.name)
+                for f in schema
+            ]
+            out.append(pa.table(columns, schema=schema))
+    return out
 
 
 def load_scenario(path: str | Path) -> FleetSpec:

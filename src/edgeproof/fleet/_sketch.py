@@ -10,6 +10,7 @@ zero count, sparse bins) is decoded by the library, so every sketch gets its exa
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -73,16 +74,21 @@ def quantiles(sketches: pa.Array | pa.ChunkedArray, q: float, rows: np.ndarray |
 
     ``rows`` reads some sketches where they lie, without copying them out of the column first.
     """
+    return quantiles_of(sketches, (q,), rows)[0]
+
+
+def quantiles_of(sketches: pa.Array | pa.ChunkedArray, qs: Sequence[float], rows: np.ndarray | None = None) -> np.ndarray:
+    """Several quantiles of each sketch, one row of the result per ``qs``: the bytes are parsed once for all of them."""
     if isinstance(sketches, pa.ChunkedArray):
         if rows is not None:
             sketches = sketches.combine_chunks()
         else:
-            parts = [quantiles(chunk, q) for chunk in sketches.chunks]
-            return np.concatenate(parts) if parts else np.zeros(0)
+            parts = [quantiles_of(chunk, qs) for chunk in sketches.chunks]
+            return np.concatenate(parts, axis=1) if parts else np.zeros((len(qs), 0))
     arr = sketches.cast(pa.large_binary())
     at = np.arange(len(arr)) if rows is None else np.asarray(rows, dtype=np.int64)
     n = at.size
-    out = np.full(n, np.nan)
+    out = np.full((len(qs), n), np.nan)
     if n == 0:
         return out
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
@@ -138,12 +144,15 @@ def quantiles(sketches: pa.Array | pa.ChunkedArray, q: float, rows: np.ndarray |
             counts = np.frombuffer(part.buffers()[2], dtype="<f8", count=members.size * m).reshape(members.size, m)
             cum = np.cumsum(counts, axis=1)
             totals = cum[:, -1]
-            index = np.minimum((cum <= (q * (totals - 1))[:, None]).sum(axis=1), m - 1)
-            out[members] = np.where(totals > 0, value_of(first_key[members] + index), np.nan)
+            for k, q in enumerate(qs):
+                index = np.minimum((cum <= (q * (totals - 1))[:, None]).sum(axis=1), m - 1)
+                out[k, members] = np.where(totals > 0, value_of(first_key[members] + index), np.nan)
     for i in np.flatnonzero(valid & ~ok):
         try:
-            value = sketch_from_bytes(arr[int(at[i])].as_py()).get_quantile_value(q)
+            sketch = sketch_from_bytes(arr[int(at[i])].as_py())
         except ValueError:
             continue
-        out[i] = np.nan if value is None else float(value)
+        for k, q in enumerate(qs):
+            value = sketch.get_quantile_value(q)
+            out[k, i] = np.nan if value is None else float(value)
     return out

@@ -30,7 +30,7 @@ import numpy as np
 from edgeproof.telemetry._aggregate import add_many, histogram_metric, new_sketch, sketch_metric
 from edgeproof.telemetry._quality import Confidence, confidence, image_quality
 from edgeproof.telemetry._schema import PROBABILITY_BOUNDS, Event, Labels, MetricValue, Record, Window
-from edgeproof.telemetry._segments import SegmentStore
+from edgeproof.telemetry._segments import SegmentStore, canonical_metrics
 from edgeproof.telemetry._system import PowerWindow, SystemReading, read_system
 
 _NEVER = 1 << 62
@@ -532,7 +532,8 @@ class Recorder:
         energy = self._power.next_window() if self._power is not None else None
         if energy is not None:
             metrics += [counter("hw.energy", energy[0]), counter("hw.power", energy[1])]
-        return metrics
+        # in the order a segment reads them back, so a window read from disk equals the one written
+        return canonical_metrics(metrics)
 
     def _next_seq(self) -> int:
         seq = self._seq

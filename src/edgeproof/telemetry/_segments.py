@@ -5,6 +5,18 @@ payload one Arrow IPC stream (one row per window or event) whose schema metadata
 ``edgeproof.telemetry/1``. A frame is acknowledged only after its bytes are fsync'd, so a ``kill -9``
 can lose at most a frame being written: its torn tail is cut off when the store next opens, and the
 reader reports and skips any frame that does not check out instead of failing.
+
+One logical schema, two physical layouts, told apart by the schema metadata ``layout``:
+
+- ``flat-1`` (written by default): top-level columns only. The key, times and labels are columns (names
+  dictionary-encoded); each metric without attributes is a few plain columns ``<metric>:<field>``
+  (counters and gauges ``:value``; sketches ``:count``, ``:sum``, ``:min``, ``:max`` and the mergeable
+  ``:sketch``; histograms the same with ``:bucket_counts`` on the fixed ``PROBABILITY_BOUNDS``), and the
+  latency's p50/p95/p99 are computed once when the frame is written. A column is there only when some row
+  of the frame has it. Metrics with attributes (or any the plain columns cannot hold) go in
+  ``extra_metrics``, in the nested form; raw samples only when the recorder kept them.
+- no ``layout`` (the first files): one ``labels`` struct and one ``metrics`` list of structs per row.
+  Still read everywhere; nothing writes it by default any more.
 """
 
 from __future__ import annotations
@@ -22,7 +34,17 @@ from typing import Any
 
 import pyarrow as pa
 
-from edgeproof.telemetry._schema import LABEL_NAMES, METRICS, SCHEMA_VERSION, Event, Labels, MetricValue, Record, Window
+from edgeproof.telemetry._schema import (
+    LABEL_NAMES,
+    METRICS,
+    PROBABILITY_BOUNDS,
+    SCHEMA_VERSION,
+    Event,
+    Labels,
+    MetricValue,
+    Record,
+    Window,
+)
 
 FILE_MAGIC = b"EPTSEG1\n"
 FRAME_MAGIC = b"EPFR"
@@ -74,21 +96,7 @@ def _row(record: Record) -> dict[str, Any]:
             "start_unix_ns": record.start_unix_ns,
             "end_unix_ns": record.end_unix_ns,
             "labels": record.labels.to_dict(),
-            "metrics": [
-                {
-                    "name": m.name,
-                    "value": m.value,
-                    "count": m.count,
-                    "sum": m.sum,
-                    "min": m.min,
-                    "max": m.max,
-                    "sketch": m.sketch,
-                    "bounds": m.bounds,
-                    "bucket_counts": m.bucket_counts,
-                    "attributes": list(m.attributes.items()),
-                }
-                for m in record.metrics
-            ],
+            "metrics": [_metric_dict(m) for m in record.metrics],
             "raw_latency_ns": record.raw_latency_ns,
             "raw_confidence": record.raw_confidence,
         }
@@ -105,9 +113,12 @@ def _row(record: Record) -> dict[str, Any]:
     }
 
 
-def encode_frame(records: Sequence[Record], schema: pa.Schema = ARROW_SCHEMA) -> bytes:
-    """One frame (head + Arrow IPC stream) holding ``records``."""
-    table = pa.Table.from_pylist([_row(r) for r in records], schema=schema)
+def encode_nested_frame(records: Sequence[Record], schema: pa.Schema = ARROW_SCHEMA) -> bytes:
+    """One frame in the nested layout (the first files' ``labels`` struct and ``metrics`` list): kept to write old-layout files."""
+    return _framed(pa.Table.from_pylist([_row(r) for r in records], schema=schema))
+
+
+def _framed(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -115,8 +126,258 @@ def encode_frame(records: Sequence[Record], schema: pa.Schema = ARROW_SCHEMA) ->
     return _FRAME_HEAD.pack(FRAME_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
+# -- the flat layout ---------------------------------------------------------------------------------
+
+FLAT_LAYOUT = "flat-1"
+FLAT_METADATA = {"schema": SCHEMA_VERSION, "layout": FLAT_LAYOUT}
+# Names (device, boot, labels) as codes into a dictionary per frame; kind and event type in one byte.
+NAME_CODES = pa.dictionary(pa.int32(), pa.string())
+SMALL_CODES = pa.dictionary(pa.int8(), pa.string())
+STORED_LABELS = tuple(name for name in LABEL_NAMES if name != "device_id")  # device_id is the key column
+QUANTILE_METRIC = "edgeproof.inference.duration"
+QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+_NUMBER_FIELDS = {"count": pa.int64(), "sum": pa.float64(), "min": pa.float64(), "max": pa.float64()}
+
+
+def metric_column(name: str, field: str) -> str:
+    """The flat layout's column of one field of a metric without attributes (``edgeproof.inference.count:value``)."""
+    return f"{name}:{field}"
+
+
+def _metric_fields(name: str) -> dict[str, pa.DataType]:
+    aggregation = METRICS[name].aggregation
+    if aggregation in ("counter", "gauge"):
+        return {"value": pa.float64()}
+    out = dict(_NUMBER_FIELDS)
+    if aggregation == "sketch":
+        out["sketch"] = pa.binary()
+        if name == QUANTILE_METRIC:
+            out.update({q: pa.float64() for q in QUANTILES})
+    else:
+        out["bucket_counts"] = pa.list_(pa.int64())
+    return out
+
+
+# The column that says a row has the metric: the value of a counter or gauge, the count of the others.
+_PRESENCE = {name: "value" if spec.aggregation in ("counter", "gauge") else "count" for name, spec in METRICS.items()}
+FLAT_REQUIRED: dict[str, pa.DataType] = {
+    "kind": SMALL_CODES,
+    "device_id": NAME_CODES,
+    "boot_id": NAME_CODES,
+    "seq": pa.int64(),
+    "start_unix_ns": pa.int64(),
+    "end_unix_ns": pa.int64(),
+    **{name: NAME_CODES for name in STORED_LABELS},
+}
+FLAT_OPTIONAL: dict[str, pa.DataType] = {
+    "event_type": SMALL_CODES,
+    "event_attributes_json": pa.string(),
+    **{metric_column(name, f): t for name in METRICS for f, t in _metric_fields(name).items()},
+    "extra_metrics": pa.list_(_METRIC_TYPE),
+    "raw_latency_ns": pa.list_(pa.int64()),
+    "raw_confidence": pa.list_(pa.float64()),
+}
+FLAT_TYPES = {**FLAT_REQUIRED, **FLAT_OPTIONAL}
+
+
+def flat_schema(columns: Sequence[str]) -> pa.Schema:
+    """The flat layout's schema of a frame with these columns (required ones first, then the others in schema order)."""
+    present = set(columns)
+    names = list(FLAT_REQUIRED) + [name for name in FLAT_OPTIONAL if name in present]
+    return pa.schema([(name, FLAT_TYPES[name]) for name in names], metadata=FLAT_METADATA)
+
+
+def layout_of(schema: pa.Schema) -> str:
+    """The frame's physical layout: ``flat-1``, or ``nested`` when its metadata names none."""
+    return (schema.metadata or {}).get(b"layout", b"nested").decode(errors="replace")
+
+
+def frame_problem(schema: pa.Schema) -> str | None:
+    """Why a frame's schema cannot be read (an unknown layout, a flat frame's missing or mistyped column), or None."""
+    layout = layout_of(schema)
+    if layout == "nested":
+        return None
+    if layout != FLAT_LAYOUT:
+        return f"layout {layout!r} unknown, this reader knows {FLAT_LAYOUT!r} and nested"
+    for name, expected in FLAT_TYPES.items():
+        index = schema.get_field_index(name)
+        if index < 0:
+            if name in FLAT_REQUIRED:
+                return f"{FLAT_LAYOUT} frame lacks column {name!r}"
+            continue
+        actual = schema.field(index).type
+        if actual != expected:
+            return f"{FLAT_LAYOUT} frame column {name!r} is {actual}, expected {expected}"
+    return None
+
+
+def _plain(metric: MetricValue, seen: set[str]) -> bool:
+    """Whether the flat layout's plain columns hold ``metric`` exactly (else it goes in ``extra_metrics``)."""
+    if metric.attributes or metric.name not in METRICS or metric.name in seen:
+        return False
+    aggregation = METRICS[metric.name].aggregation
+    if aggregation in ("counter", "gauge"):
+        return (
+            metric.value is not None
+            and (metric.count, metric.sum, metric.min, metric.max) == (0, 0.0, None, None)
+            and (metric.sketch is None and metric.bounds is None and metric.bucket_counts is None)
+        )
+    if metric.value is not None:
+        return False
+    if aggregation == "sketch":
+        return metric.bounds is None and metric.bucket_counts is None
+    return metric.sketch is None and metric.bucket_counts is not None and tuple(metric.bounds or ()) == PROBABILITY_BOUNDS
+
+
+def canonical_metrics(metrics: Sequence[MetricValue]) -> list[MetricValue]:
+    """``metrics`` in the order the flat layout reads them back: plain ones in schema order, then the others as they came."""
+    seen: set[str] = set()
+    plain, extra = [], []
+    for m in metrics:
+        if _plain(m, seen):
+            seen.add(m.name)
+            plain.append(m)
+        else:
+            extra.append(m)
+    return sorted(plain, key=lambda m: _METRIC_ORDER[m.name]) + extra
+
+
+_METRIC_ORDER = {name: i for i, name in enumerate(METRICS)}
+
+
+def _metric_dict(m: MetricValue) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "value": m.value,
+        "count": m.count,
+        "sum": m.sum,
+        "min": m.min,
+        "max": m.max,
+        "sketch": m.sketch,
+        "bounds": m.bounds,
+        "bucket_counts": m.bucket_counts,
+        "attributes": list(m.attributes.items()),
+    }
+
+
+def flat_table(records: Sequence[Record]) -> pa.Table:
+    """``records`` as one table in the flat layout (a column per metric field some window has)."""
+    n = len(records)
+    columns: dict[str, list[Any]] = {name: [None] * n for name in FLAT_REQUIRED}
+    for i, record in enumerate(records):
+        labels = record.labels.to_dict()
+        columns["device_id"][i] = record.labels.device_id
+        columns["boot_id"][i] = record.boot_id
+        columns["seq"][i] = record.seq
+        for name in STORED_LABELS:
+            columns[name][i] = labels[name]
+        if isinstance(record, Event):
+            columns["kind"][i] = "event"
+            columns["start_unix_ns"][i] = columns["end_unix_ns"][i] = record.time_unix_ns
+            columns.setdefault("event_type", [None] * n)[i] = record.type
+            attributes = json.dumps(record.attributes, default=str, sort_keys=True)
+            columns.setdefault("event_attributes_json", [None] * n)[i] = attributes
+            continue
+        columns["kind"][i] = "window"
+        columns["start_unix_ns"][i], columns["end_unix_ns"][i] = record.start_unix_ns, record.end_unix_ns
+        seen: set[str] = set()
+        for m in record.metrics:
+            if not _plain(m, seen):
+                columns.setdefault("extra_metrics", [None] * n)
+                columns["extra_metrics"][i] = (columns["extra_metrics"][i] or []) + [_metric_dict(m)]
+                continue
+            seen.add(m.name)
+            for part in _metric_fields(m.name):
+                if part not in QUANTILES:
+                    columns.setdefault(metric_column(m.name, part), [None] * n)[i] = getattr(m, part)
+        if record.raw_latency_ns is not None or record.raw_confidence is not None:
+            columns.setdefault("raw_latency_ns", [None] * n)[i] = record.raw_latency_ns
+            columns.setdefault("raw_confidence", [None] * n)[i] = record.raw_confidence
+    schema = flat_schema(list(columns))
+    arrays = {f.name: _typed(columns[f.name], f.type) for f in schema}
+    sketches = metric_column(QUANTILE_METRIC, "sketch")
+    if sketches in arrays:  # the latency quantiles, once, while the window is fresh: no reader decodes a sketch for them
+        arrays.update(latency_quantiles(arrays[sketches]))
+        schema = flat_schema(list(arrays))
+    return pa.table({f.name: arrays[f.name] for f in schema}, schema=schema)
+
+
+def _typed(values: list[Any], type_: pa.DataType) -> pa.Array:
+    if pa.types.is_dictionary(type_):
+        return pa.array(values, pa.string()).dictionary_encode().cast(type_)
+    return pa.array(values, type_)
+
+
+def latency_quantiles(sketches: pa.Array) -> dict[str, pa.Array]:
+    """The latency columns ``:p50``, ``:p95``, ``:p99`` of a column of serialized sketches (null where a sketch is null or empty)."""
+    from edgeproof.fleet._sketch import quantiles_of  # the column-at-a-time reader; imported here: fleet imports telemetry
+
+    values = quantiles_of(sketches, tuple(QUANTILES.values()))
+    return {metric_column(QUANTILE_METRIC, name): pa.array(row, pa.float64(), from_pandas=True) for name, row in zip(QUANTILES, values)}
+
+
+def encode_frame(records: Sequence[Record]) -> bytes:
+    """One frame (head + Arrow IPC stream) holding ``records``, in the flat layout."""
+    return _framed(flat_table(records))
+
+
+def _flat_records(table: pa.Table) -> list[Record]:
+    """Records of a flat-layout table (checked by ``frame_problem``); metrics come back in ``canonical_metrics`` order."""
+    plain = [
+        (name, [(f, metric_column(name, f)) for f in _metric_fields(name) if f not in QUANTILES])
+        for name in METRICS
+        if metric_column(name, _PRESENCE[name]) in table.column_names
+    ]
+    out: list[Record] = []
+    for row in table.to_pylist():
+        labels = Labels.from_dict(row)
+        if row["kind"] == "event":
+            attributes = json.loads(row.get("event_attributes_json") or "{}")
+            out.append(Event(labels, row["boot_id"], row["seq"], row["start_unix_ns"], row.get("event_type"), attributes))
+            continue
+        if row["kind"] != "window":
+            raise ValueError(f"unknown record kind {row['kind']!r}")
+        metrics = []
+        for name, fields in plain:
+            if row[metric_column(name, _PRESENCE[name])] is None:
+                continue
+            values = {f: row[column] for f, column in fields}
+            if "bucket_counts" in values:
+                values["bounds"] = list(PROBABILITY_BOUNDS)
+            metrics.append(MetricValue(name=name, **values))
+        metrics += [_metric_of(m) for m in row.get("extra_metrics") or [] if m["name"] in METRICS]
+        out.append(
+            Window(
+                labels,
+                row["boot_id"],
+                row["seq"],
+                row["start_unix_ns"],
+                row["end_unix_ns"],
+                metrics,
+                row.get("raw_latency_ns"),
+                row.get("raw_confidence"),
+            )
+        )
+    return out
+
+
+def _metric_of(m: dict[str, Any]) -> MetricValue:
+    return MetricValue(
+        name=m["name"],
+        value=m["value"],
+        count=m["count"] or 0,
+        sum=m["sum"] or 0.0,
+        min=m["min"],
+        max=m["max"],
+        sketch=m["sketch"],
+        bounds=m["bounds"],
+        bucket_counts=m["bucket_counts"],
+        attributes=dict(m["attributes"] or []),
+    )
+
+
 def _records_of(payload: bytes) -> list[Record]:
-    """Records of one frame payload; raises ValueError when it is not an ``edgeproof.telemetry/1`` frame."""
+    """Records of one frame payload (either layout); raises ValueError when it is not a readable ``edgeproof.telemetry/1`` frame."""
     try:
         table = pa.ipc.open_stream(payload).read_all()
     except pa.ArrowInvalid as exc:
@@ -124,26 +385,16 @@ def _records_of(payload: bytes) -> list[Record]:
     version = (table.schema.metadata or {}).get(b"schema", b"").decode(errors="replace")
     if version != SCHEMA_VERSION:
         raise ValueError(f"schema version {version or 'missing'!r}, this reader knows {SCHEMA_VERSION!r}")
+    problem = frame_problem(table.schema)
+    if problem is not None:
+        raise ValueError(problem)
+    if layout_of(table.schema) == FLAT_LAYOUT:
+        return _flat_records(table)
     out: list[Record] = []
     for row in table.to_pylist():
         labels = Labels.from_dict(row["labels"] or {})
         if row["kind"] == "window":
-            metrics = [
-                MetricValue(
-                    name=m["name"],
-                    value=m["value"],
-                    count=m["count"] or 0,
-                    sum=m["sum"] or 0.0,
-                    min=m["min"],
-                    max=m["max"],
-                    sketch=m["sketch"],
-                    bounds=m["bounds"],
-                    bucket_counts=m["bucket_counts"],
-                    attributes=dict(m["attributes"] or []),
-                )
-                for m in row["metrics"] or []
-                if m["name"] in METRICS
-            ]
+            metrics = [_metric_of(m) for m in row["metrics"] or [] if m["name"] in METRICS]
             out.append(
                 Window(
                     labels,
