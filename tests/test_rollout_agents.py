@@ -3,6 +3,7 @@ health check fails on a golden-output mismatch, it reverts by itself, and the co
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sys
@@ -220,6 +221,10 @@ def test_the_cli_drives_a_fleet_of_agents_from_the_plan_and_status_shows_the_sel
     assert again.exit_code == 1 and "halted" in again.output.splitlines()[0], again.output
 
     entries = Journal(folder).entries
+    # these agents were started without --telemetry: each is journalled once with why its gates see no data
+    off = [e for e in entries if e["kind"] == "telemetry-off"]
+    assert sorted(e["device"] for e in off) == ["cam-r1", "cam-r2"]
+    assert {e["reason"] for e in off} == {"not asked for (start the agent with --telemetry DIR)"}
     sends = [e for e in entries if e["kind"] == "sent"]
     assert [e["devices_sent"] for e in sends] == [2, 0]  # the wave to both boards; the rollback owes nothing
     good = checked.known_good
@@ -297,3 +302,153 @@ def test_an_agents_target_that_names_no_board_of_its_inventory_is_one_line(relea
     path.write_text(PLAN + '\n[target]\nkind = "agents"\n')
     with pytest.raises(DataError, match=r"target: missing 'boards'"):
         load_plan(path)
+
+
+GATED_PLAN = PLAN.replace(
+    '[[wave]]\nkind = "global"\n',
+    '[[wave]]\nkind = "canary"\nmax_devices = 1\nsoak_h = 1\nmin_devices = 1\n\n[[wave]]\nkind = "global"\n',
+) + (
+    # two devices can give a judged wave one device against one control: the smallest minimum the validator takes (1);
+    # the alarms whose data a workload on the host records (no energy meter, no confidence hook, no accelerator here)
+    '\n[gates]\nmin_devices = 1\nalarms = ["crash_rate", "telemetry_gap"]\n'
+)
+
+
+def test_the_agents_telemetry_reaches_the_gates_and_the_canary_is_judged_on_its_evidence(releases, tmp_path):
+    """Two agents in one stratum, recording telemetry: the canary wave updates one, each poll both run their active slot's
+    model and the driver pulls and ingests their segments; the wave's gate then judges one device against one control
+    on what they recorded (n devices, inferences), not on NoData."""
+    from edgeproof.rollout._run import AgentTelemetry, gate_thresholds, run_agents
+
+    on_device = tmp_path / "on-device"
+    boards = [
+        Board(
+            id=f"cam-{i}",
+            chip_revision="r1",
+            extra_args=("--label", "cohort=field", "--label", "region=eu-north", "--telemetry", str(on_device / f"cam-{i}")),
+        )
+        for i in (1, 2)
+    ]
+    (releases / "rollout.toml").write_text(GATED_PLAN)
+    agents = AgentFleet(boards)
+    try:
+        assert agents.telemetry_off == {}
+        plan, waves = validate_plan(load_plan(releases / "rollout.toml"), agents.inventory())
+        (canary,), (rest,) = [[d.device_id for d in w] for w in waves]
+        good, new = plan.known_good, plan.release
+        agents.send([canary, rest], good, "provision:baseline", "field")
+        folder = tmp_path / "run"
+        folder.mkdir()
+        clock = [0.0]
+        with FleetStore(folder / "fleet.duckdb") as store:
+            ctl = Controller(plan, agents, store, folder, lambda: clock[0], gate_thresholds(plan))
+            ctl.start(waves, actor="test")
+            collect = AgentTelemetry(agents, store, folder, plan.gates.control, lambda: clock[0], runs=300)
+
+            def sleep(seconds: float) -> None:
+                clock[0] += seconds
+
+            # an hour a poll in the controller's clock: two polls (each a workload of 300 calls a device), two judgements
+            state = run_agents(ctl, poll_s=3600.0, max_h=2.5, sleep=sleep, elapsed_s=lambda: clock[0], collect=collect)
+            rows = store.con.execute(
+                "SELECT d.device_id, s.cohort, s.model_sha256, s.firmware_version, s.chip_revision, s.region, count(*), sum(w.inferences) "
+                "FROM window_rows w JOIN label_sets s USING (label_key) JOIN devices d USING (device_key) GROUP BY ALL ORDER BY 1"
+            ).fetchall()
+            again = collect()  # a poll more: re-pulled bytes and re-ingested records are not stored twice
+            assert again.windows == 2 and again.duplicates == 0
+        # each device's windows carry the rollout's cohort for it and what its active slot holds
+        assert sorted(rows) == sorted(
+            [
+                (canary, "canary", new.model_sha256, "fw-2", "r1", "eu-north", 2, 600.0),
+                (rest, "control", good.model_sha256, "fw-1", "r1", "eu-north", 2, 600.0),
+            ]
+        )
+        for d in (canary, rest):  # the lab's copy of each segment is the device's file, byte for byte
+            device_files = {p.name: p.read_bytes() for p in (on_device / d).glob("*.eptseg")}
+            assert device_files and {p.name: p.read_bytes() for p in (folder / "telemetry" / d).iterdir()} == device_files
+        assert collect.workloads[canary]["labels"]["model_sha256"] == new.model_sha256 and collect.workloads[canary]["errors"] == 0
+    finally:
+        agents.close()
+
+    holds = [d for d in state.decisions if d["wave"] == 0]
+    assert [d["outcome"] for d in holds] == ["hold", "hold"] and state.phase == "holding" and state.wave == 0
+    last = holds[-1]
+    # one device a side: every gate has data, and neither can be decided with it. crash_rate: 0 errors in 600 inferences
+    # bounds the cohort's rate only to a few per thousand at this alpha, over the 0.1% threshold; telemetry_gap: 0 of 1
+    # device silent is an interval over most of [0, 1]
+    by_alarm = {e["alarm"]: e for e in last["evidence"]}
+    assert set(by_alarm) == {"crash_rate", "telemetry_gap"}
+    assert all(e["verdict"] == "inconclusive" and e["n_devices"] == 1 for e in by_alarm.values())
+    assert by_alarm["crash_rate"]["n_samples"] == 600.0 and by_alarm["crash_rate"]["samples_unit"] == "inferences"
+    assert by_alarm["crash_rate"]["estimate"] == 0.0 and by_alarm["crash_rate"]["interval"][1] > by_alarm["crash_rate"]["threshold"]
+    assert by_alarm["telemetry_gap"]["n_samples"] == 1.0 and by_alarm["crash_rate"]["provenance"] == "measured:field:2 devices"
+    assert "crash_rate inconclusive" in last["reason"] and "no telemetry" not in last["reason"]
+    assert not Journal(folder).of_kind("telemetry-off", "telemetry-error")
+
+
+def test_a_device_that_re_reports_another_firmware_image_is_not_reconciled(releases, tmp_path, fleet):
+    """The release pins its image's sha256: a device whose active slot re-reports another image is not reconciled,
+    though its model and firmware version match; once it reports the pinned image again, it is."""
+    image = b"fw-2 image " * 64
+    (releases / "fw-2.bin").write_bytes(image)
+    pinned = f'firmware_image = "fw-2.bin"\nfirmware_sha256 = "{hashlib.sha256(image).hexdigest()}"\n'
+    (releases / "rollout.toml").write_text(PLAN.replace('firmware_version = "fw-2"\n', 'firmware_version = "fw-2"\n' + pinned))
+    plan, waves = validate_plan(load_plan(releases / "rollout.toml"), fleet.inventory())
+    ids = sorted(d.device_id for d in fleet.inventory())
+    fleet.send(ids, plan.known_good, "provision:baseline", "field")
+    clock = [0.0]
+    with FleetStore(tmp_path / "fleet.duckdb") as store:
+        ctl = Controller(plan, fleet, store, tmp_path / "run", lambda: clock[0])
+        ctl.start(waves, actor="test")
+        ctl.step()  # sends the wave; cam-r1 commits the candidate with its image
+        meta_path = local_state_dir(Board(id="cam-r1")) / "slots" / "b" / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        assert meta["firmware_sha256"] == plan.release.firmware_sha256
+        meta_path.write_text(json.dumps({**meta, "firmware_sha256": hashlib.sha256(b"another image").hexdigest()}))
+        reported = fleet.reported(["cam-r1"])["cam-r1"]
+        assert (reported.model_sha256, reported.firmware_version) == (plan.release.model_sha256, "fw-2")
+        assert reported.firmware_sha256 == hashlib.sha256(b"another image").hexdigest()
+        clock[0] += 60.0
+        state = ctl.step()
+        intent = f"wave:0:global:{plan.release.name}"
+        assert [e["id"] for e in state.unreconciled] == [intent]
+        assert f"reconciled:{intent}" not in Journal(tmp_path / "run").ids
+        meta_path.write_text(json.dumps(meta))  # the device re-reports the pinned image
+        clock[0] += 60.0
+        state = ctl.step()
+        assert f"reconciled:{intent}" in Journal(tmp_path / "run").ids
+
+
+def test_a_pull_sends_whole_frames_only_and_resumes_where_the_lab_copy_ends(tmp_path, monkeypatch):
+    """The board's side of ``pull-telemetry``: a frame still being written stays on the board, a small reply budget
+    splits the pull, and the lab's copy grown from the replies reads back every window the board recorded."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "agent" / "src"))
+    from edgeproof_agent._telemetry import JobTelemetry
+    from edgeproof_agent._workload import WorkloadRun
+
+    from edgeproof.telemetry import read_segments
+
+    board = JobTelemetry(tmp_path / "board")
+    labels = {"device_id": "cam-1", "model_sha256": "ab" * 32, "firmware_version": "fw-1", "region": "eu", "chip_revision": "r1"}
+    for i in range(3):
+        assert board.write_workload({**labels, "cohort": f"c{i}"}, WorkloadRun([1.0, 2.0, 3.0], 0, None, [], i, i + 1)) == []
+    (segment,) = (tmp_path / "board").glob("*.eptseg")
+    whole = segment.read_bytes()
+    with segment.open("ab") as f:
+        f.write(whole[8:40])  # the head and a little of a fourth frame: a write under way
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    replies = 0
+    while True:
+        offsets = {p.name: p.stat().st_size for p in lab.iterdir()}
+        sent, complete = board.segments_since(offsets, max_bytes=len(whole) // 2)
+        replies += 1
+        for s in sent:
+            with (lab / s["name"]).open("ab") as f:
+                assert f.tell() == s["offset"]
+                f.write(base64.b64decode(s["data"]))
+        if complete:
+            break
+    assert replies > 1 and (lab / segment.name).read_bytes() == whole  # the torn fourth frame stayed on the board
+    assert sorted(w.labels.cohort for w in read_segments(lab).windows) == ["c0", "c1", "c2"]
+    assert board.segments_since({segment.name: len(whole)}, 1 << 20) == ([], True)

@@ -1,8 +1,11 @@
-"""The agent's verbs over JSON-lines: hello, put-model, profile, update, meters, bring-up, bye. Nothing else runs.
+"""The agent's verbs over JSON-lines: hello, put-model, profile, update, workload, pull-telemetry, meters, bring-up, bye.
+Nothing else runs.
 
 ``update`` installs a put model (and optionally a put firmware image) into the inactive A/B slot and commits it
 only after a health check (``_slots.py``; the board's ``--firmware-hook`` is part of it when an image is sent);
-``hello`` reports the slot state so a controller can reconcile it with its intent.
+``hello`` reports the slot state so a controller can reconcile it with its intent. ``workload`` runs the active
+slot's model and records what it saw as telemetry (``--telemetry DIR``); ``pull-telemetry`` hands the lab the
+segment frames it does not hold yet, so the fleet's gates judge what the devices run.
 
 A model with external weights names its data files in ``external`` (``{"<location>": "<sha256>"}``,
 each put like the model): the profile links them beside the model under the names the model uses.
@@ -35,8 +38,14 @@ from edgeproof_agent._slots import HealthLimits, Slots, SlotStateError, health_c
 from edgeproof_agent._telemetry import JobTelemetry
 from edgeproof_agent._timing import TimingFault, cold_starts, node_trace, time_interleaved, time_sessions
 from edgeproof_agent._wire import MAX_LINE_BYTES, WireError, read_message, write_message
+from edgeproof_agent._workload import run_workload
 
 Notify = Callable[[str], None]
+# Raw segment bytes a pull-telemetry reply carries at most (base64 makes it 4/3 of this, well under the line cap).
+PULL_BYTES = 4 * 2**20
+# One workload is one verb: bounded so a request cannot hold the board (and its connection) for long.
+MAX_WORKLOAD_RUNS = 1_000_000
+MAX_WORKLOAD_S = 600.0
 
 
 class Agent:
@@ -68,6 +77,8 @@ class Agent:
             "put-model": self.put_model,
             "profile": self.profile,
             "update": self.update,
+            "workload": self.workload,
+            "pull-telemetry": self.pull_telemetry,
             "meters": lambda request, notify: {"meters": meters()},
             "bring-up": lambda request, notify: {"checks": bring_up(self.state_dir)},
             "bye": lambda request, notify: {},
@@ -281,7 +292,60 @@ class Agent:
             "slots": self.slots.report(),
         }
 
+    def workload(self, request: dict[str, Any], notify: Notify) -> dict[str, Any]:
+        """Run the active slot's model ``runs`` times or for ``seconds`` on synthetic feeds, recording one telemetry window.
+
+        The window carries this device's labels (``--label``, with the request's ``labels`` over them: the rollout's
+        cohort, the inventory's region and chip revision) and what the active slot holds: its model's sha256 and its
+        firmware version, which no request overrides."""
+        if not self.telemetry.recording:
+            raise Fault("telemetry-off", f"the workload is run to record telemetry, and this agent records none: {self.telemetry.reason}")
+        runs, seconds, wait_s = _workload_limits(request)
+        asked = request.get("labels") or {}
+        if not isinstance(asked, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in asked.items()):
+            raise Fault("bad-request", "workload labels must map label names to strings")
+        try:
+            state = self.slots.load()
+        except SlotStateError as exc:
+            raise Fault("slot-state", str(exc)) from None
+        if state["active"] is None:
+            raise Fault("slot-state", "no slot is active yet: update the board before asking for a workload")
+        meta = self.slots.slot_meta(state["active"])
+        self.lock.acquire("workload", wait_s)
+        notify(f"workload on slot {state['active']}")
+        run = run_workload(self.slots.root / state["active"] / "model.onnx", runs, seconds)
+        labels = {**self.labels, **asked}
+        labels.update(
+            device_id=self.device_id,
+            model_sha256=str(meta.get("model_sha256") or ""),
+            firmware_version=str(meta.get("firmware_version") or ""),
+            accelerator=run.providers[0] if run.providers else "",
+            power_mode=str(self.fingerprint().get("power_mode") or ""),
+        )
+        return {
+            "slot": state["active"],
+            "labels": self.telemetry.window_labels(labels),
+            "calls": run.calls,
+            "errors": run.errors,
+            "first_error": run.first_error,
+            "p50_ms": float(np.median(run.samples_ms)) if run.samples_ms else None,
+            "provenance": "measured by perf_counter_ns around each call, 1 thread, CPUExecutionProvider, synthetic feeds",
+            "warnings": self.telemetry.write_workload(labels, run),
+        }
+
+    def pull_telemetry(self, request: dict[str, Any], notify: Notify) -> dict[str, Any]:
+        """The segment frames past the lab's ``offsets`` (file name -> bytes it holds), up to ``max_bytes`` a reply."""
+        offsets = request.get("offsets") or {}
+        if not isinstance(offsets, dict) or not all(isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in offsets.items()):
+            raise Fault("bad-request", "pull-telemetry offsets must map segment file names to byte counts >= 0")
+        max_bytes = request.get("max_bytes", PULL_BYTES)
+        if not isinstance(max_bytes, int) or not 0 < max_bytes <= PULL_BYTES:
+            raise Fault("bad-request", f"pull-telemetry max_bytes must be 1..{PULL_BYTES}, got {max_bytes!r}")
+        segments, complete = self.telemetry.segments_since(offsets, max_bytes)
+        return {"segments": segments, "complete": complete}
+
     def close(self) -> None:
+        self.telemetry.close()
         self.lock.release()
         self.cache.discard_partials()
 
@@ -304,6 +368,23 @@ def _health_limits(request: dict[str, Any]) -> tuple[HealthLimits, float]:
     if not finite or limits.p50_limit_ms == 0 or limits.latency_runs < 1:
         raise Fault("bad-request", "update needs p50_limit_ms > 0, atol, rtol and wait_s >= 0 (finite), latency_runs >= 1")
     return limits, wait_s
+
+
+def _workload_limits(request: dict[str, Any]) -> tuple[int | None, float | None, float]:
+    """A workload's call count and/or duration (at least one, each bounded) and how long it may wait for the board."""
+    try:
+        runs = None if request.get("runs") is None else int(request["runs"])
+        seconds = None if request.get("seconds") is None else float(request["seconds"])
+        wait_s = float(request.get("wait_s", 0.0))
+    except (TypeError, ValueError) as exc:
+        raise Fault("bad-request", f"workload runs, seconds and wait_s must be numbers ({exc})") from None
+    if runs is None and seconds is None:
+        raise Fault("bad-request", "workload needs runs or seconds (or both: whichever ends first)")
+    if (runs is not None and not 1 <= runs <= MAX_WORKLOAD_RUNS) or (seconds is not None and not 0 < seconds <= MAX_WORKLOAD_S):
+        raise Fault("bad-request", f"workload runs must be 1..{MAX_WORKLOAD_RUNS} and seconds in (0, {MAX_WORKLOAD_S:g}]")
+    if not (math.isfinite(wait_s) and wait_s >= 0):
+        raise Fault("bad-request", "workload wait_s must be finite and >= 0")
+    return runs, seconds, wait_s
 
 
 def _reply(out: BinaryIO, request_id: object, result: dict[str, Any] | None = None, fault: Fault | None = None) -> None:

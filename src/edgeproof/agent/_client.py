@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,40 @@ class Hello:
     cache: dict[str, Any]
     labels: dict[str, str] = field(default_factory=dict)  # what its owner configured (``--label``): cohort, region, …
     slots: SlotReport | None = None  # None: an agent without A/B slots
+    # whether it records telemetry (``recording``, ``directory``) or why not (``reason``); empty from an older agent
+    telemetry: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def telemetry_off(self) -> str | None:
+        """Why the agent records no telemetry (None when it does)."""
+        if self.telemetry.get("recording") is True:
+            return None
+        return str(self.telemetry.get("reason") or "the agent's hello says nothing of telemetry (an agent before it recorded any)")
+
+
+@dataclass(frozen=True)
+class SegmentBytes:
+    """Bytes of one telemetry segment file of the board, from ``offset``: whole frames, to append to the lab's copy."""
+
+    name: str
+    offset: int
+    data: bytes
+
+
+def _segment_bytes(device_id: str, raw: object) -> SegmentBytes:
+    from edgeproof.telemetry._segments import SUFFIX
+
+    if not isinstance(raw, dict):
+        raise AgentError(f"device:{device_id}: pull-telemetry sent {str(raw)[:80]!r}, not a segment object")
+    name = raw.get("name")
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(SUFFIX) or name.startswith("."):
+        raise AgentError(f"device:{device_id}: pull-telemetry named {str(name)[:80]!r}, not a segment file name")
+    try:
+        data = base64.b64decode(raw["data"], validate=True)
+        offset = int(raw["offset"])
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        raise AgentError(f"device:{device_id}: pull-telemetry sent {name} without base64 data and an offset") from None
+    return SegmentBytes(name, offset, data)
 
 
 class AgentClient:
@@ -159,7 +194,32 @@ class AgentClient:
             cache=dict(result.get("cache") or {}),
             labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels := result.get("labels"), dict) else {},
             slots=parse_slots(result.get("slots")),
+            telemetry=dict(telemetry) if isinstance(telemetry := result.get("telemetry"), dict) else {},
         )
+
+    def workload(
+        self, labels: dict[str, str], runs: int | None = None, seconds: float | None = None, wait_s: float = 0.0
+    ) -> dict[str, Any]:
+        """Have the board run its active slot's model ``runs`` times or for ``seconds`` and record a telemetry window
+        labelled ``labels`` (over its own; model and firmware come from the slot); returns what it ran and measured."""
+        return self.request("workload", labels=labels, runs=runs, seconds=seconds, wait_s=wait_s)
+
+    def pull_telemetry(self, offsets: dict[str, int]) -> Iterator[SegmentBytes]:
+        """The board's telemetry segment bytes past ``offsets`` (file name -> bytes the lab holds), reply after reply
+        until it has sent all its finished frames. Each file name is checked to be a plain segment name."""
+        offsets = dict(offsets)
+        while True:
+            result = self.request("pull-telemetry", offsets=offsets)
+            for raw in result.get("segments") or []:
+                got = _segment_bytes(self.device_id, raw)
+                if got.offset != offsets.get(got.name, 0):
+                    raise AgentError(
+                        f"device:{self.device_id}: sent {got.name} from byte {got.offset}, asked from {offsets.get(got.name, 0)}"
+                    )
+                offsets[got.name] = got.offset + len(got.data)
+                yield got
+            if result.get("complete") is not False:
+                return
 
     def put(self, data: bytes, sha256: str | None = None) -> str:
         """Upload bytes (a model, an inputs archive) unless the board has them; returns their sha256.

@@ -106,6 +106,7 @@ def _reported(device_id: str, hello: Hello) -> Reported:
         slot=slots.active,
         reverted=(last.reason or "reverted by the device") if last is not None and last.self_reverted else None,
         committed=slots.committed,
+        firmware_sha256=slots.firmware_sha256,
     )
 
 
@@ -121,12 +122,15 @@ class AgentFleet:
         self._checks: dict[str, tuple[float, str]] = {}
         self.sends: Counter[tuple[str, str]] = Counter()
         self.updates: dict[str, dict[str, Any]] = {}
+        self.telemetry_off: dict[str, str] = {}  # device -> why its agent records no telemetry
         try:
             for board in boards:
                 client, hello = connect_to(board)
                 self.clients[board.id] = client
                 _reported(board.id, hello)  # refuse an agent without slots, or with unreadable slot state, now
                 self._inventory.append(Device(board.id, _labels(board, hello)))
+                if hello.telemetry_off is not None:
+                    self.telemetry_off[board.id] = hello.telemetry_off
         except BaseException:
             self.close()
             raise
@@ -176,6 +180,28 @@ class AgentFleet:
 
     def reported(self, device_ids: list[str]) -> dict[str, Reported]:
         return {d: _reported(d, self.clients[d].hello()) for d in device_ids}
+
+    def run_workload(self, device_id: str, cohort: str, runs: int | None = None, seconds: float | None = None) -> dict[str, Any]:
+        """Have ``device_id`` run its active slot's model and record the window, labelled with the rollout's ``cohort`` and
+        the inventory's region and chip revision (the model and firmware labels are the device's own: what its slot holds)."""
+        labels = next(d.labels for d in self._inventory if d.device_id == device_id)
+        asked = {"cohort": cohort, **{k: labels[k] for k in ("region", "chip_revision") if labels.get(k)}}
+        return self.clients[device_id].workload(asked, runs=runs, seconds=seconds)
+
+    def pull_telemetry(self, device_id: str, into: Path) -> int:
+        """Append the device's segment frames the lab does not hold yet to its copies in ``into``; returns the bytes pulled.
+
+        The copy of each segment file is a prefix of the device's, so its size is the offset to pull from."""
+        into.mkdir(parents=True, exist_ok=True)
+        offsets = {p.name: p.stat().st_size for p in into.iterdir() if p.is_file()}
+        pulled = 0
+        for got in self.clients[device_id].pull_telemetry(offsets):
+            with (into / got.name).open("ab") as f:
+                if f.tell() != got.offset:  # another puller wrote it meanwhile: the prefix no longer holds
+                    raise AgentError(f"device:{device_id}: {into / got.name} holds {f.tell()} bytes, the pull starts at {got.offset}")
+                f.write(got.data)
+            pulled += len(got.data)
+        return pulled
 
     def close(self) -> None:
         clients, self.clients = self.clients, {}  # closing twice closes nothing twice

@@ -196,7 +196,8 @@ class Controller:
         self._record(j, "sent", f"sent:{intent['id']}", intent=intent["id"], devices_sent=len(todo))
 
     def _reconcile(self, j: Journal, intent: dict[str, Any], rolled_back: set[str]) -> None:
-        """Devices re-report what they run; the intent is done when every one reports the intended model and firmware, committed.
+        """Devices re-report what they run; the intent is done when every one reports the intended model and firmware, committed
+        (and, where the release pins a firmware image, that image's sha256: a version string alone does not prove the image).
 
         A device that reverted the intent by itself (its health check failed) is journalled with what it re-reports
         instead; it no longer owes a wave the release (the wave's judgement fails its stratum), but it still owes a
@@ -215,6 +216,7 @@ class Controller:
             for d in owed
             if not reported[d].committed
             or (reported[d].model_sha256, reported[d].firmware_version) != (rel.model_sha256, rel.firmware_version)
+            or (rel.firmware_sha256 and reported[d].firmware_sha256 != rel.firmware_sha256)
         ]
         if not wrong:
             self._record(

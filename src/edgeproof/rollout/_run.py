@@ -7,20 +7,29 @@ inventory through their agents (wall-clock time); the gates' thresholds; the loo
     kind = "simulated"             kind = "agents"
     devices = 2000                 boards = "boards.toml"      # a farm inventory; its agents' --label give cohort, region
     seed = 3                       devices = ["cam-1", "cam-2"]  # optional: these boards only (default: all of them)
+                                   workload_s = 5.0     # each poll, each agent runs its active slot's model this long …
+                                   workload_runs = 500  # … or this many calls (whichever ends first), recording telemetry
+
+A fleet of agents feeds the gates by itself: each poll, every agent started with ``--telemetry DIR`` runs its
+workload (what its active slot holds, labelled with the rollout's cohort for it), the driver pulls the segment
+frames it does not hold yet into ``folder/telemetry/<device>/`` and ingests them into ``folder/fleet.duckdb``.
+An agent that records no telemetry is journalled once with why (``telemetry-off``); its stratum's gates see no data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from edgeproof.agent import AgentError
 from edgeproof.errors import DataError, EdgeproofError
 from edgeproof.fleet._simulate import Fault, FleetSpec
-from edgeproof.fleet._store import FleetStore
+from edgeproof.fleet._store import FleetStore, IngestReport
 from edgeproof.rollout._controller import TERMINAL, Controller, State
 from edgeproof.rollout._journal import Journal
 from edgeproof.rollout._plan import Plan, load_plan, validate_plan
@@ -31,6 +40,8 @@ if TYPE_CHECKING:
     from edgeproof.rollout._agents import AgentFleet
 
 STORE_NAME = "fleet.duckdb"
+TELEMETRY_DIR = "telemetry"
+DEFAULT_WORKLOAD_S = 5.0
 
 
 def gate_thresholds(plan: Plan) -> Rollback:
@@ -73,15 +84,84 @@ def agent_fleet(plan: Plan) -> AgentFleet:
     return AgentFleet([boards[d] for d in wanted])
 
 
+def agent_workload(plan: Plan) -> tuple[int | None, float | None]:
+    """The workload each agent runs a poll, from ``[target]``: ``workload_runs`` calls and/or ``workload_s`` seconds
+    (``DEFAULT_WORKLOAD_S`` seconds when neither is set)."""
+    t = plan.target
+    runs, seconds = t.get("workload_runs"), t.get("workload_s")
+    if runs is not None and (not isinstance(runs, int) or isinstance(runs, bool) or runs < 1):
+        raise DataError(f"{plan.path}: target.workload_runs: must be a whole number of calls >= 1, got {runs!r}")
+    if seconds is not None and (not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 < seconds <= 600):
+        raise DataError(f"{plan.path}: target.workload_s: must be seconds in (0, 600], got {seconds!r}")
+    if runs is None and seconds is None:
+        seconds = DEFAULT_WORKLOAD_S
+    return runs, None if seconds is None else float(seconds)
+
+
+class AgentTelemetry:
+    """Each poll: every agent runs its workload and records it, the new segment frames are pulled into
+    ``folder/telemetry/<device>/`` and ingested into the store the gates read (ingest is idempotent per record)."""
+
+    def __init__(
+        self,
+        agents: AgentFleet,
+        store: FleetStore,
+        folder: Path,
+        control: str,
+        clock: Callable[[], float],
+        runs: int | None = None,
+        seconds: float | None = DEFAULT_WORKLOAD_S,
+    ) -> None:
+        self.agents, self.store, self.folder, self.control, self.clock = agents, store, folder, control, clock
+        self.runs, self.seconds = runs, seconds
+        self.workloads: dict[str, dict[str, Any]] = {}  # each device's last workload reply
+
+    def cohorts(self, journal: Journal) -> dict[str, str]:
+        """The cohort each device's telemetry is labelled with: that of the last send it was part of (a wave's name, or
+        the rolled-back cohort), else the gates' control cohort, as the fleet simulator labels its devices."""
+        out = {d.device_id: self.control for d in self.agents.inventory()}
+        for e in journal.of_kind("send"):
+            out.update(dict.fromkeys(e["devices"], e["cohort"]))
+        return out
+
+    def __call__(self) -> IngestReport:
+        journal = Journal(self.folder)
+        cohorts = self.cohorts(journal)
+        for device in self.agents.inventory():
+            d = device.device_id
+            off = self.agents.telemetry_off.get(d)
+            lacking = [k for k in ("region", "chip_revision") if not device.labels.get(k)]
+            if off is None and lacking:
+                off = f"no {' or '.join(lacking)} label (agent --label or the inventory): the fleet store refuses windows without it"
+            if off is not None:
+                self._note(journal, "telemetry-off", d, off)
+                continue
+            try:
+                self.workloads[d] = reply = self.agents.run_workload(d, cohorts[d], self.runs, self.seconds)
+                for warning in reply.get("warnings") or []:
+                    self._note(journal, "telemetry-error", d, str(warning))
+                self.agents.pull_telemetry(d, self.folder / TELEMETRY_DIR / d)
+            except AgentError as exc:  # the device's gates lack this poll's data; reconciling it will say if it is gone
+                self._note(journal, "telemetry-error", d, str(exc))
+        return self.store.ingest([self.folder / TELEMETRY_DIR]) if (self.folder / TELEMETRY_DIR).is_dir() else IngestReport()
+
+    def _note(self, journal: Journal, kind: str, device: str, reason: str) -> None:
+        """Journal why a device's telemetry is missing, once per device and reason."""
+        digest = hashlib.sha256(reason.encode()).hexdigest()[:12]
+        journal.append({"id": f"{kind}:{device}:{digest}", "kind": kind, "at_s": self.clock(), "device": device, "reason": reason})
+
+
 @dataclass
 class Fleet:
-    """The fleet a plan's ``[target]`` names, opened: its kind, its transport, the store its gates read and its clock."""
+    """The fleet a plan's ``[target]`` names, opened: its kind, its transport, the store its gates read and its clock;
+    ``collect`` (a fleet of agents) gathers the devices' telemetry into the store before each step."""
 
     kind: str
     transport: FleetTransport
     store: FleetStore
     clock: Callable[[], float]
     close: Callable[[], None]
+    collect: Callable[[], object] | None = None
 
 
 def open_fleet(plan: Plan, folder: Path) -> Fleet:
@@ -90,6 +170,7 @@ def open_fleet(plan: Plan, folder: Path) -> Fleet:
     if plan.target.get("kind", "simulated") == "simulated":
         sim = simulated_fleet(plan, folder)
         return Fleet("simulated", sim, sim.store, sim.now_s, sim.close)
+    runs, seconds = agent_workload(plan)
     agents = agent_fleet(plan)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -102,7 +183,8 @@ def open_fleet(plan: Plan, folder: Path) -> Fleet:
         agents.close()
         store.close()
 
-    return Fleet("agents", agents, store, time.time, close)
+    collect = AgentTelemetry(agents, store, folder, plan.gates.control, time.time, runs, seconds)
+    return Fleet("agents", agents, store, time.time, close, collect)
 
 
 def run_agents(
@@ -111,15 +193,19 @@ def run_agents(
     max_h: float = 240.0,
     sleep: Callable[[float], None] = time.sleep,
     elapsed_s: Callable[[], float] = time.monotonic,
+    collect: Callable[[], object] | None = None,
 ) -> State:
     """Step the controller every ``poll_s`` wall-clock seconds (the plan's soak times are real hours here) until the rollout
-    ends with its last sends reconciled, pauses, or ``max_h`` hours pass."""
+    ends with its last sends reconciled, pauses, or ``max_h`` hours pass; ``collect`` (the agents' telemetry into the
+    gates' store) runs before each step after the first, so what is judged was recorded after the wave went out."""
     began = elapsed_s()
     state = controller.step()
     while (state.phase not in TERMINAL or state.pending or state.unreconciled) and not state.paused:
         if elapsed_s() - began + poll_s > max_h * 3600.0:
             break
         sleep(poll_s)
+        if collect is not None:
+            collect()
         state = controller.step()
     return state
 
@@ -170,7 +256,7 @@ def drive(
             raise
         if isinstance(fleet.transport, SimulatedFleet):
             return run_simulated(controller, fleet.transport, step_h, max_h)
-        return run_agents(controller, poll_s, max_h)
+        return run_agents(controller, poll_s, max_h, collect=fleet.collect)
     finally:
         fleet.close()
 

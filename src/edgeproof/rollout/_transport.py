@@ -27,7 +27,8 @@ class Reported:
 
     A device with A/B slots also names its active slot and whether that slot is committed (passed its health
     check), and ``reverted`` says why it reverted ``intent`` by itself (its health check failed, or it did not
-    boot): it then runs what it ran before, not what ``intent`` sent."""
+    boot): it then runs what it ran before, not what ``intent`` sent. ``firmware_sha256`` is the sha256 of the
+    firmware image its active slot holds (None where it holds a version only, or the transport has no images)."""
 
     model_sha256: str
     firmware_version: str
@@ -35,6 +36,7 @@ class Reported:
     slot: str | None = None
     committed: bool = True
     reverted: str | None = None
+    firmware_sha256: str | None = None
 
 
 class FleetTransport(Protocol):
