@@ -312,3 +312,15 @@ def test_demo_fires_the_injected_fault_and_prints_its_playbook_step(tmp_path, ca
     assert run_fleet_demo(tmp_path, devices=3000) == 0
     out = capsys.readouterr().out
     assert "FIRING fallback_rate in A2" in out and "playbook: rollback-stratum" in out
+
+
+def test_a_shift_needs_enough_devices_for_its_rank_interval():
+    from edgeproof.fleet._stats import rank_interval_exists, shift_interval
+
+    # 1 vs 1 device: the only "interval" would be the one difference itself; it must not decide
+    assert not rank_interval_exists(1, 1, 0.05)
+    assert not rank_interval_exists(6, 6, 0.001)  # 2/924 > 0.001
+    assert rank_interval_exists(7, 7, 0.001) and rank_interval_exists(4, 4, 0.05)
+    rng = np.random.default_rng(0)
+    mid, lo, hi = shift_interval(rng.normal(1.0, 0.1, 40), rng.normal(0.0, 0.1, 40), 0.01)
+    assert lo < mid < hi and 0.9 < mid < 1.1 and lo > 0.8 and hi < 1.2

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from edgeproof.fleet._stats import binomial_bounds, poisson_bounds, shift_interval
+from edgeproof.fleet._stats import binomial_bounds, poisson_bounds, rank_interval_exists, shift_interval
 from edgeproof.fleet._store import FleetStore
 from edgeproof.telemetry._schema import EVENT_TYPES
 
@@ -366,6 +366,12 @@ def _judge(
     )
     if (early := lacking(c, k, statistic)) is not None:
         return early
+    if not rank_interval_exists(c.devices, k.devices, alpha):
+        why = (
+            f"{c.devices} cohort and {k.devices} control devices cannot bound a shift at this alarm's level "
+            f"(alpha {alpha:.2g} after corrections): every shift lies inside the rank interval"
+        )
+        return verdict("inconclusive", statistic, None, None, c, k, why)
     x_c, x_k = values[has_c], values[has_k]
     if relative:
         mid, lo, hi = shift_interval(np.log(x_c), np.log(x_k), alpha)

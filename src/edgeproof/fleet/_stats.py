@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import comb
+
 import numpy as np
 from scipy import stats
 
@@ -22,6 +24,15 @@ def binomial_bounds(successes: int, trials: int, alpha: float) -> tuple[float, f
     lo = float(stats.beta.ppf(alpha, successes, trials - successes + 1)) if successes > 0 else 0.0
     hi = float(stats.beta.ppf(1 - alpha, successes + 1, trials - successes)) if successes < trials else 1.0
     return lo, hi
+
+
+def rank_interval_exists(n_cohort: int, n_control: int, alpha: float) -> bool:
+    """Whether a two-sided ``1 - alpha`` Mann–Whitney interval exists with these many devices a side: the
+    most extreme ranking has exact probability 2 / C(n + m, n), which must lie within ``alpha``. Below
+    that every shift is inside the interval, so the data cannot tell a shift from none."""
+    if n_cohort < 1 or n_control < 1:
+        return False
+    return 2.0 / float(comb(n_cohort + n_control, n_cohort)) <= alpha
 
 
 def shift_interval(cohort: np.ndarray, control: np.ndarray, alpha: float) -> tuple[float, float, float]:
