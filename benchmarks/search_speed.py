@@ -87,7 +87,10 @@ def _speedup(result, contract) -> dict:
     """The search's confirmed ratio of its pick (or the candidate that lost to fp32) vs fp32, and the
     same two files re-measured independently; their relative disagreement."""
     [target] = result.outcomes
-    found = next((c for c in target.confirmations if c.role == "fp32"), None)
+    fp32 = [c for c in target.confirmations if c.role == "fp32"]
+    # the final pick's own comparison with fp32 (a pick that took over is confirmed against fp32 again),
+    # else the first: the candidate that lost to fp32
+    found = next((c for c in fp32 if target.selection.chosen in (c.pick, c.rival)), fp32[0] if fp32 else None)
     if found is None:
         why = "the pick is fp32 and no candidate was confirmed against it" if target.selection.chosen else "no pick"
         return {"reported": None, "remeasured_interleaved": None, "relative_disagreement": None, "note": why}
