@@ -127,6 +127,28 @@ def test_mcnemar_paired_accuracy():
     assert mcnemar_worse_p(base, base, labels)[0] == 1.0
 
 
+def test_accuracy_regression_is_judged_against_the_slice_floor(tmp_path):
+    from edgeproof.contract import load_contract
+    from edgeproof.gate import ACCURACY_ALPHA, accuracy_margin, drop_beyond_margin_p
+
+    # 6 of 360 rows only the baseline got right (a 1.7 pp drop, every discordant row one way):
+    # significantly worse than the baseline, but not by more than a 5 pp floor
+    assert drop_beyond_margin_p(6, 0, 360, 0.0) < ACCURACY_ALPHA
+    assert drop_beyond_margin_p(6, 0, 360, 0.05) > 0.5
+    # a 10 pp drop is beyond a 5 pp floor with evidence; a 5.5 pp one is not shown to be
+    assert drop_beyond_margin_p(36, 0, 360, 0.05) < ACCURACY_ALPHA
+    assert drop_beyond_margin_p(20, 0, 360, 0.05) > ACCURACY_ALPHA
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[contract]\nname = "floors"\n[budgets]\np95_ms = "5 ms"\n'
+        '[slices.contrast]\nkind = "stress"\npart = "contrast"\nmax_drop_pp = 5.0\n[slices.nominal]\nkind = "nominal"\n'
+    )
+    contract = load_contract(path)
+    assert accuracy_margin(contract, "contrast", None, 0.85) == (0.05, "max_drop_pp = 5")
+    assert accuracy_margin(contract, "nominal", None, 0.99) == (0.0, "")  # no floor: any significant drop fails
+    assert accuracy_margin(contract, "absent", None, 0.99) == (0.0, "")
+
+
 def test_baseline_for_another_model_is_refused(contract, host_record):
     other = host_record.model_copy(update={"inputs": {"x": [1, 16]}, "run_id": "other"})
     with pytest.raises(RecordError, match="another model"):

@@ -459,9 +459,24 @@ def mcnemar_worse_p(base_pred: list[int], cand_pred: list[int], labels: list[int
     return float(sps.binom.sf(b - 1, b + c, 0.5)), b, c
 
 
-def paired_error_worse_p(base_scores: list[float], cand_scores: list[float], higher_is_better: bool) -> tuple[float, float, float, float]:
+def drop_beyond_margin_p(b: int, c: int, n: int, margin: float) -> float:
+    """One-sided p that the paired right/wrong drop (b − c) / n is at most ``margin`` (a share of
+    rows): the exact McNemar test at ``margin`` 0, else a score z test on the paired difference."""
+    if margin <= 0:
+        return 1.0 if b + c == 0 else float(sps.binom.sf(b - 1, b + c, 0.5))
+    drop = (b - c) / n
+    var = (b + c) / n - drop**2
+    if var <= 0:
+        return 0.0 if drop > margin else 1.0
+    return float(sps.norm.sf((drop - margin) / math.sqrt(var / n)))
+
+
+def paired_error_worse_p(
+    base_scores: list[float], cand_scores: list[float], higher_is_better: bool, margin: float = 0.0
+) -> tuple[float, float, float, float]:
     """One-sided paired t-test on per-row score differences (candidate − baseline, signed so that
-    positive is worse): p that the candidate is not worse, the mean worsening and its 95% interval."""
+    positive is worse): p that the candidate is not worse by more than ``margin``, the mean worsening
+    and its 95% interval."""
     diff = np.asarray(cand_scores, dtype=np.float64) - np.asarray(base_scores, dtype=np.float64)
     if higher_is_better:
         diff = -diff
@@ -470,8 +485,8 @@ def paired_error_worse_p(base_scores: list[float], cand_scores: list[float], hig
         return 1.0, mean, -math.inf, math.inf
     se = float(diff.std(ddof=1) / math.sqrt(len(diff)))
     if se == 0:
-        return (0.0 if mean > 0 else 1.0), mean, mean, mean
-    t = mean / se
+        return (0.0 if mean > margin else 1.0), mean, mean, mean
+    t = (mean - margin) / se
     half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, len(diff) - 1)) * se
     return float(sps.t.sf(t, len(diff) - 1)), mean, mean - half, mean + half
 
@@ -482,11 +497,32 @@ def _unpaired(clause: str, value: float | None, why: str) -> ClauseResult:
     )
 
 
-def accuracy_clauses(base: RunRecord, cand: RunRecord) -> list[ClauseResult]:
+def accuracy_margin(contract, slice_name: str, output: str | None, base_value: float | None) -> tuple[float, str]:
+    """How much worse the contract lets a slice's output get (its floor: ``max_drop_pp`` as a share,
+    ``max_increase`` as is, ``max_increase_pct`` of the baseline's value) and the floor's words; 0 where
+    the contract sets none (then any significant worsening fails)."""
+    section = contract.slices.get(slice_name) if contract is not None else None
+    if section is None:
+        return 0.0, ""
+    for out, unit, limit in section.floors():
+        if out != output:
+            continue
+        if unit == "max_drop_pp":
+            return limit / 100.0, f"{unit} = {limit:g}"
+        if unit == "max_increase":
+            return limit, f"{unit} = {limit:g}"
+        if base_value is not None:
+            return abs(base_value) * limit / 100.0, f"{unit} = {limit:g}"
+    return 0.0, ""
+
+
+def accuracy_clauses(base: RunRecord, cand: RunRecord, contract=None) -> list[ClauseResult]:
     """``regression.accuracy.<slice>`` (the first judged output) and ``regression.accuracy.<slice>.<output>``
-    (the others): a paired test per slice suited to the metric. Right/wrong rows (top1, topk) take an
-    exact McNemar test; continuous scores (mse, mae, cosine, a user's) a one-sided paired t-test on
-    per-row differences. Fails when the candidate is worse at ``ACCURACY_ALPHA``."""
+    (the others): a paired test per slice suited to the metric. Right/wrong rows (top1, topk) take a
+    McNemar-type test; continuous scores (mse, mae, cosine, a user's) a one-sided paired t-test on
+    per-row differences. Fails when the candidate is worse than the baseline by more than the slice's
+    floor in ``contract`` (``accuracy_margin``; any worsening where it sets none) at ``ACCURACY_ALPHA``:
+    one rule for "worse enough to block", the floor the search holds candidates to."""
     if not (base.evaluation and cand.evaluation):
         return []
     bev, cev = base.evaluation, cand.evaluation
@@ -499,35 +535,37 @@ def accuracy_clauses(base: RunRecord, cand: RunRecord) -> list[ClauseResult]:
             om = cs.outputs.get(output)
             value = om.value if om is not None else cs.accuracy
             metric = cev.outputs.get(output, cev.metric)
+            base_om = bs.outputs.get(output) if bs is not None else None
+            base_value = base_om.value if base_om is not None else (bs.accuracy if bs is not None else None)
+            margin, floor = accuracy_margin(contract, name, output if k else None, base_value)
+            beyond = f" beyond the floor ({floor})" if margin > 0 else ""
             same_rows = bs is not None and bs.slice_id == cs.slice_id
             b_rows, c_rows = bev.scores.get(name, {}).get(output), cev.scores.get(name, {}).get(output)
             if om is not None and (metric == "top1" or metric.startswith("topk:")) and same_rows and b_rows and c_rows:
-                # right/wrong per row: McNemar on the discordant rows
-                ok = [1] * len(c_rows)
-                p, b, c = mcnemar_worse_p([int(r) for r in b_rows], [int(r) for r in c_rows], ok)
-                status = "fail" if p < ACCURACY_ALPHA else "pass"
-                note = f"{metric}: {b} inputs only the baseline got right, {c} only the candidate; one-sided p = {p:.3g}"
-                method = "paired, exact McNemar"
+                # right/wrong per row: the discordant rows decide
+                p, b, c = mcnemar_worse_p([int(r) for r in b_rows], [int(r) for r in c_rows], [1] * len(c_rows))
+                p = drop_beyond_margin_p(b, c, len(c_rows), margin)
+                note = f"{metric}: {b} inputs only the baseline got right, {c} only the candidate; one-sided p{beyond} = {p:.3g}"
+                method = "paired, exact McNemar" if margin <= 0 else "paired, McNemar-type z test against the floor"
             elif om is not None and same_rows and b_rows and c_rows and len(b_rows) == len(c_rows):
-                p, mean, lo, hi = paired_error_worse_p(b_rows, c_rows, om.higher_is_better)
-                status = "fail" if p < ACCURACY_ALPHA else "pass"
-                note = f"{metric}: candidate worse by {mean:.4g} per row (95% CI {lo:.4g} to {hi:.4g}); one-sided p = {p:.3g}"
+                p, mean, lo, hi = paired_error_worse_p(b_rows, c_rows, om.higher_is_better, margin)
+                note = f"{metric}: candidate worse by {mean:.4g} per row (95% CI {lo:.4g} to {hi:.4g}); one-sided p{beyond} = {p:.3g}"
                 method = "paired t on per-row differences"
             elif k == 0 and cev.labels.get(name) and bev.labels.get(name) == cev.labels.get(name) and bev.predictions.get(name):
-                p, b, c = mcnemar_worse_p(bev.predictions[name], cev.predictions.get(name, []), cev.labels[name])
-                status = "fail" if p < ACCURACY_ALPHA else "pass"
-                note = f"{b} inputs only the baseline got right, {c} only the candidate; one-sided p = {p:.3g}"
-                method = "paired, exact McNemar"
+                labels = cev.labels[name]
+                _, b, c = mcnemar_worse_p(bev.predictions[name], cev.predictions.get(name, []), labels)
+                p = drop_beyond_margin_p(b, c, len(labels), margin)
+                note = f"{b} inputs only the baseline got right, {c} only the candidate; one-sided p{beyond} = {p:.3g}"
+                method = "paired, exact McNemar" if margin <= 0 else "paired, McNemar-type z test against the floor"
             else:
                 out.append(_unpaired(clause, value, "baseline and candidate lack paired per-row scores on the same slice"))
                 continue
-            base_om = bs.outputs.get(output) if bs is not None else None
             out.append(
                 ClauseResult(
                     clause=clause,
-                    status=status,
+                    status="fail" if p < ACCURACY_ALPHA else "pass",
                     value=value,
-                    budget=base_om.value if base_om is not None else (bs.accuracy if bs is not None else None),
+                    budget=base_value,
                     unit=metric,
                     provenance=f"measured:evaluation ({method})",
                     note=note,
@@ -655,7 +693,7 @@ def gate_target(
         for c in (memory_clause(base, cand, tol.peak_rss_pct), energy_clause(base, cand, tol.energy_pct), fallback_clause(base, cand))
         if c
     ]
-    regressions += accuracy_clauses(base, cand)
+    regressions += accuracy_clauses(base, cand, contract)
     regressions += cumulative_clauses(contract, anchor)
     regressions, applied, expired = apply_waivers(regressions, contract.waivers, cand.target.id, today, allow_unverified)
     clauses = verdict.clauses + regressions
