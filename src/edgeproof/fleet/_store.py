@@ -342,7 +342,7 @@ class FleetStore:
         """Ingest rows already flattened (the simulator's in-memory path); idempotent the same way."""
         report = IngestReport(rows_read=sum(f.windows.num_rows + f.events.num_rows + f.rejects.num_rows for f in flats))
         t0 = time.perf_counter()
-        self._store(iter([_Chunk(flats, {}, [], 0, 0)]), report, on_commit)
+        self._store(iter([_Chunk(flats, {}, [], 0, 0, prepared=_prepared_rows(flats))]), report, on_commit)
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -364,9 +364,7 @@ class FleetStore:
                 if open_batch is None:
                     con.begin()
                     open_batch = Commit(offsets={}, windows=0, events=0, duplicates=0, rejected=0)
-                with phase("codes_and_batch_dedupe"):
-                    prepared = _prepared_rows(chunk.flats)
-                for rows in prepared:
+                for rows in chunk.prepared:
                     with phase("intern"):
                         keyed = _keyed(con, self._interned, rows)
                     with phase("dedupe_insert"):
@@ -496,6 +494,8 @@ class _Chunk:
     frames: int
     rows_read: int
     commit: bool = True
+    # the rows ready to store (names to codes, repeats within the chunk dropped), made in the flattening thread
+    prepared: list[_Rows] = field(default_factory=list)
 
 
 # Rows handed from the flattening thread to the storing one at a time: small enough that the two overlap
@@ -554,7 +554,10 @@ def _chunks(items: Iterator[tuple[str, Frame | FrameProblem]], batch_rows: int, 
     in_chunk = in_batch = 0
 
     def chunk_of(frames: list[tuple[str, Frame]], offsets: dict[str, int], problems: list[FrameProblem], rows: int, commit: bool) -> _Chunk:
-        return _Chunk(_flatten_frames(frames, phases), offsets, problems, len(frames), rows, commit)
+        flats = _flatten_frames(frames, phases)
+        with phases("codes_and_batch_dedupe"):
+            prepared = _prepared_rows(flats)
+        return _Chunk(flats, offsets, problems, len(frames), rows, commit, prepared)
 
     with ThreadPoolExecutor(_FLATTENERS, thread_name_prefix="fleet-ingest-flatten") as pool:
         pending: deque[Future[_Chunk]] = deque()
