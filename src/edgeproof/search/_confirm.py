@@ -126,16 +126,8 @@ class StopRule:
         return False
 
 
-def stop_rule(
-    ab: InterleaveOptions,
-    q: float,
-    rel_tol: float,
-    precision: float | None,
-    out_of_time: Callable[[], bool] | None = None,
-    seconds_left: Callable[[], float] | None = None,
-) -> StopRule:
-    """The comparison's ``StopRule``."""
-    return StopRule(ab, q, rel_tol, precision, out_of_time, seconds_left)
+# The comparison's StopRule, under the name the gate's own stop rule has (``gate.regression_decided``).
+stop_rule = StopRule
 
 
 def measure_ratio(

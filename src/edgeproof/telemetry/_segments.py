@@ -346,19 +346,22 @@ def _flat_records(table: pa.Table) -> list[Record]:
                 values["bounds"] = list(PROBABILITY_BOUNDS)
             metrics.append(MetricValue(name=name, **values))
         metrics += [_metric_of(m) for m in row.get("extra_metrics") or [] if m["name"] in METRICS]
-        out.append(
-            Window(
-                labels,
-                row["boot_id"],
-                row["seq"],
-                row["start_unix_ns"],
-                row["end_unix_ns"],
-                metrics,
-                row.get("raw_latency_ns"),
-                row.get("raw_confidence"),
-            )
-        )
+        out.append(_window_of(row, labels, metrics))
     return out
+
+
+def _window_of(row: dict[str, Any], labels: Labels, metrics: list[MetricValue]) -> Window:
+    """A window from one frame row of either layout (raw samples only where the row has them)."""
+    return Window(
+        labels,
+        row["boot_id"],
+        row["seq"],
+        row["start_unix_ns"],
+        row["end_unix_ns"],
+        metrics,
+        row.get("raw_latency_ns"),
+        row.get("raw_confidence"),
+    )
 
 
 def _metric_of(m: dict[str, Any]) -> MetricValue:
@@ -395,18 +398,7 @@ def _records_of(payload: bytes) -> list[Record]:
         labels = Labels.from_dict(row["labels"] or {})
         if row["kind"] == "window":
             metrics = [_metric_of(m) for m in row["metrics"] or [] if m["name"] in METRICS]
-            out.append(
-                Window(
-                    labels,
-                    row["boot_id"],
-                    row["seq"],
-                    row["start_unix_ns"],
-                    row["end_unix_ns"],
-                    metrics,
-                    row["raw_latency_ns"],
-                    row["raw_confidence"],
-                )
-            )
+            out.append(_window_of(row, labels, metrics))
         elif row["kind"] == "event":
             attributes = json.loads(row["event_attributes_json"] or "{}")
             out.append(Event(labels, row["boot_id"], row["seq"], row["start_unix_ns"], row["event_type"], attributes))
