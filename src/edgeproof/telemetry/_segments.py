@@ -528,6 +528,9 @@ class SegmentStore:
         self._file: Any = None
         self._path: Path | None = None
         self.last_seq = self._recover()
+        # what writing a flat frame imports (the sketch reader for the latency quantiles, pyarrow.compute,
+        # ~0.2 s here), imported now: the first window is then written when it closes, not an import later
+        from edgeproof.fleet import _sketch  # noqa: F401
 
     def _recover(self) -> int:
         """Cut torn tails left by a crash, and return the highest sequence number this boot already wrote (-1 if none)."""
