@@ -171,3 +171,13 @@ def test_an_acknowledged_upload_survives_kill_9_of_fleet_serve(tmp_path, fleet):
     with FleetStore(fleet["store"]) as store:
         assert store.counts()["windows"] == reply["windows"] == len(read_segments(segments).windows)
     assert list(fleet["spool"].glob("*.eptseg")) == []
+
+
+def test_a_staged_upload_left_by_a_crash_is_cleared_when_the_spool_opens(tmp_path):
+    from edgeproof.fleet._receiver import Spool
+
+    spool = Spool(tmp_path / "spool")
+    staged = spool.stage(b"never acknowledged")
+    kept = spool.commit(spool.stage(b"acknowledged"), "dev-1")
+    reopened = Spool(tmp_path / "spool")
+    assert reopened.stale_removed == 1 and not staged.exists() and kept.exists()

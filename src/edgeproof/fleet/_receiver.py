@@ -69,6 +69,12 @@ class Spool:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        # staged uploads a crash left behind were never acknowledged (the 200 comes after the rename):
+        # the device sends them again, so they go (one receiver per spool)
+        self.stale_removed = 0
+        for stale in self.directory.glob(".*.part"):
+            stale.unlink(missing_ok=True)
+            self.stale_removed += 1
 
     def stage(self, body: bytes) -> Path:
         """``body`` (segment frames, with or without the file magic) under a temporary name, fsync'd; not yet ingestible."""

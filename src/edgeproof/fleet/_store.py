@@ -285,16 +285,20 @@ def _insert_new(con: duckdb.DuckDBPyConnection, table: str, incoming: str, rows:
 class FleetStore:
     """Fleet telemetry in a DuckDB file (``":memory:"`` for a throwaway one); the only writer while open."""
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, read_only: bool = False) -> None:
+        """``read_only``: for readers (the report, alarms over a copy) — no file is created, nothing written,
+        and the writer may keep its own connection elsewhere."""
         self.path = path
         try:
-            self.con = duckdb.connect(str(path))
-        except duckdb.IOException as exc:
-            raise DataError(f"{path}: cannot open the fleet store ({str(exc).splitlines()[0]})") from exc
+            self.con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            mode = "read-only " if read_only else ""
+            raise DataError(f"{path}: cannot open the fleet store {mode}({str(exc).splitlines()[0]})") from None
         if threads is not None:
             self.con.execute(f"SET threads = {int(threads)}")
-        for sql in _SCHEMA_SQL:
-            self.con.execute(sql)
+        if not read_only:
+            for sql in _SCHEMA_SQL:
+                self.con.execute(sql)
         self._interned = _Interned()
 
     def close(self) -> None:

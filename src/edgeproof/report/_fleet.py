@@ -9,17 +9,16 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
-from edgeproof.errors import RecordError, first_line
+from edgeproof.errors import DataError, RecordError, first_line
 from edgeproof.report._collect import Inputs
 from edgeproof.report._html import Section, badge, bullet_list, esc, note, source, table
 from edgeproof.report._plots import FAIL, colour, plot_html, ptext, simulated_name
 
 if TYPE_CHECKING:
-    import duckdb
 
     from edgeproof.contract import Rollback
     from edgeproof.fleet import AlarmReport, AlarmVerdict, FleetStore, PlaybookStep
@@ -76,21 +75,10 @@ class Fleet:
     sums: dict[tuple[str, str, str, int], Sums]  # (cohort, chip revision, region, bucket)
 
 
-class _ReadOnlyStore:
-    """The store behind a read-only connection: ``FleetStore`` opens for writing (and creates a missing file), the report must not."""
-
-    def __init__(self, path: Path) -> None:
-        import duckdb
-
-        try:
-            self.con: duckdb.DuckDBPyConnection = duckdb.connect(str(path), read_only=True)
-        except duckdb.Error as exc:
-            raise RecordError(f"{path}: cannot open the fleet store read-only ({str(exc).splitlines()[0]})") from None
-
-    def one(self, sql: str) -> tuple:
-        row = self.con.execute(sql).fetchone()
-        assert row is not None
-        return row
+def _one(store: FleetStore, sql: str) -> tuple:
+    row = store.con.execute(sql).fetchone()
+    assert row is not None
+    return row
 
 
 def gate_rollback(rollout: Path | None) -> tuple[Rollback | None, str]:
@@ -119,18 +107,22 @@ def read_fleet(path: Path, rollback: Rollback | None = None) -> Fleet:
     defaults) and sum the time series; RecordError if it is no fleet store."""
     import duckdb
 
-    from edgeproof.fleet import evaluate_alarms
+    from edgeproof.fleet import FleetStore, evaluate_alarms
 
-    store = _ReadOnlyStore(path)
+    try:
+        store = FleetStore(path, read_only=True)
+    except DataError as exc:
+        raise RecordError(str(exc)) from None
     try:
         try:
-            devices, windows, start_ns, end_ns = store.one(
-                "SELECT count(DISTINCT device_key), count(*), min(start_ns), max(end_ns) FROM window_rows"
+            devices, windows, start_ns, end_ns = _one(
+                store, "SELECT count(DISTINCT device_key), count(*), min(start_ns), max(end_ns) FROM window_rows"
             )
-            events, rejected = store.one("SELECT (SELECT count(*) FROM event_rows), (SELECT count(*) FROM rejects)")
-            (simulated,) = store.one(
+            events, rejected = _one(store, "SELECT (SELECT count(*) FROM event_rows), (SELECT count(*) FROM rejects)")
+            (simulated,) = _one(
+                store,
                 "SELECT coalesce(bool_or(starts_with(bom_id, 'simulated:')), false) FROM label_sets "
-                "WHERE label_key IN (SELECT DISTINCT label_key FROM window_rows)"
+                "WHERE label_key IN (SELECT DISTINCT label_key FROM window_rows)",
             )
             cohorts = dict(
                 store.con.execute("SELECT cohort, count(DISTINCT device_id) FROM windows GROUP BY cohort ORDER BY cohort").fetchall()
@@ -141,8 +133,7 @@ def read_fleet(path: Path, rollback: Rollback | None = None) -> Fleet:
             return Fleet(path, bool(simulated), 0, 0, int(events), int(rejected), 0, 0, 1.0, {}, [], {})
         span_h = (end_ns - start_ns) / 3600e9
         bucket_h = float(max(1, -(-int(span_h) // MAX_POINTS)))
-        fleet_store = cast("FleetStore", store)
-        reports = [evaluate_alarms(fleet_store, c, CONTROL, rollback) for c in cohorts if c != CONTROL] if CONTROL in cohorts else []
+        reports = [evaluate_alarms(store, c, CONTROL, rollback) for c in cohorts if c != CONTROL] if CONTROL in cohorts else []
         rows = store.con.execute(_SERIES_SQL, {"t0": start_ns, "bucket": int(bucket_h * 3600e9)}).fetchall()
     finally:
         store.con.close()
