@@ -19,7 +19,6 @@ from edgeproof.report._html import Section, badge, bullet_list, esc, note, sourc
 from edgeproof.report._plots import FAIL, colour, plot_html, ptext, simulated_name
 
 if TYPE_CHECKING:
-
     from edgeproof.contract import Rollback
     from edgeproof.fleet import AlarmReport, AlarmVerdict, FleetStore, PlaybookStep
 
