@@ -446,17 +446,19 @@ def regression_fails(est: RatioEstimate, limit: float, apart: bool = False) -> b
     return est.ratio > limit and est.one_sided_low() > 1.0
 
 
-def mcnemar_worse_p(base_pred: list[int], cand_pred: list[int], labels: list[int]) -> tuple[float, int, int]:
-    """One-sided exact McNemar: p that the candidate is not worse, given b (only baseline right)
-    and c (only candidate right) discordant pairs."""
+def discordant(base_pred: list[int], cand_pred: list[int], labels: list[int]) -> tuple[int, int]:
+    """(b, c): rows only the baseline got right, rows only the candidate got right."""
     y = np.asarray(labels)
     base_ok = np.asarray(base_pred) == y
     cand_ok = np.asarray(cand_pred) == y
-    b = int(np.sum(base_ok & ~cand_ok))
-    c = int(np.sum(~base_ok & cand_ok))
-    if b + c == 0:
-        return 1.0, b, c
-    return float(sps.binom.sf(b - 1, b + c, 0.5)), b, c
+    return int(np.sum(base_ok & ~cand_ok)), int(np.sum(~base_ok & cand_ok))
+
+
+def mcnemar_worse_p(base_pred: list[int], cand_pred: list[int], labels: list[int]) -> tuple[float, int, int]:
+    """One-sided exact McNemar: p that the candidate is not worse, given b (only baseline right)
+    and c (only candidate right) discordant pairs."""
+    b, c = discordant(base_pred, cand_pred, labels)
+    return drop_beyond_margin_p(b, c, len(labels), 0.0), b, c
 
 
 def drop_beyond_margin_p(b: int, c: int, n: int, margin: float) -> float:
@@ -543,7 +545,7 @@ def accuracy_clauses(base: RunRecord, cand: RunRecord, contract=None) -> list[Cl
             b_rows, c_rows = bev.scores.get(name, {}).get(output), cev.scores.get(name, {}).get(output)
             if om is not None and (metric == "top1" or metric.startswith("topk:")) and same_rows and b_rows and c_rows:
                 # right/wrong per row: the discordant rows decide
-                p, b, c = mcnemar_worse_p([int(r) for r in b_rows], [int(r) for r in c_rows], [1] * len(c_rows))
+                b, c = discordant([int(r) for r in b_rows], [int(r) for r in c_rows], [1] * len(c_rows))
                 p = drop_beyond_margin_p(b, c, len(c_rows), margin)
                 note = f"{metric}: {b} inputs only the baseline got right, {c} only the candidate; one-sided p{beyond} = {p:.3g}"
                 method = "paired, exact McNemar" if margin <= 0 else "paired, McNemar-type z test against the floor"
@@ -553,7 +555,7 @@ def accuracy_clauses(base: RunRecord, cand: RunRecord, contract=None) -> list[Cl
                 method = "paired t on per-row differences"
             elif k == 0 and cev.labels.get(name) and bev.labels.get(name) == cev.labels.get(name) and bev.predictions.get(name):
                 labels = cev.labels[name]
-                _, b, c = mcnemar_worse_p(bev.predictions[name], cev.predictions.get(name, []), labels)
+                b, c = discordant(bev.predictions[name], cev.predictions.get(name, []), labels)
                 p = drop_beyond_margin_p(b, c, len(labels), margin)
                 note = f"{b} inputs only the baseline got right, {c} only the candidate; one-sided p{beyond} = {p:.3g}"
                 method = "paired, exact McNemar" if margin <= 0 else "paired, McNemar-type z test against the floor"

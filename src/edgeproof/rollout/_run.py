@@ -187,6 +187,11 @@ def open_fleet(plan: Plan, folder: Path) -> Fleet:
     return Fleet("agents", agents, store, time.time, close, collect)
 
 
+def _going_on(state: State) -> bool:
+    """Whether a driver steps again: the rollout has not ended with its last sends reconciled, and is not paused."""
+    return (state.phase not in TERMINAL or bool(state.pending) or bool(state.unreconciled)) and not state.paused
+
+
 def run_agents(
     controller: Controller,
     poll_s: float = 10.0,
@@ -200,7 +205,7 @@ def run_agents(
     gates' store) runs before each step after the first, so what is judged was recorded after the wave went out."""
     began = elapsed_s()
     state = controller.step()
-    while (state.phase not in TERMINAL or state.pending or state.unreconciled) and not state.paused:
+    while _going_on(state):
         if elapsed_s() - began + poll_s > max_h * 3600.0:
             break
         sleep(poll_s)
@@ -214,7 +219,7 @@ def run_simulated(controller: Controller, fleet: SimulatedFleet, step_h: float =
     """Step the controller and the simulated fleet in turn until the rollout ends (its last sends reconciled with what the
     devices report), pauses, or ``max_h`` simulated hours pass."""
     state = controller.step()
-    while (state.phase not in TERMINAL or state.pending or state.unreconciled) and not state.paused and fleet.sim.hours < max_h:
+    while _going_on(state) and fleet.sim.hours < max_h:
         fleet.advance(step_h)
         state = controller.step()
     return state

@@ -110,7 +110,7 @@ class StopRule:
             return settled
         if not settled and n < MAX_RUNNER_UP_PAIRS:
             return False
-        width = half_width(paired_ratio_of(base, cand, ab.blocks, ab.block_size, 0.5))
+        width = half_width(est if self.q == 0.5 else paired_ratio_of(base, cand, ab.blocks, ab.block_size, 0.5))
         if width <= math.log1p(self.precision):
             self.why = f"the p50 interval was within ±{self.precision:.0%}"
             return True
